@@ -1,0 +1,238 @@
+"""The report's aggregates for one user and an inclusive date range, computed in SQL.
+
+Every figure comes from a GROUP BY / aggregate query over the user's rows in
+[start 00:00, end + 1 day 00:00); Python only reshapes the (small, bounded)
+result rows. Works on SQLite and PostgreSQL; the only dialect-specific piece
+is the Monday-based week truncation.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Date,
+    and_,
+    case,
+    cast,
+    desc,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from temporalio.exceptions import ApplicationError
+
+from reportflow.db import transactions, users
+from reportflow.models import (
+    INVALID_RANGE,
+    NO_EMAIL_ADDRESS,
+    UNKNOWN_USER,
+    CategoryTotal,
+    MerchantTotal,
+    ReportData,
+    TransactionRow,
+    WeekTotal,
+)
+
+DEFAULT_CURRENCY = "EUR"
+TOP_MERCHANTS = 10
+LARGEST = 10
+
+t = transactions.c
+
+
+def _int_sum(expr: ColumnElement[Any]) -> ColumnElement[int]:
+    """SUM that is 0 over no rows and an int on every driver (PostgreSQL sums bigint as numeric)."""
+    return cast(func.coalesce(func.sum(expr), 0), BigInteger)
+
+
+def _spent() -> ColumnElement[int]:
+    """Spending as positive cents: minus the sum of the negative amounts."""
+    return -_int_sum(case((t.amount_cents < 0, t.amount_cents), else_=0))
+
+
+def _received() -> ColumnElement[int]:
+    return _int_sum(case((t.amount_cents > 0, t.amount_cents), else_=0))
+
+
+def _week_start(dialect: str) -> ColumnElement[date]:
+    """The Monday (00:00) of posted_at's ISO week, as a DATE."""
+    if dialect == "postgresql":
+        # date_trunc('week', ...) truncates to the ISO week's Monday.
+        return cast(func.date_trunc(literal_column("'week'"), t.posted_at), Date)
+    # SQLite: 'weekday 0' moves forward to the next Sunday (a Sunday stays put),
+    # then 6 days back is that week's Monday; a Monday goes to Sunday and back.
+    return func.date(
+        t.posted_at, literal_column("'weekday 0'"), literal_column("'-6 days'"), type_=Date
+    )
+
+
+def _by_name(column: ColumnElement[str], dialect: str) -> ColumnElement[str]:
+    """Order text by code point on both databases (PostgreSQL's default is locale-aware)."""
+    return column.collate("C") if dialect == "postgresql" else column
+
+
+def _iso(value: date | str) -> str:
+    return value if isinstance(value, str) else value.isoformat()
+
+
+def _timestamp(value: datetime | str) -> str:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.isoformat(timespec="seconds")
+
+
+async def _user(conn: AsyncConnection, user_id: str) -> tuple[str, str | None]:
+    row = (
+        await conn.execute(select(users.c.name, users.c.email).where(users.c.id == user_id))
+    ).first()
+    if row is None:
+        raise ApplicationError(
+            f"unknown user {user_id}: there is no such id in the users table",
+            type=UNKNOWN_USER,
+            non_retryable=True,
+        )
+    return row.name, row.email
+
+
+async def aggregate(
+    engine: AsyncEngine, *, report_id: str, user_id: str, start: date, end: date
+) -> ReportData:
+    """All aggregates of `user_id`'s transactions from `start` to `end`, both inclusive.
+
+    Raises a non-retryable ApplicationError of type InvalidRange (start > end),
+    UnknownUser (no such user) or NoEmailAddress (the report could not be sent).
+    """
+    if start > end:
+        raise ApplicationError(
+            f"invalid range: start {start.isoformat()} is after end {end.isoformat()}",
+            type=INVALID_RANGE,
+            non_retryable=True,
+        )
+    lower = datetime.combine(start, time.min)
+    upper = datetime.combine(end + timedelta(days=1), time.min)
+    in_range = and_(t.user_id == user_id, t.posted_at >= lower, t.posted_at < upper)
+
+    async with engine.connect() as conn:
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            # One snapshot for all the queries below.
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+
+        name, email = await _user(conn, user_id)
+        if email is None or not email.strip():
+            raise ApplicationError(
+                f"user {user_id} has no email address; add one to the users table "
+                "and redrive the report",
+                type=NO_EMAIL_ADDRESS,
+                non_retryable=True,
+            )
+
+        totals = (
+            await conn.execute(
+                select(
+                    func.count().label("n"),
+                    _received().label("money_in"),
+                    _spent().label("money_out"),
+                    _int_sum(t.amount_cents).label("net"),
+                ).where(in_range)
+            )
+        ).one()
+
+        currency = (
+            await conn.execute(
+                select(t.currency)
+                .where(in_range)
+                .group_by(t.currency)
+                .order_by(desc(func.count()), t.currency)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if currency is None:
+            # Nothing in range: the user's usual currency, else the default.
+            currency = (
+                await conn.execute(
+                    select(t.currency)
+                    .where(t.user_id == user_id)
+                    .group_by(t.currency)
+                    .order_by(desc(func.count()), t.currency)
+                    .limit(1)
+                )
+            ).scalar_one_or_none() or DEFAULT_CURRENCY
+
+        spent = _spent().label("spent")
+        spending = and_(in_range, t.amount_cents < 0)
+        category_rows = await conn.execute(
+            select(t.category, spent, func.count().label("n"))
+            .where(spending)
+            .group_by(t.category)
+            .order_by(desc(spent), _by_name(t.category, dialect))
+        )
+        by_category = [
+            CategoryTotal(category=r.category, spent_cents=int(r.spent), count=int(r.n))
+            for r in category_rows
+        ]
+
+        week = _week_start(dialect).label("week_start")
+        week_rows = await conn.execute(
+            select(week, _received().label("in_cents"), _spent().label("out_cents"))
+            .where(in_range)
+            .group_by(week)
+            .order_by(week)
+        )
+        by_week = [
+            WeekTotal(
+                week_start=_iso(r.week_start), in_cents=int(r.in_cents), out_cents=int(r.out_cents)
+            )
+            for r in week_rows
+        ]
+
+        merchant_rows = await conn.execute(
+            select(t.merchant, spent, func.count().label("n"))
+            .where(spending)
+            .group_by(t.merchant)
+            .order_by(desc(spent), _by_name(t.merchant, dialect))
+            .limit(TOP_MERCHANTS)
+        )
+        top_merchants = [
+            MerchantTotal(merchant=r.merchant, spent_cents=int(r.spent), count=int(r.n))
+            for r in merchant_rows
+        ]
+
+        largest_rows = await conn.execute(
+            select(t.posted_at, t.merchant, t.category, t.amount_cents, t.currency)
+            .where(in_range)
+            .order_by(desc(func.abs(t.amount_cents)), t.posted_at, t.id)
+            .limit(LARGEST)
+        )
+        largest = [
+            TransactionRow(
+                posted_at=_timestamp(r.posted_at),
+                merchant=r.merchant,
+                category=r.category,
+                amount_cents=int(r.amount_cents),
+                currency=r.currency,
+            )
+            for r in largest_rows
+        ]
+
+    return ReportData(
+        report_id=report_id,
+        user_id=user_id,
+        user_name=name,
+        start=start.isoformat(),
+        end=end.isoformat(),
+        currency=currency,
+        transaction_count=int(totals.n),
+        money_in_cents=int(totals.money_in),
+        money_out_cents=int(totals.money_out),
+        net_cents=int(totals.net),
+        by_category=by_category,
+        by_week=by_week,
+        top_merchants=top_merchants,
+        largest=largest,
+    )

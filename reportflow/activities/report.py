@@ -1,0 +1,90 @@
+"""The activities of GenerateReport, as methods of one class given its dependencies.
+
+`worker.py` builds the database engine, the long-lived browser, the mailer and
+the report store once and hands them in here. Each method is safe to run twice:
+query only reads, render overwrites the same key, email consults its ledger,
+cleanup deletes what may or may not be there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import date
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+
+from reportflow.activities.email import send_report_email
+from reportflow.activities.query import aggregate
+from reportflow.mailer import Mailer
+from reportflow.models import (
+    CleanupInput,
+    EmailInput,
+    EmailResult,
+    QueryInput,
+    RenderInput,
+    RenderResult,
+    ReportData,
+)
+from reportflow.render import Browser, count_pages, render_html
+from reportflow.store import ReportStore, pdf_key
+
+log = logging.getLogger(__name__)
+
+
+class ReportActivities:
+    def __init__(
+        self, *, engine: AsyncEngine, browser: Browser, store: ReportStore, mailer: Mailer
+    ) -> None:
+        self.engine = engine
+        self.browser = browser
+        self.store = store
+        self.mailer = mailer
+
+    @activity.defn(name="query")
+    async def query(self, input: QueryInput) -> ReportData:
+        data = await aggregate(
+            self.engine,
+            report_id=input.report_id,
+            user_id=input.user_id,
+            start=date.fromisoformat(input.start),
+            end=date.fromisoformat(input.end),
+        )
+        log.info(
+            "aggregated %d transactions",
+            data.transaction_count,
+            extra={"report_id": input.report_id},
+        )
+        return data
+
+    @activity.defn(name="render")
+    async def render(self, input: RenderInput) -> RenderResult:
+        report_id = input.data.report_id
+        activity.heartbeat("rendering html")
+        html = render_html(input.data)
+        pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing pdf"))
+        pages = await asyncio.to_thread(count_pages, pdf)
+        key = pdf_key(report_id)
+        await self.store.put(key, pdf)
+        log.info("rendered %d pages, %d bytes", pages, len(pdf), extra={"report_id": report_id})
+        return RenderResult(key=key, pages=pages, bytes=len(pdf))
+
+    @activity.defn(name="send_email")
+    async def send_email(self, input: EmailInput) -> EmailResult:
+        return await send_report_email(
+            engine=self.engine,
+            mailer=self.mailer,
+            store=self.store,
+            data=input,
+            run_id=activity.info().workflow_run_id or "",
+        )
+
+    @activity.defn(name="cleanup")
+    async def cleanup(self, input: CleanupInput) -> None:
+        removed = await self.store.delete(input.pdf_key or pdf_key(input.report_id))
+        log.info("cleaned up (pdf removed: %s)", removed, extra={"report_id": input.report_id})
+
+    @property
+    def all(self) -> list[object]:
+        return [self.query, self.render, self.send_email, self.cleanup]

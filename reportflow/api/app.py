@@ -1,0 +1,120 @@
+"""The FastAPI application: thin, never doing the slow work, never waiting on it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.service import RPCError
+
+from reportflow.api.ratelimit import RateLimiter
+from reportflow.api.routes import health, reports
+from reportflow.config import Settings, get_settings
+from reportflow.db import create_engine, create_schema
+from reportflow.store import ReportStore
+from reportflow.temporal import connect
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """413 for a body over `max_bytes`, whether or not it declares its length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = JSONResponse(
+            {"detail": f"the request body is over {self.max_bytes} bytes; send a smaller one"},
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+        )
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await too_large(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await too_large(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _readable(errors: list[dict[str, object]]) -> str:
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p not in {"body", "query", "path"}]  # type: ignore[attr-defined]
+        msg = str(error.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
+    return JSONResponse(
+        {"detail": _readable(errors), "errors": errors},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("Temporal call failed: %s", exc)
+    return JSONResponse(
+        {"detail": "the job service (Temporal) is unavailable; try again shortly"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One client per process; lazy, so the API starts (and /readyz says
+        # why it is not ready) even while Temporal is still coming up.
+        app.state.temporal = await connect(lazy=True)
+        app.state.engine = create_engine(settings.database_url)
+        await create_schema(app.state.engine)
+        yield
+        await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="reportflow",
+        version="0.1.0",
+        summary="Transaction reports generated in the background: 202 now, PDF by email soon.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = ReportStore(settings.report_store_path)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RPCError, _temporal_unavailable)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(reports.router)
+    app.include_router(health.router)
+    return app

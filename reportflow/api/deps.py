@@ -1,0 +1,73 @@
+"""FastAPI dependencies: settings, the one Temporal client, the engine, the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from reportflow.config import Settings
+from reportflow.store import ReportStore
+from reportflow.tokens import Caller, lookup
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `reportflow token create`")
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _temporal(request: Request) -> Client:
+    client: Client = request.app.state.temporal
+    return client
+
+
+def _engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+def _store(request: Request) -> ReportStore:
+    store: ReportStore = request.app.state.store
+    return store
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+TemporalDep = Annotated[Client, Depends(_temporal)]
+EngineDep = Annotated[AsyncEngine, Depends(_engine)]
+StoreDep = Annotated[ReportStore, Depends(_store)]
+
+
+async def _caller(
+    engine: EngineDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    unauthorized = HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail="missing or unknown bearer token; send `Authorization: Bearer <token>` "
+        "with a token from `reportflow token create --user ID`",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+    if credentials is None or not credentials.credentials or len(credentials.credentials) > 200:
+        raise unauthorized
+    caller = await lookup(engine, credentials.credentials)
+    if caller is None:
+        raise unauthorized
+    return caller
+
+
+async def _admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+    if not caller.is_admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="this needs an admin token (`reportflow token create --admin`)",
+        )
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+AdminDep = Annotated[Caller, Depends(_admin)]

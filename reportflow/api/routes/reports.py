@@ -1,0 +1,248 @@
+"""The user's reports: start, follow, download, cancel, list."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.responses import FileResponse
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
+from reportflow.api.schemas import ReportList, ReportRequest, StatusDocument, problem
+from reportflow.api.status import build_document, describe_report, report_id_for
+from reportflow.models import WORKFLOW_TYPE, GenerateReportInput
+from reportflow.temporal import USER_ID_KEY
+from reportflow.tokens import Caller
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/reports", tags=["reports"])
+
+RETRY_AFTER_SECONDS = "2"
+NOT_FOUND = "no such report: check the ID, or list your reports with GET /reports"
+
+_LIST_FILTER = {
+    "queued": "ExecutionStatus = 'Running'",
+    "running": "ExecutionStatus = 'Running'",
+    "completed": "ExecutionStatus = 'Completed'",
+    "failed": "ExecutionStatus IN ('Failed', 'TimedOut', 'Terminated')",
+    "cancelled": "ExecutionStatus = 'Canceled'",
+}
+
+
+def _with_progress_headers(response: Response, doc: StatusDocument) -> StatusDocument:
+    if not doc.is_final:
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return doc
+
+
+async def _get(request: Request, report_id: str, caller: Caller) -> StatusDocument:
+    doc = await describe_report(
+        request.app.state.temporal,
+        report_id,
+        caller=caller,
+        temporal_ui_url=request.app.state.settings.temporal_ui_url,
+    )
+    if doc is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
+    return doc
+
+
+def _user_of(caller: Caller) -> str:
+    if caller.user_id is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="an admin token has no reports of its own; use a user's token "
+            "(`reportflow token create --user ID`)",
+        )
+    return caller.user_id
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=StatusDocument,
+    responses={
+        401: problem("No or unknown token"),
+        413: problem("Body too large"),
+        422: problem("Malformed, reversed, future or too long range"),
+        429: problem("Too many reports started; wait `Retry-After` seconds"),
+    },
+)
+async def create_report(
+    body: ReportRequest,
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+) -> StatusDocument:
+    """Start a report (or find the one already running or done for this range)."""
+    user_id = _user_of(caller)
+    wait = request.app.state.rate_limiter.retry_after(user_id)
+    if wait:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many reports started in the last minute; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    start, end = body.dates()
+    report_id = report_id_for(user_id, start, end)
+    try:
+        await client.start_workflow(
+            WORKFLOW_TYPE,
+            GenerateReportInput(
+                report_id=report_id,
+                user_id=user_id,
+                start=start.isoformat(),
+                end=end.isoformat(),
+                retry=settings.retry,
+                timeouts=settings.timeouts,
+            ),
+            id=report_id,
+            task_queue=settings.task_queue,
+            # Four clicks, one run: a running report is returned as it is, a
+            # completed one is kept, a failed or cancelled one starts afresh.
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=(
+                WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if body.regenerate
+                else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+            ),
+            memo={
+                "user_id": user_id,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "stage": "queued",
+                "progress": 0,
+            },
+            search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID_KEY, user_id)]),
+            static_summary=f"Report for user {user_id}: {start} to {end}",
+        )
+        log.info("report requested", extra={"report_id": report_id, "user_id": user_id})
+    except WorkflowAlreadyStartedError:
+        log.info("report already completed", extra={"report_id": report_id})
+    doc = await _get(request, report_id, caller)
+    response.headers["Location"] = doc.links.self
+    return _with_progress_headers(response, doc)
+
+
+@router.get(
+    "/{report_id}",
+    response_model=StatusDocument,
+    responses={401: problem("No or unknown token"), 404: problem("No such report")},
+)
+async def get_report(
+    report_id: str, request: Request, response: Response, caller: CallerDep
+) -> StatusDocument:
+    """The report's status document; `Retry-After` while it is not finished."""
+    return _with_progress_headers(response, await _get(request, report_id, caller))
+
+
+@router.get(
+    "/{report_id}/pdf",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/pdf": {}}, "description": "The report"},
+        404: problem("No such report"),
+        409: problem("Not completed yet"),
+    },
+)
+async def get_pdf(
+    report_id: str, request: Request, caller: CallerDep, store: StoreDep
+) -> FileResponse:
+    """The PDF of a completed report."""
+    doc = await _get(request, report_id, caller)
+    if doc.status != "completed":
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"the report is {doc.status} (stage {doc.stage}); "
+            "the PDF is available once its status is completed",
+        )
+    path = store.local_path(f"{report_id}.pdf")
+    if path is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail="the PDF is no longer in the report store; "
+            'regenerate it with POST /reports and "regenerate": true',
+        )
+    return FileResponse(path, media_type="application/pdf", filename=f"{report_id}.pdf")
+
+
+@router.post(
+    "/{report_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=StatusDocument,
+    responses={404: problem("No such report"), 409: problem("Already finished")},
+)
+async def cancel_report(
+    report_id: str, request: Request, caller: CallerDep, client: TemporalDep
+) -> StatusDocument:
+    """Ask the run to stop; it ends as cancelled and sends no email."""
+    doc = await _get(request, report_id, caller)
+    if doc.is_final:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"the report is already {doc.status}")
+    await client.get_workflow_handle(report_id).cancel()
+    log.info("cancel requested", extra={"report_id": report_id})
+    return doc
+
+
+def _decode_token(token: str | None) -> bytes | None:
+    if not token:
+        return None
+    try:
+        return base64.urlsafe_b64decode(token.encode())
+    except (binascii.Error, ValueError):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail="page_token is not one this API handed out; start again without it",
+        ) from None
+
+
+@router.get("", response_model=ReportList, responses={401: problem("No or unknown token")})
+async def list_reports(
+    request: Request,
+    caller: CallerDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+    status_filter: Annotated[
+        Literal["queued", "running", "completed", "failed", "cancelled"] | None,
+        Query(alias="status"),
+    ] = None,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_token: Annotated[str | None, Query(max_length=4096)] = None,
+) -> ReportList:
+    """Your reports, newest first (may lag a moment behind a new report)."""
+    user_id = _user_of(caller)
+    query = f"WorkflowType = '{WORKFLOW_TYPE}' AND {USER_ID_KEY.name} = '{user_id}'"
+    if status_filter:
+        query += f" AND {_LIST_FILTER[status_filter]}"
+    listing = client.list_workflows(
+        query, page_size=page_size, next_page_token=_decode_token(page_token)
+    )
+    await listing.fetch_next_page(page_size=page_size)
+    docs = []
+    for execution in listing.current_page or []:
+        doc = build_document(
+            execution, await execution.memo(), temporal_ui_url=settings.temporal_ui_url
+        )
+        running = execution.status == WorkflowExecutionStatus.RUNNING
+        if status_filter in {"queued", "running"} and running and doc.status != status_filter:
+            continue
+        docs.append(doc)
+    token = listing.next_page_token
+    return ReportList(
+        reports=docs,
+        next_page_token=base64.urlsafe_b64encode(token).decode() if token else None,
+    )

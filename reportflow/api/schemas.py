@@ -1,0 +1,158 @@
+"""Request and response models of the HTTP API (what /docs shows)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Status = Literal["queued", "running", "completed", "failed", "cancelled"]
+Stage = Literal["queued", "querying", "rendering", "emailing", "done"]
+
+DEFAULT_DAYS = 90
+MAX_DAYS = 366
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+class ReportRequest(BaseModel):
+    """Dates are inclusive; both default to the last 90 days ending today (UTC)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"start": "2026-08-30", "end": "2026-11-27"}]},
+    )
+
+    start: date | None = Field(None, description="First day, YYYY-MM-DD")
+    end: date | None = Field(None, description="Last day, YYYY-MM-DD; not after today")
+    regenerate: bool = Field(
+        False, description="Run a completed report again (only when none is running)"
+    )
+
+    @model_validator(mode="after")
+    def _check_range(self) -> ReportRequest:
+        now = today()
+        if self.end is None:
+            self.end = now
+        if self.start is None:
+            self.start = self.end - timedelta(days=DEFAULT_DAYS - 1)
+        if self.end > now:
+            raise ValueError(
+                f"end {self.end} is in the future; the last day a report can cover is today, {now}"
+            )
+        if self.start > self.end:
+            raise ValueError(
+                f"start {self.start} is after end {self.end}; swap them or pick an earlier start"
+            )
+        days = (self.end - self.start).days + 1
+        if days > MAX_DAYS:
+            raise ValueError(
+                f"the range covers {days} days; a report covers at most {MAX_DAYS}, "
+                "so split it into several reports"
+            )
+        return self
+
+    def dates(self) -> tuple[date, date]:
+        assert self.start is not None and self.end is not None
+        return self.start, self.end
+
+
+class ReportResultDoc(BaseModel):
+    pdf_url: str
+    pages: int
+    bytes: int
+    emailed_to: list[str]
+    message_id: str
+
+
+class ErrorDoc(BaseModel):
+    type: str
+    message: str
+
+
+class RetryDoc(BaseModel):
+    """Present while a step is waiting to be tried again."""
+
+    activity: str
+    attempt: int
+    maximum_attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+
+
+class Links(BaseModel):
+    self: str
+    events: str
+    pdf: str
+    temporal_ui: str
+
+
+class StatusDocument(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "report_id": "report-u0001-2026-08-30-2026-11-27",
+                    "status": "running",
+                    "stage": "rendering",
+                    "progress": 40,
+                    "attempt": 1,
+                    "last_error": None,
+                    "start": "2026-08-30",
+                    "end": "2026-11-27",
+                    "created_at": "2026-11-27T10:00:00Z",
+                    "updated_at": "2026-11-27T10:00:01Z",
+                    "completed_at": None,
+                    "result": None,
+                    "error": None,
+                    "retry": None,
+                    "links": {
+                        "self": "/reports/report-u0001-2026-08-30-2026-11-27",
+                        "events": "/reports/report-u0001-2026-08-30-2026-11-27/events",
+                        "pdf": "/reports/report-u0001-2026-08-30-2026-11-27/pdf",
+                        "temporal_ui": "http://localhost:8233/namespaces/default/workflows/report-u0001-2026-08-30-2026-11-27",
+                    },
+                }
+            ]
+        }
+    )
+
+    report_id: str
+    status: Status
+    stage: Stage
+    progress: int = Field(ge=0, le=100)
+    attempt: int
+    last_error: str | None
+    start: date
+    end: date
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    result: ReportResultDoc | None
+    error: ErrorDoc | None
+    retry: RetryDoc | None = None
+    links: Links
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in {"completed", "failed", "cancelled"}
+
+
+class ReportList(BaseModel):
+    reports: list[StatusDocument]
+    next_page_token: str | None = Field(
+        None, description="Pass as `page_token` to get the next page; null on the last page"
+    )
+
+
+class Problem(BaseModel):
+    """Every 4xx/5xx body: what happened and what to do."""
+
+    detail: Any
+
+
+def problem(description: str) -> dict[int | str, dict[str, Any]]:
+    return {"model": Problem, "description": description}

@@ -1,0 +1,199 @@
+"""The status document of a report, read from Temporal alone.
+
+`describe` works with every worker down: the execution status, the memo the
+workflow keeps current (stage, progress, result, error) and the pending
+activities (attempt, last failure, next retry) are all held by the server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHistoryEventFilterType,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from reportflow.api.schemas import (
+    ErrorDoc,
+    Links,
+    ReportResultDoc,
+    RetryDoc,
+    Status,
+    StatusDocument,
+)
+from reportflow.models import STAGES, WORKFLOW_TYPE
+from reportflow.tokens import Caller
+
+REPORT_ID = re.compile(
+    r"^report-(?P<user>[A-Za-z0-9_.]{1,64})-(?P<start>\d{4}-\d{2}-\d{2})-(?P<end>\d{4}-\d{2}-\d{2})$"
+)
+
+_FINAL: dict[WorkflowExecutionStatus, Status] = {
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TIMED_OUT: "failed",
+    WorkflowExecutionStatus.TERMINATED: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+}
+
+
+def report_id_for(user_id: str, start: date, end: date) -> str:
+    """Deterministic: the same user and range always name the same report."""
+    return f"report-{user_id}-{start.isoformat()}-{end.isoformat()}"
+
+
+def owner_of(report_id: str) -> str | None:
+    match = REPORT_ID.match(report_id)
+    return match["user"] if match else None
+
+
+def may_see(caller: Caller, report_id: str) -> bool:
+    return caller.is_admin or (caller.user_id is not None and owner_of(report_id) == caller.user_id)
+
+
+def _status(execution: WorkflowExecutionStatus | None, stage: str) -> Status:
+    if execution in _FINAL:
+        return _FINAL[execution]
+    return "queued" if stage == "queued" else "running"
+
+
+def _retry(pending: PendingActivityInfo | None) -> tuple[int, str | None, RetryDoc | None]:
+    if pending is None:
+        return 1, None, None
+    last_error = pending.last_failure.message or None if pending.HasField("last_failure") else None
+    next_at = (
+        pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
+        if pending.HasField("next_attempt_schedule_time")
+        else None
+    )
+    retry = None
+    if pending.attempt > 1 or last_error:
+        retry = RetryDoc(
+            activity=pending.activity_type.name,
+            attempt=pending.attempt,
+            maximum_attempts=pending.maximum_attempts,
+            last_error=last_error,
+            next_attempt_at=next_at,
+        )
+    return max(pending.attempt, 1), last_error, retry
+
+
+def build_document(
+    execution: WorkflowExecution,
+    memo: Mapping[str, Any],
+    *,
+    temporal_ui_url: str,
+    pending: PendingActivityInfo | None = None,
+    close_error: ErrorDoc | None = None,
+) -> StatusDocument:
+    report_id = execution.id
+    stage = str(memo.get("stage", "queued"))
+    status = _status(execution.status, stage)
+    progress = int(memo.get("progress", STAGES.get(stage, 0)))
+    if status == "completed":
+        stage, progress = "done", 100
+    attempt, last_error, retry = _retry(pending)
+    error = None
+    if status == "failed":
+        raw = memo.get("error")
+        error = ErrorDoc(**raw) if isinstance(raw, dict) else close_error
+        error = error or ErrorDoc(
+            type="Unknown", message="the run failed without a recorded reason"
+        )
+        last_error = last_error or error.message
+    elif status == "cancelled":
+        error = ErrorDoc(type="Cancelled", message="the report was cancelled; no email was sent")
+    result = None
+    raw_result = memo.get("result")
+    if status == "completed" and isinstance(raw_result, dict):
+        result = ReportResultDoc(pdf_url=f"/reports/{report_id}/pdf", **raw_result)
+    base = f"/reports/{report_id}"
+    updated = memo.get("updated_at")
+    default_start, default_end = owner_start_end(report_id)
+    return StatusDocument(
+        report_id=report_id,
+        status=status,
+        stage=stage,  # type: ignore[arg-type]
+        progress=progress,
+        attempt=attempt,
+        last_error=last_error,
+        start=memo.get("start") or default_start,
+        end=memo.get("end") or default_end,
+        created_at=execution.start_time,
+        updated_at=datetime.fromisoformat(updated) if updated else execution.start_time,
+        completed_at=execution.close_time,
+        result=result,
+        error=error,
+        retry=retry if status in {"queued", "running"} else None,
+        links=Links(
+            self=base,
+            events=f"{base}/events",
+            pdf=f"{base}/pdf",
+            temporal_ui=f"{temporal_ui_url}/namespaces/{execution.namespace}/workflows/{report_id}",
+        ),
+    )
+
+
+def owner_start_end(report_id: str) -> tuple[str, str]:
+    match = REPORT_ID.match(report_id)
+    return (match["start"], match["end"]) if match else ("1970-01-01", "1970-01-01")
+
+
+async def _close_error(client: Client, report_id: str, run_id: str) -> ErrorDoc | None:
+    """The reason of a run that ended without writing one (terminated, timed out)."""
+    handle = client.get_workflow_handle(report_id, run_id=run_id)
+    async for event in handle.fetch_history_events(
+        event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
+    ):
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+            reason = event.workflow_execution_terminated_event_attributes.reason
+            return ErrorDoc(type="Terminated", message=reason or "terminated by an operator")
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+            return ErrorDoc(type="TimedOut", message="the run exceeded its time limit")
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+            failure = event.workflow_execution_failed_event_attributes.failure
+            kind = failure.application_failure_info.type or "Failed"
+            return ErrorDoc(type=kind, message=failure.message)
+    return None
+
+
+async def describe_report(
+    client: Client, report_id: str, *, caller: Caller, temporal_ui_url: str
+) -> StatusDocument | None:
+    """The report's status, or None when it does not exist or is not the caller's."""
+    if not may_see(caller, report_id):
+        return None
+    try:
+        description: WorkflowExecutionDescription = await client.get_workflow_handle(
+            report_id
+        ).describe()
+    except RPCError as err:
+        if err.status in {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}:
+            return None
+        raise
+    if description.workflow_type != WORKFLOW_TYPE:
+        return None
+    memo = await description.memo()
+    if not caller.is_admin and memo.get("user_id") != caller.user_id:
+        return None
+    pending = description.raw_description.pending_activities
+    close_error = None
+    if _FINAL.get(description.status) == "failed" and not memo.get("error"):
+        close_error = await _close_error(client, report_id, description.run_id)
+    return build_document(
+        description,
+        memo,
+        temporal_ui_url=temporal_ui_url,
+        pending=pending[0] if pending else None,
+        close_error=close_error,
+    )

@@ -1,0 +1,123 @@
+"""`reportflow`: one command for every part of the service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from reportflow.config import get_settings
+from reportflow.logs import setup_logging
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from reportflow.dev import run_dev
+
+    asyncio.run(run_dev(get_settings()))
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "reportflow.api.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from reportflow.worker import run_worker
+
+    asyncio.run(run_worker(get_settings()))
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from reportflow.db import create_engine, create_schema
+    from reportflow.seed import seed
+
+    async def go() -> None:
+        engine = create_engine(get_settings().database_url)
+        await create_schema(engine)
+        summary = await seed(engine, users=args.users, days=args.days)
+        await engine.dispose()
+        sys.stdout.write(
+            f"created {summary.users_created} users and "
+            f"{summary.transactions_created} transactions\n"
+        )
+
+    asyncio.run(go())
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from reportflow.db import create_engine, create_schema
+    from reportflow.tokens import create_token
+
+    async def go() -> str:
+        engine = create_engine(get_settings().database_url)
+        await create_schema(engine)
+        try:
+            return await create_token(engine, user_id=args.user, admin=args.admin, label=args.label)
+        finally:
+            await engine.dispose()
+
+    try:
+        token = asyncio.run(go())
+    except ValueError as err:
+        sys.stderr.write(f"reportflow token: {err}\n")
+        return 2
+    sys.stdout.write(token + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reportflow",
+        description="Durable background report generation on Temporal.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "dev", help="run everything locally: Temporal, SMTP sink, worker, API, demo data"
+    ).set_defaults(func=_dev)
+
+    api = commands.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host", help="address to bind (default HOST or 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (default PORT or 8000)")
+    api.set_defaults(func=_api)
+
+    commands.add_parser("worker", help="run a Temporal worker").set_defaults(func=_worker)
+
+    seed = commands.add_parser("seed", help="fill the database with demo users and transactions")
+    seed.add_argument("--users", type=int, default=5, help="how many users (default 5)")
+    seed.add_argument("--days", type=int, default=120, help="days of history (default 120)")
+    seed.set_defaults(func=_seed)
+
+    token = commands.add_parser("token", help="manage API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", help="mint a token and print it once")
+    who = create.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the user the token belongs to")
+    who.add_argument("--admin", action="store_true", help="an admin token (all users' reports)")
+    create.add_argument("--label", default="", help="a note to remember the token by")
+    create.set_defaults(func=_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

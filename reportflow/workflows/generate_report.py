@@ -1,0 +1,168 @@
+"""GenerateReport: query -> render -> email, durable, observable, cancellable.
+
+Deterministic orchestration only. Each stage is published twice: in the memo,
+which `describe` returns with no worker running (the API's status comes from
+there), and as current details, which the Temporal Web UI shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from reportflow.activities.report import ReportActivities
+    from reportflow.models import (
+        NON_RETRYABLE_ERRORS,
+        STAGES,
+        Backoff,
+        CleanupInput,
+        EmailInput,
+        GenerateReportInput,
+        Progress,
+        QueryInput,
+        RenderInput,
+        ReportResult,
+    )
+
+
+def retry_policy(backoff: Backoff) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=backoff.initial_seconds),
+        backoff_coefficient=backoff.coefficient,
+        maximum_interval=timedelta(seconds=backoff.maximum_seconds),
+        maximum_attempts=backoff.maximum_attempts,
+        non_retryable_error_types=NON_RETRYABLE_ERRORS,
+    )
+
+
+def _error_of(err: BaseException) -> tuple[str, str]:
+    """The innermost meaningful (type, message) of an activity failure."""
+    cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+    if isinstance(cause, ApplicationError):
+        return cause.type or "ApplicationError", cause.message
+    return type(cause).__name__, str(cause) or type(cause).__name__
+
+
+@workflow.defn(name="GenerateReport")
+class GenerateReport:
+    def __init__(self) -> None:
+        self._progress = Progress()
+        self._recipients: list[str] = []
+
+    @workflow.run
+    async def run(self, input: GenerateReportInput) -> ReportResult:
+        retry, timeouts = input.retry, input.timeouts
+        pdf_key: str | None = None
+        try:
+            self._enter("querying")
+            data = await workflow.execute_activity_method(
+                ReportActivities.query,
+                QueryInput(input.report_id, input.user_id, input.start, input.end),
+                start_to_close_timeout=timedelta(seconds=timeouts.query),
+                retry_policy=retry_policy(retry.query),
+            )
+            self._enter("rendering")
+            rendered = await workflow.execute_activity_method(
+                ReportActivities.render,
+                RenderInput(data),
+                start_to_close_timeout=timedelta(seconds=timeouts.render),
+                heartbeat_timeout=timedelta(seconds=timeouts.render_heartbeat),
+                retry_policy=retry_policy(retry.render),
+                # Wait for the render to stop before cleaning up, so it cannot
+                # write its PDF after the cleanup removed it.
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            pdf_key = rendered.key
+            self._enter("emailing")
+            emailed = await workflow.execute_activity_method(
+                ReportActivities.send_email,
+                EmailInput(
+                    report_id=input.report_id,
+                    user_id=input.user_id,
+                    pdf_key=rendered.key,
+                    start=input.start,
+                    end=input.end,
+                    extra_recipients=list(self._recipients),
+                ),
+                start_to_close_timeout=timedelta(seconds=timeouts.email),
+                retry_policy=retry_policy(retry.email),
+            )
+        except (asyncio.CancelledError, CancelledError):
+            await self._cleanup(input.report_id, pdf_key)
+            raise
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                await self._cleanup(input.report_id, pdf_key)
+                raise
+            error_type, message = _error_of(err)
+            workflow.upsert_memo(
+                {"error": {"type": error_type, "message": message}, **self._times()}
+            )
+            raise ApplicationError(
+                f"{self._progress.stage} failed: {message}", type=error_type, non_retryable=True
+            ) from err
+
+        result = ReportResult(
+            pdf_key=rendered.key,
+            pages=rendered.pages,
+            bytes=rendered.bytes,
+            emailed_to=emailed.recipients,
+            message_id=emailed.message_id,
+        )
+        workflow.upsert_memo(
+            {
+                "result": {
+                    "pages": result.pages,
+                    "bytes": result.bytes,
+                    "emailed_to": result.emailed_to,
+                    "message_id": result.message_id,
+                }
+            }
+        )
+        self._enter("done")
+        return result
+
+    @workflow.query
+    def progress(self) -> Progress:
+        return self._progress
+
+    @workflow.signal
+    def add_recipient(self, email: str) -> None:
+        """Add a recipient; too late once the email step has started."""
+        address = email.strip()
+        if "@" not in address or any(c.isspace() or c in "<>,;" for c in address):
+            workflow.logger.warning("add_recipient ignored an invalid address: %r", email)
+            return
+        if self._progress.stage in {"emailing", "done"}:
+            workflow.logger.warning("add_recipient arrived after the email step: %r", email)
+            return
+        if address not in self._recipients:
+            self._recipients.append(address)
+            self._progress.recipients = list(self._recipients)
+
+    def _times(self) -> dict[str, str]:
+        return {"updated_at": workflow.now().isoformat()}
+
+    def _enter(self, stage: str) -> None:
+        self._progress.stage = stage
+        self._progress.progress = STAGES[stage]
+        self._progress.updated_at = workflow.now().isoformat()
+        workflow.upsert_memo(
+            {"stage": stage, "progress": STAGES[stage], "updated_at": self._progress.updated_at}
+        )
+        workflow.set_current_details(f"**Stage:** {stage} ({STAGES[stage]}%)")
+
+    async def _cleanup(self, report_id: str, pdf_key: str | None) -> None:
+        """Remove partial artifacts of a cancelled run; runs after the cancel."""
+        workflow.upsert_memo({"cancelled_at": workflow.now().isoformat(), **self._times()})
+        await workflow.execute_activity_method(
+            ReportActivities.cleanup,
+            CleanupInput(report_id=report_id, pdf_key=pdf_key),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+        )

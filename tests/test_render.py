@@ -1,0 +1,349 @@
+"""The renderer on a real headless Chromium: HTML escaping, PDF content, network isolation,
+crash recovery. No mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pypdf import PdfReader
+
+from reportflow.models import CategoryTotal, MerchantTotal, TransactionRow
+from reportflow.render import Browser, count_pages, find_chromium, format_cents, render_html
+from tests.utils.reports import make_empty_report_data, make_report_data
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+async def wait_until(predicate: Any, within: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return bool(predicate())
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class Listener:
+    """A local HTTP server that records every connection and request it gets."""
+
+    port: int
+    connections: int = 0
+    paths: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def hits(self) -> int:
+        with self.lock:
+            return self.connections + len(self.paths)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    state = Listener(port=0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with state.lock:
+                state.paths.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"root:x:0:0:listener")
+
+        do_POST = do_GET
+        do_HEAD = do_GET
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            with state.lock:
+                state.connections += 1
+            return True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """One Chromium for this module's tests, like one per worker process in production."""
+    instance = Browser(find_chromium(os.environ.get("CHROMIUM_EXECUTABLE")))
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def test_format_cents() -> None:
+    assert format_cents(0, "EUR") == "0.00 EUR"
+    assert format_cents(5, "EUR") == "0.05 EUR"
+    assert format_cents(123456, "USD") == "1,234.56 USD"
+    assert format_cents(-123456, "EUR") == "-1,234.56 EUR"
+    assert format_cents(-99, "EUR") == "-0.99 EUR"
+    assert format_cents(100_000_000_00, "JPY") == "100,000,000.00 JPY"
+
+
+def test_html_escapes_untrusted_merchant_and_keeps_unicode() -> None:
+    evil = '<b>&"x"\''
+    unicode_name = "Café Zürich — 東京ラーメン"
+    data = make_report_data(
+        user_name="Zoë <i>O'Brien</i>",
+        top_merchants=[MerchantTotal(evil, 1000, 1), MerchantTotal(unicode_name, 900, 2)],
+        by_category=[CategoryTotal("<svg onload=x>", 1000, 1)],
+        largest=[TransactionRow("2024-05-01T10:00:00", evil, "<g>cat</g>", -1000, "EUR")],
+    )
+    html = render_html(data)
+
+    assert "<b>&" not in html
+    assert "&lt;b&gt;&amp;&#34;x&#34;&#39;" in html
+    assert "<svg onload" not in html and "&lt;svg onload=x&gt;" in html  # SVG text labels too
+    assert "<g>cat</g>" not in html
+    assert "<i>O'Brien</i>" not in html and "Zoë &lt;i&gt;O&#39;Brien&lt;/i&gt;" in html
+    assert unicode_name in html
+    # The CSP is the first element of <head>.
+    head = html.split("<head>", 1)[1].lstrip()
+    assert head.startswith(
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\';'
+    )
+
+
+def test_html_of_empty_range() -> None:
+    html = render_html(make_empty_report_data())
+    assert "No transactions in this period" in html
+    assert format_cents(0, "EUR") in html
+
+
+def test_html_with_zero_valued_charts_does_not_divide_by_zero() -> None:
+    data = make_report_data(
+        by_category=[CategoryTotal("Fees", 0, 1)],
+        top_merchants=[],
+        largest=[],
+    )
+    data = replace(data, by_week=[replace(w, in_cents=0, out_cents=0) for w in data.by_week])
+    html = render_html(data)
+    assert "Fees" in html
+    assert "No merchants in this period" in html
+
+
+# --------------------------------------------------------------------------- PDF
+
+
+async def test_pdf_contains_totals(browser: Browser) -> None:
+    data = make_report_data()
+    assert data.net_cents < 0  # the minus sign must survive too
+    pdf = await browser.pdf(render_html(data))
+
+    assert pdf.startswith(b"%PDF")
+    assert count_pages(pdf) >= 1
+    text = pdf_text(pdf)
+    assert format_cents(data.net_cents, data.currency) in text
+    assert str(data.transaction_count) in text
+    assert "Ada Lovelace" in text
+    assert "Hausverwaltung Müller GmbH" in text
+
+
+async def test_pdf_of_empty_range(browser: Browser) -> None:
+    data = make_empty_report_data()
+    pdf = await browser.pdf(render_html(data))
+    assert count_pages(pdf) == 1
+    text = pdf_text(pdf)
+    assert "No transactions in this period" in text
+    assert format_cents(0, data.currency) in text
+
+
+async def test_pdf_calls_heartbeat(browser: Browser) -> None:
+    beats: list[float] = []
+    pdf = await browser.pdf(render_html(make_report_data()), heartbeat=lambda: beats.append(1.0))
+    assert pdf.startswith(b"%PDF")
+    assert len(beats) >= 1
+
+
+async def test_concurrent_pdfs_share_one_browser(browser: Browser) -> None:
+    datas = [make_report_data(user_name=f"User {i}", net_cents=-i * 10_001) for i in range(4)]
+    pdfs = await asyncio.gather(*(browser.pdf(render_html(d)) for d in datas))
+    for data, pdf in zip(datas, pdfs, strict=True):
+        text = pdf_text(pdf)
+        assert data.user_name in text
+        assert format_cents(data.net_cents, data.currency) in text
+
+
+async def test_javascript_is_off(browser: Browser) -> None:
+    html = (
+        "<html><body><p id=p>static text</p>"
+        "<script>document.getElementById('p').textContent = 'JS RAN';</script></body></html>"
+    )
+    text = pdf_text(await browser.pdf(html))
+    assert "static text" in text
+    assert "JS RAN" not in text
+
+
+# --------------------------------------------------------------------------- security
+
+
+def hostile_strings(listener: Listener) -> dict[str, str]:
+    return {
+        "img": f"<img src={listener.url('/img')}>",
+        "iframe": "<iframe src=file:///etc/passwd>",
+        "prefetch": f"<link rel=prefetch href={listener.url('/prefetch')}>",
+        "refresh": f'<meta http-equiv=refresh content="0;url={listener.url("/refresh")}">',
+        "script": f"<script>fetch('{listener.url('/js')}')</script>",
+        "css": f"<style>body{{background:url({listener.url('/css')})}}</style>",
+        "css_inline": f'<div style="background-image:url({listener.url("/css-inline")})">x</div>',
+    }
+
+
+def test_listener_counts_requests(listener: Listener) -> None:
+    """The zero in the isolation tests can fail: a plain request is counted."""
+    with urllib.request.urlopen(listener.url("/sanity"), timeout=5) as response:
+        assert response.read().startswith(b"root:x:0:0")
+    assert listener.paths == ["/sanity"]
+    assert listener.hits >= 2  # one connection + one request
+
+
+async def test_untrusted_text_cannot_fetch_or_read_files(
+    browser: Browser, listener: Listener
+) -> None:
+    hostile = hostile_strings(listener)
+    values = list(hostile.values())
+    data = make_report_data(
+        top_merchants=[MerchantTotal(v, 1000 + i, 1) for i, v in enumerate(values)],
+        by_category=[CategoryTotal(v, 1000 + i, 1) for i, v in enumerate(values)],
+        largest=[
+            TransactionRow("2024-05-01T10:00:00", v, v, -1000 - i, "EUR")
+            for i, v in enumerate(values)
+        ],
+    )
+    pdf = await browser.pdf(render_html(data))
+
+    # Waiting for the absence of an event: a short bounded wait is all we can do.
+    await wait_until(lambda: listener.hits > 0, within=1.0)
+    assert listener.hits == 0, listener.paths
+
+    text = pdf_text(pdf)
+    flat = " ".join(text.split())
+    assert "iframe src=file:///etc/passwd" in flat
+    assert "link rel=prefetch" in flat
+    assert "meta http-equiv=refresh" in flat
+    assert "fetch(" in flat
+    assert "root:x:0:0" not in text
+
+
+async def test_browser_walls_hold_without_escaping(browser: Browser, listener: Listener) -> None:
+    """Defense in depth: even raw markup with no CSP cannot reach the network or files."""
+    html = (
+        "<html><head>"
+        f"<link rel=prefetch href={listener.url('/prefetch')}>"
+        f"<link rel=stylesheet href={listener.url('/sheet.css')}>"
+        f"<style>body{{background:url({listener.url('/css')})}}</style>"
+        "</head><body><p>raw page</p>"
+        f"<img src={listener.url('/img')}>"
+        "<iframe src=file:///etc/passwd></iframe>"
+        f"<iframe src={listener.url('/frame')}></iframe>"
+        f"<script>fetch('{listener.url('/js')}')</script>"
+        "</body></html>"
+    )
+    pdf = await browser.pdf(html)
+    await wait_until(lambda: listener.hits > 0, within=1.0)
+    assert listener.hits == 0, listener.paths
+    text = pdf_text(pdf)
+    assert "raw page" in text
+    assert "root:x:0:0" not in text
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_find_chromium() -> None:
+    with pytest.raises(FileNotFoundError, match="CHROMIUM_EXECUTABLE"):
+        find_chromium("/nonexistent/chromium")
+    found = find_chromium(None)
+    if found is not None:
+        assert os.access(found, os.X_OK)
+        assert find_chromium(found) == found
+
+
+@pytest.mark.parametrize("wait_for_exit", [True, False], ids=["after-exit", "immediately"])
+async def test_relaunches_after_chromium_is_killed(wait_for_exit: bool) -> None:
+    instance = Browser(find_chromium(os.environ.get("CHROMIUM_EXECUTABLE")))
+    try:
+        data = make_report_data()
+        first = await instance.pdf(render_html(data))
+        assert first.startswith(b"%PDF")
+        pid = instance.process_pid
+        assert pid is not None
+
+        os.kill(pid, signal.SIGKILL)
+        if wait_for_exit:
+            assert await wait_until(lambda: not pid_alive(pid), within=10)
+            assert await wait_until(lambda: not instance.is_running, within=10)
+
+        second = await instance.pdf(render_html(data))
+        assert format_cents(data.net_cents, data.currency) in pdf_text(second)
+        assert instance.launches == 2
+        new_pid = instance.process_pid
+        assert new_pid is not None and new_pid != pid
+    finally:
+        await instance.close()
+    assert await wait_until(lambda: instance.process_pid is None, within=10)
+
+
+async def test_closed_browser_refuses_until_started_again() -> None:
+    instance = Browser(find_chromium(os.environ.get("CHROMIUM_EXECUTABLE")))
+    await instance.ensure_started()
+    assert instance.is_running and instance.process_pid is not None
+    await instance.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await instance.pdf("<p>x</p>")
+    await instance.start()
+    try:
+        assert (await instance.pdf("<p>again</p>")).startswith(b"%PDF")
+    finally:
+        await instance.close()

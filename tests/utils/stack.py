@@ -1,0 +1,143 @@
+"""Running the real API and worker for tests: uvicorn on a free port, the worker
+in this event loop or as a separate process (for SIGKILL tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from temporalio.client import Client
+
+from reportflow.api.app import create_app
+from reportflow.config import Settings
+from reportflow.render import INSTANCE_SWITCH
+from reportflow.worker import run_worker
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve_api(settings: Settings) -> AsyncIterator[str]:
+    """The real FastAPI app behind uvicorn; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(20):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def in_process_worker(settings: Settings, client: Client) -> AsyncIterator[None]:
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop=stop, client=client, ready=ready))
+    async with asyncio.timeout(60):
+        await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when="FIRST_COMPLETED")
+    if task.done():
+        task.result()
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
+    """The environment that makes `reportflow worker` use these settings."""
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=temporal_address,
+        DATABASE_URL=settings.database_url,
+        REPORT_STORE_URL=settings.report_store_url,
+        SMTP_HOST=settings.smtp_host,
+        SMTP_PORT=str(settings.smtp_port),
+        TASK_QUEUE=settings.task_queue,
+        RETRY=settings.retry.__class__.__name__ and _json(settings, "retry"),
+        TIMEOUTS=_json(settings, "timeouts"),
+        WORKER_GRACE_SECONDS=str(settings.worker_grace_seconds),
+    )
+    return env
+
+
+def _json(settings: Settings, field: str) -> str:
+    return settings.model_dump_json(include={field})[len(f'{{"{field}":') : -1]
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def chromium_pids(self) -> list[int]:
+        """Chromium browser processes launched by this worker (found by their marker)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                session = os.getsid(int(entry.name))
+            except (OSError, ProcessLookupError):
+                continue
+            if session != self.process.pid:
+                continue
+            if any(a.startswith(INSTANCE_SWITCH.encode()) for a in args) and not any(
+                a.startswith(b"--type=") for a in args
+            ):
+                pids.append(int(entry.name))
+        return pids
+
+    def kill_all(self) -> None:
+        """SIGKILL the worker and everything it started (Chromium, the Playwright driver)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def worker_process(settings: Settings, temporal_address: str, log: Path) -> Iterator[WorkerProcess]:
+    """`python -m reportflow.worker` in its own session, so it can be killed whole."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reportflow.worker"],
+            env=settings_env(settings, temporal_address),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    worker = WorkerProcess(process, log)
+    try:
+        yield worker
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill_all()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
