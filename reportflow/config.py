@@ -22,7 +22,7 @@ VAR_DIR = Path("var")
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_nested_delimiter="__")
 
-    environment: str = Field("dev", description="dev | test | production")
+    environment: str = Field(default="dev", description="dev | test | production")
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""

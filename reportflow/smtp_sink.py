@@ -49,10 +49,7 @@ def list_outbox(outbox: Path) -> list[dict[str, Any]]:
                 "subject": str(message["Subject"]),
                 "date": path.name[:15],
                 "message_id": str(message["Message-ID"]),
-                "attachments": [
-                    part.get_filename()
-                    for part in message.iter_attachments()  # type: ignore[attr-defined]
-                ],
+                "attachments": [part.get_filename() for part in message.iter_attachments()],
             }
         )
     return items

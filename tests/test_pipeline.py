@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 from datetime import date, timedelta
 
@@ -10,7 +9,6 @@ import httpx
 import pytest
 from pypdf import PdfReader
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
 
 from reportflow.render import format_cents
 from tests.conftest import MakeUser, User

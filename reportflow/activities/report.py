@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import date
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -86,5 +88,5 @@ class ReportActivities:
         log.info("cleaned up (pdf removed: %s)", removed, extra={"report_id": input.report_id})
 
     @property
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Awaitable[Any]]]:
         return [self.query, self.render, self.send_email, self.cleanup]

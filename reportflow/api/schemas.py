@@ -154,5 +154,5 @@ class Problem(BaseModel):
     detail: Any
 
 
-def problem(description: str) -> dict[int | str, dict[str, Any]]:
+def problem(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description}

@@ -127,8 +127,8 @@ def build_document(
         progress=progress,
         attempt=attempt,
         last_error=last_error,
-        start=memo.get("start") or default_start,
-        end=memo.get("end") or default_end,
+        start=date.fromisoformat(memo.get("start") or default_start),
+        end=date.fromisoformat(memo.get("end") or default_end),
         created_at=execution.start_time,
         updated_at=datetime.fromisoformat(updated) if updated else execution.start_time,
         completed_at=execution.close_time,
@@ -188,7 +188,8 @@ async def describe_report(
         return None
     pending = description.raw_description.pending_activities
     close_error = None
-    if _FINAL.get(description.status) == "failed" and not memo.get("error"):
+    failed = description.status is not None and _FINAL.get(description.status) == "failed"
+    if failed and not memo.get("error"):
         close_error = await _close_error(client, report_id, description.run_id)
     return build_document(
         description,
