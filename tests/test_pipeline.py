@@ -2,46 +2,21 @@
 
 from __future__ import annotations
 
-import io
-from datetime import date, timedelta
+import asyncio
 
 import httpx
 import pytest
-from pypdf import PdfReader
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 
 from reportflow.render import format_cents
-from tests.conftest import MakeUser, User
+from tests.conftest import MakeUser
 from tests.utils.data import expected_totals, sample_transactions
+from tests.utils.reportflow_http import FINAL, count_runs, last_90_days, pdf_text, wait_status
 from tests.utils.smtp import SmtpServer
 from tests.utils.wait import wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-FINAL = {"completed", "failed", "cancelled"}
-
-
-def last_90_days() -> tuple[date, date]:
-    end = date.today()
-    return end - timedelta(days=89), end
-
-
-async def wait_status(
-    http: httpx.AsyncClient, user: User, report_id: str, statuses: set[str], timeout: float = 60
-) -> dict[str, object]:
-    async def probe() -> dict[str, object]:
-        response = await http.get(f"/reports/{report_id}", headers=user.headers)
-        assert response.status_code == 200, response.text
-        doc: dict[str, object] = response.json()
-        return doc
-
-    return await wait_until(
-        probe, lambda d: d["status"] in statuses, timeout=timeout, what=f"{report_id} {statuses}"
-    )
-
-
-def pdf_text(pdf: bytes) -> str:
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
 
 
 async def test_report_completes_with_pdf_and_one_email(
@@ -75,5 +50,56 @@ async def test_report_completes_with_pdf_and_one_email(
     attachments = list(message.iter_attachments())
     assert [a.get_content_type() for a in attachments] == ["application/pdf"]
     assert attachments[0].get_content() == pdf.content
-    assert done["result"]["emailed_to"] == [user.email]  # type: ignore[index]
-    assert done["result"]["message_id"] == message["Message-ID"]  # type: ignore[index]
+    assert done["result"]["emailed_to"] == [user.email]
+    assert done["result"]["message_id"] == message["Message-ID"]
+
+
+async def test_four_concurrent_clicks_make_one_report_and_one_email(
+    http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer, temporal_client: Client
+) -> None:
+    start, _ = last_90_days()
+    user = await make_user(sample_transactions(start, 90, rng_seed=3))
+
+    responses = await asyncio.gather(
+        *(http.post("/reports", json={}, headers=user.headers) for _ in range(4))
+    )
+
+    assert [r.status_code for r in responses] == [202] * 4
+    ids = {r.json()["report_id"] for r in responses}
+    assert len(ids) == 1
+    report_id = ids.pop()
+    done = await wait_status(http, user, report_id, FINAL)
+    assert done["status"] == "completed"
+    await smtp.wait_for_message(user.email or "")
+    assert await count_runs(temporal_client, report_id) == 1
+    # A fifth click after completion returns the finished report and starts nothing.
+    again = await http.post("/reports", json={}, headers=user.headers)
+    assert again.status_code == 202
+    assert again.json()["status"] == "completed"
+    assert "Retry-After" not in again.headers
+    assert await count_runs(temporal_client, report_id) == 1
+    assert len(smtp.messages_to(user.email or "")) == 1
+
+
+async def test_regenerate_runs_a_completed_report_again(
+    http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer, temporal_client: Client
+) -> None:
+    start, _end = last_90_days()
+    user = await make_user(sample_transactions(start, 90, rng_seed=5))
+    first = await http.post("/reports", json={}, headers=user.headers)
+    report_id = first.json()["report_id"]
+    await wait_status(http, user, report_id, {"completed"})
+
+    again = await http.post("/reports", json={"regenerate": True}, headers=user.headers)
+
+    assert again.status_code == 202
+    assert again.json()["report_id"] == report_id
+    await wait_status(http, user, report_id, {"completed"})
+    await wait_until(
+        lambda: count_runs(temporal_client, report_id), lambda n: n == 2, what="second run"
+    )
+    async with asyncio.timeout(30):
+        while len(smtp.messages_to(user.email or "")) < 2:
+            await asyncio.sleep(0.05)
+    ids = {m["Message-ID"] for m in smtp.messages_to(user.email or "")}
+    assert len(ids) == 2, "each run has its own Message-ID"
