@@ -23,6 +23,8 @@ from tests.utils.data import DEFAULT, Txn, create_user
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import free_port, in_process_worker, serve_api
 
+pytest_plugins = ["tests.utils.listener"]
+
 
 def _database_params() -> list[str]:
     params = ["sqlite"]

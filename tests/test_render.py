@@ -4,33 +4,27 @@ crash recovery. No mocks."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
-import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pypdf import PdfReader
 
 from reportflow.models import CategoryTotal, MerchantTotal, TransactionRow
 from reportflow.render import Browser, count_pages, find_chromium, format_cents, render_html
+from tests.utils.listener import Listener, hostile_strings
+from tests.utils.reportflow_http import pdf_text
 from tests.utils.reports import make_empty_report_data, make_report_data
 
 pytestmark = pytest.mark.timeout(120)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def pdf_text(pdf: bytes) -> str:
-    return "\n".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages)
 
 
 async def wait_until(predicate: Any, within: float = 10.0, interval: float = 0.05) -> bool:
@@ -49,63 +43,6 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-@dataclass
-class Listener:
-    """A local HTTP server that records every connection and request it gets."""
-
-    port: int
-    connections: int = 0
-    paths: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def hits(self) -> int:
-        with self.lock:
-            return self.connections + len(self.paths)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    state = Listener(port=0)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            with state.lock:
-                state.paths.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
-            self.wfile.write(b"root:x:0:0:listener")
-
-        do_POST = do_GET
-        do_HEAD = do_GET
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def verify_request(self, request: Any, client_address: Any) -> bool:
-            with state.lock:
-                state.connections += 1
-            return True
-
-    server = Server(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -226,18 +163,6 @@ async def test_javascript_is_off(browser: Browser) -> None:
 
 
 # --------------------------------------------------------------------------- security
-
-
-def hostile_strings(listener: Listener) -> dict[str, str]:
-    return {
-        "img": f"<img src={listener.url('/img')}>",
-        "iframe": "<iframe src=file:///etc/passwd>",
-        "prefetch": f"<link rel=prefetch href={listener.url('/prefetch')}>",
-        "refresh": f'<meta http-equiv=refresh content="0;url={listener.url("/refresh")}">',
-        "script": f"<script>fetch('{listener.url('/js')}')</script>",
-        "css": f"<style>body{{background:url({listener.url('/css')})}}</style>",
-        "css_inline": f'<div style="background-image:url({listener.url("/css-inline")})">x</div>',
-    }
 
 
 def test_listener_counts_requests(listener: Listener) -> None:

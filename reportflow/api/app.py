@@ -24,43 +24,45 @@ log = logging.getLogger(__name__)
 
 
 class BodyLimit:
-    """413 for a body over `max_bytes`, whether or not it declares its length."""
+    """413 for a body over `max_bytes`, whether or not it declares its length.
+
+    Bodies here are small JSON documents, so the body is read up front (at most
+    `max_bytes`) and replayed to the app.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
         too_large = JSONResponse(
             {"detail": f"the request body is over {self.max_bytes} bytes; send a smaller one"},
             status_code=status.HTTP_413_CONTENT_TOO_LARGE,
         )
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
                 await too_large(scope, receive, send)
                 return
-        received = 0
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await too_large(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 def _readable(errors: list[dict[str, object]]) -> str:

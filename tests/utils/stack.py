@@ -93,29 +93,60 @@ class WorkerProcess:
     log: Path
 
     def chromium_pids(self) -> list[int]:
-        """Chromium browser processes launched by this worker (found by their marker)."""
+        """Chromium browser processes launched by this worker (found by their marker).
+
+        Playwright's driver spawns Chromium with `detached: true`, i.e. in a session
+        and process group of its own, so they are found as descendants of the worker
+        (worker -> driver -> Chromium), not by session or process group.
+        """
         pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        for pid in _descendants(self.process.pid):
             try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-                session = os.getsid(int(entry.name))
-            except (OSError, ProcessLookupError):
-                continue
-            if session != self.process.pid:
+                args = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+            except OSError:
                 continue
             if any(a.startswith(INSTANCE_SWITCH.encode()) for a in args) and not any(
                 a.startswith(b"--type=") for a in args
             ):
-                pids.append(int(entry.name))
+                pids.append(pid)
         return pids
 
     def kill_all(self) -> None:
-        """SIGKILL the worker and everything it started (Chromium, the Playwright driver)."""
+        """SIGKILL the worker and everything it started (Chromium, the Playwright driver).
+
+        Chromium leads a process group of its own (see `chromium_pids`): it is found
+        before the worker dies (it is reparented after) and its group killed too.
+        """
+        browsers = self.chromium_pids()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        for pid in browsers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         self.process.wait(timeout=10)
+
+
+def _descendants(root: int) -> set[int]:
+    """PIDs of every living process below `root` in the process tree (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 @contextlib.contextmanager

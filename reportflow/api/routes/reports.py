@@ -17,6 +17,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
 from reportflow.api.schemas import ReportList, ReportRequest, StatusDocument, problem
@@ -31,6 +32,7 @@ router = APIRouter(prefix="/reports", tags=["reports"])
 
 RETRY_AFTER_SECONDS = "2"
 NOT_FOUND = "no such report: check the ID, or list your reports with GET /reports"
+BAD_PAGE_TOKEN = "page_token is not one this API handed out; start again without it"
 
 _LIST_FILTER = {
     "queued": "ExecutionStatus = 'Running'",
@@ -202,12 +204,9 @@ def _decode_token(token: str | None) -> bytes | None:
     if not token:
         return None
     try:
-        return base64.urlsafe_b64decode(token.encode())
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail="page_token is not one this API handed out; start again without it",
-        ) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=BAD_PAGE_TOKEN) from None
 
 
 @router.get("", response_model=ReportList, responses={401: problem("No or unknown token")})
@@ -231,7 +230,12 @@ async def list_reports(
     listing = client.list_workflows(
         query, page_size=page_size, next_page_token=_decode_token(page_token)
     )
-    await listing.fetch_next_page(page_size=page_size)
+    try:
+        await listing.fetch_next_page(page_size=page_size)
+    except RPCError as err:
+        if err.status != RPCStatusCode.INVALID_ARGUMENT:
+            raise
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=BAD_PAGE_TOKEN) from None
     docs = []
     for execution in listing.current_page or []:
         doc = build_document(

@@ -1,0 +1,350 @@
+"""A worker dies or is stopped in the middle of a render: nothing is lost, nothing is doubled.
+
+Everything is real: the Temporal dev server, the API behind uvicorn, the SMTP test
+server, and workers as separate OS processes (`python -m reportflow.worker`) with
+their own Chromium. Each test builds its own settings with a fresh task queue, so
+the session's in-process worker never touches its reports.
+
+To hold a render in flight, the worker's Chromium is frozen with SIGSTOP before the
+report is requested: the render activity starts, then waits on the browser for as
+long as the test wants. SIGKILL ends a stopped process too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from reportflow.config import Settings
+from reportflow.db import create_engine, create_schema
+from reportflow.models import Timeouts
+from reportflow.render import INSTANCE_SWITCH
+from reportflow.tokens import create_token
+from tests.conftest import User, make_settings
+from tests.utils.data import create_user, sample_transactions
+from tests.utils.reportflow_http import FINAL, last_90_days, wait_status
+from tests.utils.smtp import SmtpServer
+from tests.utils.stack import WorkerProcess, serve_api, worker_process
+from tests.utils.wait import wait_until
+
+pytestmark = pytest.mark.faults
+
+RENDER = "render"
+# Worker processes import everything and launch Chromium before they poll; the
+# machines running the suite may be busy, so these bounds are generous.
+WORKER_START_TIMEOUT = 90.0
+REPORT_TIMEOUT = 120.0
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class Stack:
+    """One test's own API, user and worker processes, on one task queue."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    user: User
+    client: Client
+    smtp: SmtpServer
+    temporal_address: str
+    tmp: Path
+    frozen: list[int] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def worker(self, name: str) -> Iterator[WorkerProcess]:
+        """A worker process; its log goes to `worker-<name>.log` in the test's tmp dir."""
+        log = self.tmp / f"worker-{name}.log"
+        with worker_process(self.settings, self.temporal_address, log) as process:
+            yield process
+
+    async def request_report(self) -> str:
+        response = await self.http.post("/reports", json={}, headers=self.user.headers)
+        assert response.status_code == 202, response.text
+        report_id: str = response.json()["report_id"]
+        return report_id
+
+    def freeze(self, pid: int) -> None:
+        """SIGSTOP a Chromium: every render on it waits until it is thawed (or killed)."""
+        self.frozen.append(pid)
+        os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+    def release_frozen(self) -> None:
+        """Kill what is left of the Chromiums this test froze (a stopped one never exits).
+
+        Only processes still carrying our marker switch are touched, in case a PID
+        was reused by now.
+        """
+        for pid in self.frozen:
+            if _is_chromium(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.asynccontextmanager
+async def own_stack(
+    tmp_path: Path, smtp: SmtpServer, temporal_env: WorkflowEnvironment, **overrides: object
+) -> AsyncIterator[Stack]:
+    """Settings with a fresh task queue, a user with 90 days of data, the API on them.
+
+    An assertion failing inside gets the tail of every worker log appended, so a
+    failure on a busy CI machine can be understood from the report alone.
+    """
+    settings = make_settings(tmp_path, smtp.port, **overrides)
+    engine = create_engine(settings.database_url)
+    try:
+        await create_schema(engine)
+        start, _ = last_90_days()
+        user_id = await create_user(engine, transactions=sample_transactions(start, 90, 17))
+        token = await create_token(engine, user_id=user_id)
+    finally:
+        await engine.dispose()
+    user = User(user_id, f"{user_id}@example.com", token)
+    async with serve_api(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        stack = Stack(
+            settings=settings,
+            http=http,
+            user=user,
+            client=temporal_env.client,
+            smtp=smtp,
+            temporal_address=temporal_env.client.service_client.config.target_host,
+            tmp=tmp_path,
+        )
+        try:
+            yield stack
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{_worker_logs(tmp_path)}") from err
+        finally:
+            stack.release_frozen()
+
+
+def _worker_logs(tmp: Path, lines: int = 30) -> str:
+    parts = []
+    for log in sorted(tmp.glob("worker-*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        parts.append(f"--- last {lines} lines of {log.name} ---\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
+def _is_chromium(pid: int) -> bool:
+    try:
+        args = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(a.startswith(INSTANCE_SWITCH.encode()) for a in args)
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+async def wait_for_browser(worker: WorkerProcess) -> int:
+    """The PID of the worker's Chromium, which it launches before it starts polling."""
+
+    async def probe() -> list[int]:
+        code = worker.process.poll()
+        assert code is None, f"worker {worker.process.pid} exited with {code} while starting"
+        return worker.chromium_pids()
+
+    pids = await wait_until(
+        probe, bool, timeout=WORKER_START_TIMEOUT, interval=0.2, what="the worker's Chromium"
+    )
+    assert len(pids) == 1, f"one browser per worker process, found {pids}"
+    return pids[0]
+
+
+async def wait_render_started(client: Client, report_id: str) -> PendingActivityInfo:
+    """The render activity once a worker has started it (describe needs no worker)."""
+
+    async def probe() -> list[PendingActivityInfo]:
+        description = await client.get_workflow_handle(report_id).describe()
+        pending = description.raw_description.pending_activities
+        return [p for p in pending if p.activity_type.name == RENDER]
+
+    started = await wait_until(
+        probe,
+        lambda renders: any(
+            p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for p in renders
+        ),
+        timeout=WORKER_START_TIMEOUT,
+        what=f"render of {report_id} started",
+    )
+    return started[0]
+
+
+async def wait_exit(worker: WorkerProcess, timeout: float) -> int:
+    """The worker's exit code; fails if it is still running after `timeout` seconds."""
+
+    async def probe() -> int | None:
+        return worker.process.poll()
+
+    code = await wait_until(
+        probe, lambda c: c is not None, timeout=timeout, what=f"worker {worker.process.pid} exit"
+    )
+    assert code is not None
+    return code
+
+
+async def wait_log(worker: WorkerProcess, text: str, timeout: float = 10.0) -> None:
+    """Until the worker's log mentions `text` (e.g. that it began draining)."""
+
+    async def probe() -> str:
+        return worker.log.read_text(errors="replace")
+
+    await wait_until(probe, lambda log: text in log, timeout=timeout, what=f"{text!r} in log")
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+@dataclass(frozen=True)
+class RenderStart:
+    """An ActivityTaskStarted event of the render: which attempt, on which worker."""
+
+    attempt: int
+    identity: str
+
+
+async def render_starts(client: Client, report_id: str) -> list[RenderStart]:
+    """The render's ActivityTaskStarted events from the workflow history.
+
+    Temporal writes the started event of a retried activity once, when the activity
+    closes, carrying the attempt that closed it: `attempt` is the number of tries.
+    """
+    scheduled: dict[int, str] = {}
+    starts: list[RenderStart] = []
+    async for event in client.get_workflow_handle(report_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attributes = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            if scheduled.get(started.scheduled_event_id) == RENDER:
+                starts.append(RenderStart(started.attempt, started.identity))
+    return starts
+
+
+def identity_of(worker: WorkerProcess) -> str:
+    """The SDK's default worker identity starts with `<pid>@`."""
+    return f"{worker.process.pid}@"
+
+
+async def assert_one_email_with_the_pdf(stack: Stack, report_id: str) -> EmailMessage:
+    address = stack.user.email or ""
+    message = await stack.smtp.wait_for_message(address)
+    sent = stack.smtp.messages_to(address)
+    assert len(sent) == 1, f"{len(sent)} emails to {address}: {[m['Message-ID'] for m in sent]}"
+    attachments = list(message.iter_attachments())
+    assert [a.get_content_type() for a in attachments] == ["application/pdf"]
+    pdf = await stack.http.get(f"/reports/{report_id}/pdf", headers=stack.user.headers)
+    assert pdf.status_code == 200, pdf.text
+    assert attachments[0].get_content() == pdf.content
+    return message
+
+
+async def wait_completed(stack: Stack, report_id: str) -> None:
+    done = await wait_status(stack.http, stack.user, report_id, FINAL, timeout=REPORT_TIMEOUT)
+    assert done["status"] == "completed", done
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+async def test_worker_killed_while_rendering_new_worker_finishes_with_one_email(
+    tmp_path: Path, smtp: SmtpServer, temporal_env: WorkflowEnvironment
+) -> None:
+    async with own_stack(tmp_path, smtp, temporal_env) as stack:
+        with stack.worker("a") as a:
+            stack.freeze(await wait_for_browser(a))
+            report_id = await stack.request_report()
+            render = await wait_render_started(stack.client, report_id)
+            assert render.last_worker_identity.startswith(identity_of(a))
+
+            a.kill_all()
+
+            assert a.process.returncode == -signal.SIGKILL
+        with stack.worker("b") as b:
+            # No heartbeat from the dead worker: after `render_heartbeat` (3 s) the
+            # render is retried, and worker B is the only one left to take it.
+            await wait_completed(stack, report_id)
+            [start] = await render_starts(stack.client, report_id)
+            assert start.attempt >= 2, start
+            assert start.identity.startswith(identity_of(b)), start
+            await assert_one_email_with_the_pdf(stack, report_id)
+
+
+async def test_sigterm_while_rendering_drains_and_exits_zero(
+    tmp_path: Path, smtp: SmtpServer, temporal_env: WorkflowEnvironment
+) -> None:
+    # The frozen Chromium holds the render before its heartbeat loop starts, so
+    # with the suite's 3 s heartbeat timeout the attempt could time out during the
+    # freeze and be retried; this test is about the drain, not about heartbeats.
+    timeouts = Timeouts(query=10, render=60, render_heartbeat=30, email=10)
+    grace = 20.0
+    async with own_stack(
+        tmp_path, smtp, temporal_env, worker_grace_seconds=grace, timeouts=timeouts
+    ) as stack:
+        with stack.worker("a") as a:
+            chromium = await wait_for_browser(a)
+            stack.freeze(chromium)
+            report_id = await stack.request_report()
+            await wait_render_started(stack.client, report_id)
+
+            a.process.send_signal(signal.SIGTERM)
+            await wait_log(a, "draining")
+            await asyncio.sleep(0.5)  # the worker is draining, the render still stuck
+            assert a.process.poll() is None, "the worker must wait for its running render"
+            stack.thaw(chromium)
+
+            code = await wait_exit(a, timeout=grace + 10)
+            assert code == 0
+        # Worker A stopped polling when it began draining: the email step needs B.
+        with stack.worker("b"):
+            await wait_completed(stack, report_id)
+            [start] = await render_starts(stack.client, report_id)
+            assert start.attempt == 1, start
+            assert start.identity.startswith(identity_of(a)), start
+            await assert_one_email_with_the_pdf(stack, report_id)
+
+
+async def test_sigterm_grace_exceeded_activity_retried_elsewhere(
+    tmp_path: Path, smtp: SmtpServer, temporal_env: WorkflowEnvironment
+) -> None:
+    grace = 1.0
+    async with own_stack(tmp_path, smtp, temporal_env, worker_grace_seconds=grace) as stack:
+        with stack.worker("a") as a:
+            stack.freeze(await wait_for_browser(a))
+            report_id = await stack.request_report()
+            await wait_render_started(stack.client, report_id)
+
+            a.process.send_signal(signal.SIGTERM)
+
+            # Chromium stays frozen: the render is cancelled after the grace and
+            # the worker must still exit, not hang on the stopped browser.
+            code = await wait_exit(a, timeout=grace + 20)
+            assert code == 0
+        with stack.worker("b") as b:
+            await wait_completed(stack, report_id)
+            [start] = await render_starts(stack.client, report_id)
+            assert start.attempt >= 2, start
+            assert start.identity.startswith(identity_of(b)), start
+            await assert_one_email_with_the_pdf(stack, report_id)

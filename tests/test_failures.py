@@ -1,0 +1,148 @@
+"""When things go wrong: retries with backoff, permanent failures, cancellation."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from reportflow.config import Settings
+from tests.conftest import FAST_BACKOFF, MakeUser
+from tests.utils.data import sample_transactions
+from tests.utils.reportflow_http import FINAL, last_90_days, wait_status
+from tests.utils.smtp import SmtpServer
+from tests.utils.wait import wait_until
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+async def activity_attempts(client: Client, report_id: str, activity: str) -> list[int]:
+    """The attempt number of every start of `activity` in the report's history."""
+    history = await client.get_workflow_handle(report_id).fetch_history()
+    scheduled: dict[int, str] = {}
+    attempts = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = attrs.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attrs2 = event.activity_task_started_event_attributes
+            if scheduled.get(attrs2.scheduled_event_id) == activity:
+                attempts.append(attrs2.attempt)
+    return attempts
+
+
+async def test_smtp_refusing_for_a_while_is_retried_then_one_email(
+    http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer
+) -> None:
+    start, _ = last_90_days()
+    user = await make_user(sample_transactions(start, 30, rng_seed=11))
+    smtp.refuse(2, "421 4.3.2 Service not available, try again later")
+    tries_before = len(smtp.handler.attempts)
+
+    created = await http.post("/reports", json={}, headers=user.headers)
+    report_id = created.json()["report_id"]
+    retrying = await wait_until(
+        lambda: http.get(f"/reports/{report_id}", headers=user.headers),
+        lambda r: r.json()["retry"] is not None or r.json()["status"] in FINAL,
+        what="the retry to show in the status",
+    )
+    doc = retrying.json()
+    done = await wait_status(http, user, report_id, FINAL)
+
+    assert done["status"] == "completed", done
+    if doc["status"] == "running":
+        assert doc["stage"] == "emailing"
+        assert doc["retry"]["activity"] == "send_email"
+        assert "421" in doc["retry"]["last_error"]
+    assert len(smtp.messages_to(user.email or "")) == 1
+    tries = smtp.handler.attempts[tries_before:]
+    assert len(tries) == 3
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    # Exponential backoff: at least the initial interval, then longer.
+    assert gaps[0] >= FAST_BACKOFF.initial_seconds * 0.9
+    assert gaps[1] >= FAST_BACKOFF.initial_seconds * FAST_BACKOFF.coefficient * 0.9
+
+
+async def test_user_without_email_fails_at_once_and_says_why(
+    http: httpx.AsyncClient, make_user: MakeUser, temporal_client: Client
+) -> None:
+    user = await make_user(email=None)
+
+    created = await http.post("/reports", json={}, headers=user.headers)
+    done = await wait_status(http, user, created.json()["report_id"], FINAL)
+
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "NoEmailAddress"
+    assert "no email address" in done["error"]["message"]
+    assert done["last_error"]
+    assert await activity_attempts(temporal_client, done["report_id"], "query") == [1]
+
+
+async def test_smtp_permanent_rejection_fails_without_retrying(
+    http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer, temporal_client: Client
+) -> None:
+    user = await make_user()
+    smtp.refuse(1, "554 5.7.1 Message rejected as spam")
+
+    created = await http.post("/reports", json={}, headers=user.headers)
+    done = await wait_status(http, user, created.json()["report_id"], FINAL)
+
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "SmtpRejected"
+    assert "554" in done["error"]["message"]
+    assert await activity_attempts(temporal_client, done["report_id"], "send_email") == [1]
+    assert smtp.messages_to(user.email or "") == []
+
+
+async def test_failed_report_is_started_again_by_the_next_request(
+    http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer
+) -> None:
+    user = await make_user()
+    smtp.refuse(1, "554 5.7.1 Message rejected")
+    created = await http.post("/reports", json={}, headers=user.headers)
+    report_id = created.json()["report_id"]
+    assert (await wait_status(http, user, report_id, FINAL))["status"] == "failed"
+
+    again = await http.post("/reports", json={}, headers=user.headers)
+
+    assert again.json()["report_id"] == report_id
+    assert again.json()["status"] in {"queued", "running"}
+    assert (await wait_status(http, user, report_id, FINAL))["status"] == "completed"
+    assert len(smtp.messages_to(user.email or "")) == 1
+
+
+async def test_cancel_during_a_run_sends_no_email_and_leaves_no_pdf(
+    http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer, settings: Settings
+) -> None:
+    user = await make_user()
+    # The email step keeps failing, so the run is in flight with its PDF rendered.
+    smtp.refuse(1000)
+    created = await http.post("/reports", json={}, headers=user.headers)
+    report_id = created.json()["report_id"]
+    pdf_path = Path(settings.report_store_path) / f"{report_id}.pdf"
+    await wait_until(
+        lambda: http.get(f"/reports/{report_id}", headers=user.headers),
+        lambda r: r.json()["stage"] == "emailing",
+        what="the email step",
+    )
+    assert pdf_path.exists()
+
+    cancel = await http.post(f"/reports/{report_id}/cancel", headers=user.headers)
+
+    assert cancel.status_code == 202
+    done = await wait_status(http, user, report_id, FINAL)
+    smtp.refuse(0)
+    assert done["status"] == "cancelled"
+    assert done["error"]["type"] == "Cancelled"
+    assert not pdf_path.exists()
+    pdf = await http.get(f"/reports/{report_id}/pdf", headers=user.headers)
+    assert pdf.status_code == 409
+    assert smtp.messages_to(user.email or "") == []
+    assert (
+        await http.post(f"/reports/{report_id}/cancel", headers=user.headers)
+    ).status_code == 409

@@ -1,0 +1,71 @@
+"""Workflow changes must replay the histories of runs already in flight.
+
+`tests/histories/*.json` are histories of real runs (completed, failed, cancelled)
+saved from an earlier version of GenerateReport. A change that breaks
+determinism for them fails here instead of in production. To record them again
+from the current code: `RECORD_HISTORIES=1 pytest tests/test_replay.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.worker import Replayer
+
+from reportflow.workflows.generate_report import GenerateReport
+from tests.conftest import MakeUser
+from tests.utils.reportflow_http import FINAL, wait_status
+from tests.utils.smtp import SmtpServer
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+def saved_histories() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", saved_histories(), ids=lambda p: p.stem)
+async def test_saved_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(workflows=[GenerateReport]).replay_workflow(history)
+
+
+def test_histories_are_saved() -> None:
+    names = {p.stem for p in saved_histories()}
+    assert {"completed", "failed", "cancelled"} <= names
+
+
+@pytest.mark.usefixtures("worker")
+async def test_fresh_histories_replay(
+    http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer, temporal_client: Client
+) -> None:
+    """Completed, failed and cancelled runs of the current code replay (and can be saved)."""
+    runs = {}
+    completed = await make_user()
+    runs["completed"] = (await http.post("/reports", json={}, headers=completed.headers)).json()
+    await wait_status(http, completed, runs["completed"]["report_id"], FINAL)
+
+    failed = await make_user(email=None)
+    runs["failed"] = (await http.post("/reports", json={}, headers=failed.headers)).json()
+    await wait_status(http, failed, runs["failed"]["report_id"], FINAL)
+
+    cancelled = await make_user()
+    smtp.refuse(1000)
+    runs["cancelled"] = (await http.post("/reports", json={}, headers=cancelled.headers)).json()
+    report_id = runs["cancelled"]["report_id"]
+    await wait_status(http, cancelled, report_id, {"running"})
+    await http.post(f"/reports/{report_id}/cancel", headers=cancelled.headers)
+    await wait_status(http, cancelled, report_id, FINAL)
+    smtp.refuse(0)
+
+    replayer = Replayer(workflows=[GenerateReport])
+    for name, doc in runs.items():
+        history = await temporal_client.get_workflow_handle(doc["report_id"]).fetch_history()
+        await replayer.replay_workflow(history)
+        if os.environ.get("RECORD_HISTORIES"):
+            HISTORIES.mkdir(exist_ok=True)
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
