@@ -44,3 +44,5 @@ def setup_logging(level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO"))
+    # aiosmtpd logs every SMTP conversation at INFO.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)

@@ -103,3 +103,17 @@ async def test_regenerate_runs_a_completed_report_again(
             await asyncio.sleep(0.05)
     ids = {m["Message-ID"] for m in smtp.messages_to(user.email or "")}
     assert len(ids) == 2, "each run has its own Message-ID"
+
+
+async def test_post_without_a_body_covers_the_last_90_days(
+    http: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    user = await make_user()
+    start, end = last_90_days()
+
+    response = await http.post("/reports", headers=user.headers)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["start"] == str(start)
+    assert response.json()["end"] == str(end)
+    await wait_status(http, user, response.json()["report_id"], FINAL)

@@ -7,7 +7,7 @@ import binascii
 import logging
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import (
@@ -83,14 +83,18 @@ def _user_of(caller: Caller) -> str:
     },
 )
 async def create_report(
-    body: ReportRequest,
     request: Request,
     response: Response,
     caller: CallerDep,
     client: TemporalDep,
     settings: SettingsDep,
+    body: Annotated[ReportRequest | None, Body()] = None,
 ) -> StatusDocument:
-    """Start a report (or find the one already running or done for this range)."""
+    """Start a report (or find the one already running or done for this range).
+
+    With no body, the report covers the last 90 days ending today (UTC).
+    """
+    body = body or ReportRequest()
     user_id = _user_of(caller)
     wait = request.app.state.rate_limiter.retry_after(user_id)
     if wait:
