@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -33,9 +36,30 @@ DEV_TEMPORAL_PORT = 7233
 DEV_UI_PORT = 8233
 
 
+class Server(uvicorn.Server):
+    """uvicorn without signal handlers of its own, so that one Ctrl-C stops
+    every part in order (its own handlers re-raise the signal after serving,
+    which would kill the process before the Temporal dev server is stopped)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 async def start_temporal() -> WorkflowEnvironment:
     """The Temporal dev server, keeping its state across restarts."""
     VAR_DIR.mkdir(exist_ok=True)
+    for port in (DEV_TEMPORAL_PORT, DEV_UI_PORT):
+        if _port_in_use(port):
+            raise SystemExit(
+                f"port {port} is taken: is another `reportflow dev` or Temporal server running? "
+                "Stop it, or set TEMPORAL_ADDRESS to use that server instead."
+            )
     return await WorkflowEnvironment.start_local(
         ip="127.0.0.1",
         port=DEV_TEMPORAL_PORT,
@@ -81,10 +105,16 @@ async def run_dev(settings: Settings) -> None:
 
     app = create_app(settings)
     app.state.dev_outbox = VAR_DIR / "outbox" if sink else None
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)
-    )
+    server = Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None))
     stop = asyncio.Event()
+
+    def shutdown() -> None:
+        server.should_exit = True
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, shutdown)
     worker = asyncio.create_task(run_worker(settings, stop=stop, client=client))
     base = f"http://localhost:{settings.port}"
     sys.stdout.write(

@@ -19,6 +19,7 @@ from temporalio.client import Client
 
 from reportflow.api.app import create_app
 from reportflow.config import Settings
+from reportflow.dev import Server
 from reportflow.render import INSTANCE_SWITCH
 from reportflow.worker import run_worker
 
@@ -32,7 +33,7 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def serve_api(settings: Settings) -> AsyncIterator[str]:
     """The real FastAPI app behind uvicorn; yields its base URL."""
-    server = uvicorn.Server(
+    server = Server(
         uvicorn.Config(
             create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
         )
