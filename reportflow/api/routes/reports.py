@@ -94,7 +94,7 @@ async def create_report(
 
     With no body, the report covers the last 90 days ending today (UTC).
     """
-    body = body or ReportRequest()
+    body = body or ReportRequest.model_validate({})
     user_id = _user_of(caller)
     wait = request.app.state.rate_limiter.retry_after(user_id)
     if wait:
