@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     public_url: str = ""
 
     task_queue: str = "reports"
+    # GET /reports/{id}/events reads the status this often and sends it on change.
+    events_poll_seconds: float = 0.5
+    events_keepalive_seconds: float = 15.0
     temporal_ui_url: str = "http://localhost:8233"
 
     database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'reportflow.db'}"

@@ -103,8 +103,7 @@ async def run_dev(settings: Settings) -> None:
     token = await demo_token(engine)
     await engine.dispose()
 
-    app = create_app(settings)
-    app.state.dev_outbox = VAR_DIR / "outbox" if sink else None
+    app = create_app(settings, dev_outbox=VAR_DIR / "outbox" if sink else None)
     server = Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None))
     stop = asyncio.Event()
 

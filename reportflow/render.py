@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -425,23 +425,22 @@ class Browser:
     # -- rendering ---------------------------------------------------------
 
     async def pdf(self, html: str, *, heartbeat: Callable[[], None] | None = None) -> bytes:
-        """Print `html` to an A4 PDF. Retries once on a fresh browser if Chromium died."""
-        browser = await self._current()
-        try:
-            return await self._render(browser, html, heartbeat)
-        except PlaywrightError as exc:
-            if browser.is_connected() and not _is_browser_gone(exc):
-                raise
-            logger.warning("render failed because chromium is gone: %s", _first_line(exc))
-        await self._relaunch_if_same(browser)
-        return await self._render(await self._current(), html, heartbeat)
+        """Print `html` to an A4 PDF. Retries once on a fresh browser if Chromium died.
 
-    async def _render(
-        self,
-        browser: PlaywrightBrowser,
-        html: str,
-        heartbeat: Callable[[], None] | None,
-    ) -> bytes:
+        `heartbeat` is called every few seconds for the whole call, relaunch included.
+        """
+        async with _heartbeating(heartbeat):
+            browser = await self._current()
+            try:
+                return await self._render(browser, html)
+            except PlaywrightError as exc:
+                if browser.is_connected() and not _is_browser_gone(exc):
+                    raise
+                logger.warning("render failed because chromium is gone: %s", _first_line(exc))
+            await self._relaunch_if_same(browser)
+            return await self._render(await self._current(), html)
+
+    async def _render(self, browser: PlaywrightBrowser, html: str) -> bytes:
         async with asyncio.timeout(self.timeout_seconds):
             context = await browser.new_context(
                 java_script_enabled=False,
@@ -450,15 +449,12 @@ class Browser:
                 service_workers="block",
                 bypass_csp=False,
             )
-            beat: asyncio.Task[None] | None = None
             try:
                 await context.route("**/*", lambda route: route.abort())
                 page = await context.new_page()
                 page.set_default_timeout(self.timeout_seconds * 1000)
                 # set_content works with JavaScript disabled (checked by the tests).
                 await page.set_content(html, wait_until="load")
-                if heartbeat is not None:
-                    beat = asyncio.create_task(_heartbeat_loop(heartbeat))
                 return await page.pdf(
                     format="A4",
                     print_background=True,
@@ -468,11 +464,21 @@ class Browser:
                     footer_template=PDF_FOOTER,
                 )
             finally:
-                if beat is not None:
-                    beat.cancel()
-                    await asyncio.wait([beat])  # never raises the task's CancelledError
                 with contextlib.suppress(Exception):
                     await context.close()
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(heartbeat: Callable[[], None] | None) -> AsyncIterator[None]:
+    if heartbeat is None:
+        yield
+        return
+    beat = asyncio.create_task(_heartbeat_loop(heartbeat))
+    try:
+        yield
+    finally:
+        beat.cancel()
+        await asyncio.wait([beat])  # never raises the task's CancelledError
 
 
 async def _heartbeat_loop(heartbeat: Callable[[], None]) -> None:

@@ -47,7 +47,7 @@ def list_outbox(outbox: Path) -> list[dict[str, Any]]:
                 "file": path.name,
                 "to": str(message["To"]),
                 "subject": str(message["Subject"]),
-                "date": path.name[:15],
+                "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(path.stat().st_mtime)),
                 "message_id": str(message["Message-ID"]),
                 "attachments": [part.get_filename() for part in message.iter_attachments()],
             }

@@ -102,7 +102,8 @@ def make_settings(tmp: Path, smtp_port: int, **overrides: object) -> Settings:
         "smtp_port": smtp_port,
         "task_queue": f"reports-test-{uuid.uuid4().hex[:8]}",
         "retry": RetrySchedule(query=FAST_BACKOFF, render=FAST_BACKOFF, email=FAST_BACKOFF),
-        "timeouts": Timeouts(query=10, render=30, render_heartbeat=3, email=10),
+        "timeouts": Timeouts(query=10, render=30, render_heartbeat=5, email=10),
+        "rate_limit_per_minute": 10,
         "worker_grace_seconds": 5.0,
     }
     values.update(overrides)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from email.message import EmailMessage
-from email.utils import formataddr
+from email.utils import formataddr, formatdate
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -66,6 +66,7 @@ def build_message(
     message["To"] = ", ".join([formataddr((name, to[0])), *to[1:]])
     message["Subject"] = f"Your transaction report {data.start} to {data.end}"
     message["Message-ID"] = msg_id
+    message["Date"] = formatdate(usegmt=True)
     message.set_content(
         f"Hello {name},\n\n"
         f"your transaction report for {data.start} to {data.end} is attached as a PDF.\n\n"

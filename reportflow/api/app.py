@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
@@ -14,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError
 
 from reportflow.api.ratelimit import RateLimiter
-from reportflow.api.routes import health, reports
+from reportflow.api.routes import dev, health, reports
 from reportflow.config import Settings, get_settings
 from reportflow.db import create_engine, create_schema
 from reportflow.store import ReportStore
@@ -92,7 +93,8 @@ async def _temporal_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, dev_outbox: Path | None = None) -> FastAPI:
+    """The app; `dev_outbox` (set by `reportflow dev`) serves the SMTP sink at /dev/outbox."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -114,9 +116,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = ReportStore(settings.report_store_path)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.dev_outbox = dev_outbox
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RPCError, _temporal_unavailable)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(reports.router)
     app.include_router(health.router)
+    if dev_outbox is not None:
+        app.include_router(dev.router)
     return app

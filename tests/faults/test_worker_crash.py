@@ -158,16 +158,14 @@ def _is_chromium(pid: int) -> bool:
 
 
 async def wait_for_browser(worker: WorkerProcess) -> int:
-    """The PID of the worker's Chromium, which it launches before it starts polling."""
+    """The PID of the worker's Chromium, once the worker is ready.
 
-    async def probe() -> list[int]:
-        code = worker.process.poll()
-        assert code is None, f"worker {worker.process.pid} exited with {code} while starting"
-        return worker.chromium_pids()
-
-    pids = await wait_until(
-        probe, bool, timeout=WORKER_START_TIMEOUT, interval=0.2, what="the worker's Chromium"
-    )
+    The worker launches Chromium before it starts polling, so its "polling" log line
+    is the signal. Freezing a Chromium found any earlier could catch it mid-launch:
+    the launch then times out and the worker quietly renders on a second browser.
+    """
+    await wait_log(worker, "worker polling task queue", timeout=WORKER_START_TIMEOUT)
+    pids = worker.chromium_pids()
     assert len(pids) == 1, f"one browser per worker process, found {pids}"
     return pids[0]
 
@@ -205,12 +203,17 @@ async def wait_exit(worker: WorkerProcess, timeout: float) -> int:
 
 
 async def wait_log(worker: WorkerProcess, text: str, timeout: float = 10.0) -> None:
-    """Until the worker's log mentions `text` (e.g. that it began draining)."""
+    """Until the worker's log mentions `text`; fails at once if the worker exits first."""
 
     async def probe() -> str:
-        return worker.log.read_text(errors="replace")
+        log = worker.log.read_text(errors="replace") if worker.log.exists() else ""
+        code = worker.process.poll()
+        assert code is None or text in log, f"worker exited with {code} before logging {text!r}"
+        return log
 
-    await wait_until(probe, lambda log: text in log, timeout=timeout, what=f"{text!r} in log")
+    await wait_until(
+        probe, lambda log: text in log, timeout=timeout, interval=0.2, what=f"{text!r} in log"
+    )
 
 
 # --------------------------------------------------------------------------- evidence

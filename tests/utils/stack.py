@@ -31,11 +31,15 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve_api(settings: Settings) -> AsyncIterator[str]:
+async def serve_api(settings: Settings, dev_outbox: Path | None = None) -> AsyncIterator[str]:
     """The real FastAPI app behind uvicorn; yields its base URL."""
     server = Server(
         uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
+            create_app(settings, dev_outbox=dev_outbox),
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            lifespan="on",
         )
     )
     task = asyncio.create_task(server.serve())

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import (
     SearchAttributePair,
@@ -22,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
 from reportflow.api.schemas import ReportList, ReportRequest, StatusDocument, problem
 from reportflow.api.status import build_document, describe_report, report_id_for
+from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE, GenerateReportInput
 from reportflow.temporal import USER_ID_KEY
 from reportflow.tokens import Caller
@@ -154,6 +158,49 @@ async def get_report(
 ) -> StatusDocument:
     """The report's status document; `Retry-After` while it is not finished."""
     return _with_progress_headers(response, await _get(request, report_id, caller))
+
+
+@router.get(
+    "/{report_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "One `status` event per change; closes after the final one",
+        },
+        404: problem("No such report"),
+    },
+)
+async def report_events(report_id: str, request: Request, caller: CallerDep) -> StreamingResponse:
+    """Server-Sent Events: the status document each time it changes."""
+    first = await _get(request, report_id, caller)
+    return StreamingResponse(
+        _status_events(request, first, caller),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _status_events(
+    request: Request, doc: StatusDocument, caller: Caller
+) -> AsyncIterator[str]:
+    settings: Settings = request.app.state.settings
+    last_sent, last_beat = "", time.monotonic()
+    while True:
+        payload = doc.model_dump_json()
+        if payload != last_sent:
+            yield f"event: status\nid: {doc.updated_at.isoformat()}\ndata: {payload}\n\n"
+            last_sent, last_beat = payload, time.monotonic()
+        elif time.monotonic() - last_beat > settings.events_keepalive_seconds:
+            yield ": keep-alive\n\n"  # a comment line keeps proxies from closing the stream
+            last_beat = time.monotonic()
+        if doc.is_final or await request.is_disconnected():
+            return
+        await asyncio.sleep(settings.events_poll_seconds)
+        try:
+            doc = await _get(request, doc.report_id, caller)
+        except HTTPException:
+            return
 
 
 @router.get(
