@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
     worker_grace_seconds: float = 30.0
+    # Where a worker serves Prometheus metrics (SDK + report durations); "" = off.
+    worker_metrics_bind: str = "127.0.0.1:9464"
     worker_max_concurrent_activities: int = 8
 
     @property

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from reportflow.api.app import create_app
@@ -27,7 +26,7 @@ from reportflow.config import VAR_DIR, Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.seed import ensure_seeded
 from reportflow.smtp_sink import start_sink
-from reportflow.temporal import USER_ID_KEY, connect, temporal_cli_path
+from reportflow.temporal import USER_ID_KEY, temporal_cli_path
 from reportflow.tokens import create_token, lookup
 from reportflow.worker import run_worker
 
@@ -86,13 +85,9 @@ async def demo_token(engine: AsyncEngine, path: Path = VAR_DIR / "demo-token") -
 async def run_dev(settings: Settings) -> None:
     VAR_DIR.mkdir(exist_ok=True)
     temporal: WorkflowEnvironment | None = None
-    client: Client
-    if os.environ.get("TEMPORAL_ADDRESS"):
-        client = await connect()
-    else:
+    if not os.environ.get("TEMPORAL_ADDRESS"):
         temporal = await start_temporal()
         os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{DEV_TEMPORAL_PORT}"
-        client = temporal.client
     sink = None
     if not os.environ.get("SMTP_HOST"):
         sink = start_sink(settings.smtp_host, settings.smtp_port, VAR_DIR / "outbox")
@@ -103,7 +98,7 @@ async def run_dev(settings: Settings) -> None:
     token = await demo_token(engine)
     await engine.dispose()
 
-    app = create_app(settings, dev_outbox=VAR_DIR / "outbox" if sink else None)
+    app = create_app(settings, dev_outbox=VAR_DIR / "outbox" if sink else None, demo_token=token)
     server = Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None))
     stop = asyncio.Event()
 
@@ -114,7 +109,8 @@ async def run_dev(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown)
-    worker = asyncio.create_task(run_worker(settings, stop=stop, client=client))
+    # The worker connects a client of its own, with the metrics runtime.
+    worker = asyncio.create_task(run_worker(settings, stop=stop))
     base = f"http://localhost:{settings.port}"
     sys.stdout.write(
         "\nreportflow is running\n"

@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ LAUNCH_ARGS = [
 INSTANCE_SWITCH = "--reportflow-instance"
 
 HEARTBEAT_INTERVAL_SECONDS = 2.0
+
+# How long closing a context or the browser may take before Chromium is given up on.
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 PDF_MARGIN = PdfMargins(top="14mm", bottom="16mm", left="12mm", right="12mm")
 
@@ -358,11 +362,28 @@ class Browser:
             browser, self._browser = self._browser, None
             playwright, self._playwright = self._playwright, None
             if browser is not None:
-                with contextlib.suppress(Exception):
-                    await browser.close()
+                try:
+                    # A Chromium that does not answer (hung, or stopped) holds
+                    # `browser.close()` for ~30 s, past the worker's drain grace.
+                    async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                        await browser.close()
+                except TimeoutError:
+                    logger.warning(
+                        "chromium did not close in %ss; killing it", CLOSE_TIMEOUT_SECONDS
+                    )
+                    self._kill()
+                except Exception:
+                    logger.debug("closing chromium failed", exc_info=True)
             if playwright is not None:
                 with contextlib.suppress(Exception):
                     await playwright.stop()
+
+    def _kill(self) -> None:
+        """SIGKILL our Chromium (found by its marker switch); it works on a stopped one too."""
+        pid = self.process_pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     async def _launch_locked(self) -> None:
         old, self._browser = self._browser, None
@@ -464,8 +485,11 @@ class Browser:
                     footer_template=PDF_FOOTER,
                 )
             finally:
+                # Bounded: a hung Chromium never answers, and would hold the render
+                # (and the worker's shutdown) forever.
                 with contextlib.suppress(Exception):
-                    await context.close()
+                    async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                        await context.close()
 
 
 @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from reportflow.models import SEARCH_ATTRIBUTE_USER
 
@@ -31,8 +32,18 @@ def connect_config() -> dict[str, Any]:
     return config
 
 
-async def connect(*, lazy: bool = False) -> Client:
-    return await Client.connect(**connect_config(), lazy=lazy)
+async def connect(*, lazy: bool = False, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(**connect_config(), lazy=lazy, runtime=runtime)
+
+
+def metrics_runtime(bind_address: str) -> Runtime:
+    """A runtime exporting the SDK's metrics (and the workflow's own histograms)
+    in Prometheus format at http://<bind_address>/metrics."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=bind_address, durations_as_seconds=True)
+        )
+    )
 
 
 def _binary(name: str, override_env: str) -> str:

@@ -23,7 +23,7 @@ from reportflow.logs import setup_logging
 from reportflow.mailer import Mailer
 from reportflow.render import Browser, find_chromium
 from reportflow.store import ReportStore
-from reportflow.temporal import connect
+from reportflow.temporal import connect, metrics_runtime
 from reportflow.workflows.generate_report import GenerateReport
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,11 @@ async def run_worker(
     ready: asyncio.Event | None = None,
 ) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when `stop` is not given)."""
-    client = client or await connect()
+    if client is None:
+        runtime = (
+            metrics_runtime(settings.worker_metrics_bind) if settings.worker_metrics_bind else None
+        )
+        client = await connect(runtime=runtime)
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     browser = Browser(find_chromium(settings.chromium_executable))

@@ -11,17 +11,20 @@ from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError
 
 from reportflow.api.ratelimit import RateLimiter
-from reportflow.api.routes import dev, health, reports
+from reportflow.api.routes import admin, dev, health, metrics, pages, reports
 from reportflow.config import Settings, get_settings
 from reportflow.db import create_engine, create_schema
 from reportflow.store import ReportStore
 from reportflow.temporal import connect
 
 log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 class BodyLimit:
@@ -93,8 +96,14 @@ async def _temporal_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
-def create_app(settings: Settings | None = None, *, dev_outbox: Path | None = None) -> FastAPI:
-    """The app; `dev_outbox` (set by `reportflow dev`) serves the SMTP sink at /dev/outbox."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    dev_outbox: Path | None = None,
+    demo_token: str | None = None,
+) -> FastAPI:
+    """The app; `dev_outbox` (set by `reportflow dev`) serves the SMTP sink at /dev/outbox,
+    and `demo_token` (dev only) is filled in on the web page's sign-in form."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -117,11 +126,16 @@ def create_app(settings: Settings | None = None, *, dev_outbox: Path | None = No
     app.state.store = ReportStore(settings.report_store_path)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.dev_outbox = dev_outbox
+    app.state.demo_token = demo_token
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RPCError, _temporal_unavailable)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(reports.router)
+    app.include_router(admin.router)
+    app.include_router(metrics.router)
     app.include_router(health.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if dev_outbox is not None:
         app.include_router(dev.router)
     return app

@@ -47,11 +47,6 @@ _FINAL: dict[WorkflowExecutionStatus, Status] = {
 }
 
 
-def report_id_for(user_id: str, start: date, end: date) -> str:
-    """Deterministic: the same user and range always name the same report."""
-    return f"report-{user_id}-{start.isoformat()}-{end.isoformat()}"
-
-
 def owner_of(report_id: str) -> str | None:
     match = REPORT_ID.match(report_id)
     return match["user"] if match else None

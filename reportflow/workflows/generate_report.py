@@ -8,7 +8,7 @@ there), and as current details, which the Temporal Web UI shows.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -40,12 +40,15 @@ def retry_policy(backoff: Backoff) -> RetryPolicy:
     )
 
 
-def _error_of(err: BaseException) -> tuple[str, str]:
-    """The innermost meaningful (type, message) of an activity failure."""
-    cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+def _error_of(err: ActivityError) -> dict[str, str]:
+    """What the dead-letter view shows: reason code, message, and why retrying stopped."""
+    cause = err.cause or err
     if isinstance(cause, ApplicationError):
-        return cause.type or "ApplicationError", cause.message
-    return type(cause).__name__, str(cause) or type(cause).__name__
+        kind, message = cause.type or "ApplicationError", cause.message
+    else:
+        kind, message = type(cause).__name__, str(cause) or type(cause).__name__
+    retry_state = err.retry_state.name if err.retry_state is not None else "UNSPECIFIED"
+    return {"type": kind, "message": message, "retry_state": retry_state}
 
 
 @workflow.defn(name="GenerateReport")
@@ -53,6 +56,7 @@ class GenerateReport:
     def __init__(self) -> None:
         self._progress = Progress()
         self._recipients: list[str] = []
+        self._stage_started: dict[str, datetime] = {}
 
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
@@ -99,12 +103,13 @@ class GenerateReport:
             if isinstance(err.cause, CancelledError):
                 await self._cleanup(input.report_id, pdf_key)
                 raise
-            error_type, message = _error_of(err)
-            workflow.upsert_memo(
-                {"error": {"type": error_type, "message": message}, **self._times()}
-            )
+            error = {**_error_of(err), "stage": self._progress.stage}
+            workflow.upsert_memo({"error": error, **self._times()})
+            self._record_durations("failed")
             raise ApplicationError(
-                f"{self._progress.stage} failed: {message}", type=error_type, non_retryable=True
+                f"{error['stage']} failed: {error['message']}",
+                type=error["type"],
+                non_retryable=True,
             ) from err
 
         result = ReportResult(
@@ -125,6 +130,7 @@ class GenerateReport:
             }
         )
         self._enter("done")
+        self._record_durations("completed")
         return result
 
     @workflow.query
@@ -149,6 +155,7 @@ class GenerateReport:
         return {"updated_at": workflow.now().isoformat()}
 
     def _enter(self, stage: str) -> None:
+        self._stage_started[stage] = workflow.now()
         self._progress.stage = stage
         self._progress.progress = STAGES[stage]
         self._progress.updated_at = workflow.now().isoformat()
@@ -157,8 +164,25 @@ class GenerateReport:
         )
         workflow.set_current_details(f"**Stage:** {stage} ({STAGES[stage]}%)")
 
+    def _record_durations(self, outcome: str) -> None:
+        """Report and per-stage durations (retries and backoff included) on the
+        worker's metrics endpoint; the SDK skips this while replaying."""
+        meter = workflow.metric_meter()
+        now = workflow.now()
+        meter.create_histogram_float(
+            "reportflow_report_duration", "Report start to end", "seconds"
+        ).record((now - workflow.info().start_time).total_seconds(), {"outcome": outcome})
+        stages = meter.create_histogram_float(
+            "reportflow_stage_duration", "Time spent in each stage", "seconds"
+        )
+        ends = [*list(self._stage_started.values())[1:], now]
+        for (stage, began), ended in zip(self._stage_started.items(), ends, strict=True):
+            if stage != "done":
+                stages.record((ended - began).total_seconds(), {"stage": stage})
+
     async def _cleanup(self, report_id: str, pdf_key: str | None) -> None:
         """Remove partial artifacts of a cancelled run; runs after the cancel."""
+        self._record_durations("cancelled")
         workflow.upsert_memo({"cancelled_at": workflow.now().isoformat(), **self._times()})
         await workflow.execute_activity_method(
             ReportActivities.cleanup,

@@ -13,20 +13,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
 from reportflow.api.schemas import ReportList, ReportRequest, StatusDocument, problem
-from reportflow.api.status import build_document, describe_report, report_id_for
+from reportflow.api.status import build_document, describe_report
 from reportflow.config import Settings
-from reportflow.models import WORKFLOW_TYPE, GenerateReportInput
+from reportflow.models import WORKFLOW_TYPE
+from reportflow.starter import start_report
 from reportflow.temporal import USER_ID_KEY
 from reportflow.tokens import Caller
 
@@ -108,41 +102,9 @@ async def create_report(
             headers={"Retry-After": str(wait)},
         )
     start, end = body.dates()
-    report_id = report_id_for(user_id, start, end)
-    try:
-        await client.start_workflow(
-            WORKFLOW_TYPE,
-            GenerateReportInput(
-                report_id=report_id,
-                user_id=user_id,
-                start=start.isoformat(),
-                end=end.isoformat(),
-                retry=settings.retry,
-                timeouts=settings.timeouts,
-            ),
-            id=report_id,
-            task_queue=settings.task_queue,
-            # Four clicks, one run: a running report is returned as it is, a
-            # completed one is kept, a failed or cancelled one starts afresh.
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=(
-                WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                if body.regenerate
-                else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-            ),
-            memo={
-                "user_id": user_id,
-                "start": start.isoformat(),
-                "end": end.isoformat(),
-                "stage": "queued",
-                "progress": 0,
-            },
-            search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID_KEY, user_id)]),
-            static_summary=f"Report for user {user_id}: {start} to {end}",
-        )
-        log.info("report requested", extra={"report_id": report_id, "user_id": user_id})
-    except WorkflowAlreadyStartedError:
-        log.info("report already completed", extra={"report_id": report_id})
+    report_id, _ = await start_report(
+        client, settings, user_id=user_id, start=start, end=end, regenerate=body.regenerate
+    )
     doc = await _get(request, report_id, caller)
     response.headers["Location"] = doc.links.self
     return _with_progress_headers(response, doc)

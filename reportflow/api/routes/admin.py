@@ -1,0 +1,96 @@
+"""Operators' view: the dead-letter list, redrive, queue depth (admin token)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel
+
+from reportflow.api.deps import AdminDep, SettingsDep, TemporalDep
+from reportflow.api.schemas import problem
+from reportflow.ops import NotRedrivable, failed_reports, queue_stats, redrive
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    responses={401: problem("No or unknown token"), 403: problem("Not an admin token")},
+)
+
+
+class FailedReportDoc(BaseModel):
+    report_id: str
+    user_id: str | None
+    reason: str
+    message: str
+    stage: str | None
+    retry_state: str | None
+    attempts: int
+    failed_at: datetime | None
+
+
+class FailedReportList(BaseModel):
+    reports: list[FailedReportDoc]
+    next_page_token: str | None
+
+
+class RedriveDoc(BaseModel):
+    report_id: str
+    run_id: str
+    status_url: str
+
+
+class QueueDoc(BaseModel):
+    task_queue: str
+    backlog_count: int
+    oldest_backlog_age_seconds: float
+    pollers: dict[str, int]
+    reports_by_status: dict[str, int]
+
+
+@router.get("/reports", response_model=FailedReportList)
+async def list_failed(
+    _: AdminDep,
+    client: TemporalDep,
+    status_filter: Annotated[Literal["failed"], Query(alias="status")] = "failed",
+    page_size: Annotated[int, Query(ge=1, le=100)] = 50,
+    page_token: Annotated[str | None, Query(max_length=4096)] = None,
+) -> FailedReportList:
+    """Failed reports of all users with reason and attempts: the dead-letter view."""
+    try:
+        token = base64.b64decode(page_token, altchars=b"-_", validate=True) if page_token else None
+    except (binascii.Error, ValueError):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="page_token is not one this API gave"
+        ) from None
+    reports, next_token = await failed_reports(client, page_size=page_size, page_token=token)
+    return FailedReportList(
+        reports=[FailedReportDoc(**vars(r)) for r in reports],
+        next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
+    )
+
+
+@router.post(
+    "/reports/{report_id}/redrive",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RedriveDoc,
+    responses={409: problem("The report's latest run did not fail")},
+)
+async def redrive_report(
+    report_id: str, _: AdminDep, client: TemporalDep, settings: SettingsDep
+) -> RedriveDoc:
+    """Run a failed report again under the same ID."""
+    try:
+        run_id = await redrive(client, settings, report_id)
+    except NotRedrivable as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from None
+    return RedriveDoc(report_id=report_id, run_id=run_id, status_url=f"/reports/{report_id}")
+
+
+@router.get("/queue", response_model=QueueDoc)
+async def queue(_: AdminDep, client: TemporalDep, settings: SettingsDep) -> QueueDoc:
+    """Backlog count, oldest backlog age, pollers and reports per status."""
+    return QueueDoc(**vars(await queue_stats(client, settings.task_queue)))
