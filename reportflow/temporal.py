@@ -41,7 +41,12 @@ def metrics_runtime(bind_address: str) -> Runtime:
     in Prometheus format at http://<bind_address>/metrics."""
     return Runtime(
         telemetry=TelemetryConfig(
-            metrics=PrometheusConfig(bind_address=bind_address, durations_as_seconds=True)
+            metrics=PrometheusConfig(
+                bind_address=bind_address,
+                durations_as_seconds=True,
+                unit_suffix=True,
+                counters_total_suffix=True,
+            )
         )
     )
 

@@ -104,6 +104,7 @@ def make_settings(tmp: Path, smtp_port: int, **overrides: object) -> Settings:
         "retry": RetrySchedule(query=FAST_BACKOFF, render=FAST_BACKOFF, email=FAST_BACKOFF),
         "timeouts": Timeouts(query=10, render=30, render_heartbeat=5, email=10),
         "rate_limit_per_minute": 10,
+        "worker_metrics_bind": "",  # off unless a test asks: workers would share a port
         "worker_grace_seconds": 5.0,
     }
     values.update(overrides)

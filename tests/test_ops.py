@@ -14,7 +14,7 @@ from reportflow.db import create_engine, create_schema, users
 from reportflow.tokens import create_token
 from tests.conftest import MakeUser, make_settings
 from tests.utils.data import create_user
-from tests.utils.reportflow_http import FINAL, wait_status
+from tests.utils.reportflow_http import FINAL, Bearer, wait_status
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import serve_api
 from tests.utils.wait import wait_until
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 @pytest.fixture(scope="session")
 async def admin(app_engine: AsyncEngine) -> dict[str, str]:
-    return {"Authorization": f"Bearer {await create_token(app_engine, admin=True)}"}
+    return Bearer(await create_token(app_engine, admin=True)).headers
 
 
 async def failed_ids(http: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
@@ -105,8 +105,8 @@ async def test_queue_shows_backlog_when_no_worker_polls(
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     user_id = await create_user(engine)
-    user = {"Authorization": f"Bearer {await create_token(engine, user_id=user_id)}"}
-    admin = {"Authorization": f"Bearer {await create_token(engine, admin=True)}"}
+    user = Bearer(await create_token(engine, user_id=user_id)).headers
+    admin = Bearer(await create_token(engine, admin=True)).headers
     await engine.dispose()
 
     async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as http:

@@ -12,14 +12,9 @@ from reportflow.db import create_engine, create_schema
 from reportflow.tokens import create_token
 from tests.conftest import make_settings
 from tests.utils.data import create_user
-from tests.utils.reportflow_http import FINAL, wait_status
+from tests.utils.reportflow_http import FINAL, Bearer, wait_status
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import in_process_worker, serve_api
-
-
-class _User:
-    def __init__(self, token: str) -> None:
-        self.headers = {"Authorization": f"Bearer {token}"}
 
 
 async def test_post_answers_202_with_no_worker_and_a_later_worker_completes_it(
@@ -29,7 +24,7 @@ async def test_post_answers_202_with_no_worker_and_a_later_worker_completes_it(
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     user_id = await create_user(engine)
-    user = _User(await create_token(engine, user_id=user_id))
+    user = Bearer(await create_token(engine, user_id=user_id))
     await engine.dispose()
 
     async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as http:

@@ -19,7 +19,7 @@ from reportflow.temporal import temporal_cli_path
 from reportflow.tokens import create_token
 from tests.conftest import MakeUser, make_settings
 from tests.utils.data import create_user
-from tests.utils.reportflow_http import FINAL, wait_status
+from tests.utils.reportflow_http import FINAL, Bearer, wait_status
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import in_process_worker, serve_api
 from tests.utils.wait import wait_until
@@ -110,13 +110,13 @@ async def test_signal_add_recipient_and_cancel(
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     keep_id, drop_id = await create_user(engine), await create_user(engine)
-    keep = {"Authorization": f"Bearer {await create_token(engine, user_id=keep_id)}"}
-    drop = {"Authorization": f"Bearer {await create_token(engine, user_id=drop_id)}"}
+    keep = Bearer(await create_token(engine, user_id=keep_id))
+    drop = Bearer(await create_token(engine, user_id=drop_id))
     await engine.dispose()
 
     async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as http:
-        kept = (await http.post("/reports", json={}, headers=keep)).json()["report_id"]
-        dropped = (await http.post("/reports", json={}, headers=drop)).json()["report_id"]
+        kept = (await http.post("/reports", json={}, headers=keep.headers)).json()["report_id"]
+        dropped = (await http.post("/reports", json={}, headers=drop.headers)).json()["report_id"]
 
         await temporal_cli(
             "workflow",
@@ -130,8 +130,8 @@ async def test_signal_add_recipient_and_cancel(
         )
         await temporal_cli("workflow", "cancel", "--workflow-id", dropped)
         async with in_process_worker(settings, temporal_client):
-            kept_doc = await wait_status(http, _Headers(keep), kept, FINAL)
-            dropped_doc = await wait_status(http, _Headers(drop), dropped, FINAL)
+            kept_doc = await wait_status(http, keep, kept, FINAL)
+            dropped_doc = await wait_status(http, drop, dropped, FINAL)
 
     assert kept_doc["status"] == "completed"
     assert kept_doc["result"]["emailed_to"] == [f"{keep_id}@example.com", "ops@example.com"]
@@ -139,8 +139,3 @@ async def test_signal_add_recipient_and_cancel(
     assert message["Message-ID"] == kept_doc["result"]["message_id"]
     assert dropped_doc["status"] == "cancelled"
     assert smtp.messages_to(f"{drop_id}@example.com") == []
-
-
-class _Headers:
-    def __init__(self, headers: dict[str, str]) -> None:
-        self.headers = headers

@@ -18,6 +18,13 @@ class HasHeaders(Protocol):
     def headers(self) -> dict[str, str]: ...
 
 
+class Bearer:
+    """A caller known only by its token."""
+
+    def __init__(self, token: str) -> None:
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+
 FINAL = {"completed", "failed", "cancelled"}
 
 
