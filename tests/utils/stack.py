@@ -31,11 +31,13 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve_api(settings: Settings, dev_outbox: Path | None = None) -> AsyncIterator[str]:
+async def serve_api(
+    settings: Settings, dev_outbox: Path | None = None, demo_token: str | None = None
+) -> AsyncIterator[str]:
     """The real FastAPI app behind uvicorn; yields its base URL."""
     server = Server(
         uvicorn.Config(
-            create_app(settings, dev_outbox=dev_outbox),
+            create_app(settings, dev_outbox=dev_outbox, demo_token=demo_token),
             host="127.0.0.1",
             port=0,
             log_config=None,
@@ -81,9 +83,10 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
         SMTP_HOST=settings.smtp_host,
         SMTP_PORT=str(settings.smtp_port),
         TASK_QUEUE=settings.task_queue,
-        RETRY=settings.retry.__class__.__name__ and _json(settings, "retry"),
+        RETRY=_json(settings, "retry"),
         TIMEOUTS=_json(settings, "timeouts"),
         WORKER_GRACE_SECONDS=str(settings.worker_grace_seconds),
+        WORKER_METRICS_BIND=settings.worker_metrics_bind,
     )
     return env
 
