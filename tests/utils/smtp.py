@@ -26,6 +26,7 @@ class RecordingHandler:
     attempts: list[float] = field(default_factory=list)
     refuse_count: int = 0
     refuse_reply: str = "421 4.3.2 Service not available, try again later"
+    drop_count: int = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.attempts.append(time.monotonic())
@@ -35,6 +36,12 @@ class RecordingHandler:
         message = message_from_bytes(envelope.original_content or b"", policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.received.append(Received(list(envelope.rcpt_tos), message, time.monotonic()))
+        if self.drop_count > 0:
+            # The message is delivered, but the client never hears so: the
+            # connection dies between the end of DATA and the server's reply.
+            self.drop_count -= 1
+            assert isinstance(server.transport, asyncio.Transport)
+            server.transport.abort()
         return "250 OK"
 
 
@@ -57,6 +64,10 @@ class SmtpServer:
         """Answer the next `times` messages with `reply` (a 4xx is temporary, a 5xx not)."""
         self.handler.refuse_count = times
         self.handler.refuse_reply = reply
+
+    def drop_after_data(self, times: int) -> None:
+        """Accept the next `times` messages but drop the connection before replying."""
+        self.handler.drop_count = times
 
     def messages_to(self, address: str) -> list[EmailMessage]:
         return [r.message for r in self.handler.received if address in r.rcpt_tos]
