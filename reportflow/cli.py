@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from reportflow.config import get_settings
 from reportflow.logs import setup_logging
@@ -78,6 +81,24 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _request(args: argparse.Namespace) -> int:
+    from reportflow.client import RequestOptions, request_report
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the progress bar says it all
+    options = RequestOptions(
+        url=args.url,
+        token=args.token or "",
+        start=args.start,
+        end=args.end,
+        output=args.output,
+        report_id=args.report,
+        timeout=args.timeout,
+    )
+    return asyncio.run(
+        request_report(options, stdout=sys.stdout, stderr=sys.stderr, stdin=sys.stdin)
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reportflow",
@@ -109,6 +130,38 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--admin", action="store_true", help="an admin token (all users' reports)")
     create.add_argument("--label", default="", help="a note to remember the token by")
     create.set_defaults(func=_token)
+
+    from reportflow import client
+
+    request = commands.add_parser(
+        "request",
+        help="start a report and follow it to its PDF with a progress bar",
+        description=client.DESCRIPTION,
+        epilog=client.EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    request.add_argument(
+        "--token",
+        default=os.environ.get("REPORTFLOW_TOKEN"),
+        help="API token (default REPORTFLOW_TOKEN)",
+    )
+    request.add_argument("--start", type=client.parse_day, metavar="YYYY-MM-DD", help="first day")
+    request.add_argument("--end", type=client.parse_day, metavar="YYYY-MM-DD", help="last day")
+    request.add_argument("--output", type=Path, metavar="FILE", help="save the PDF here")
+    request.add_argument(
+        "--url",
+        default=client.default_url(),
+        help=f"the API (default REPORTFLOW_URL or {client.DEFAULT_URL})",
+    )
+    request.add_argument("--report", metavar="ID", help="follow this report; start nothing")
+    request.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up following after this long (default 600)",
+    )
+    request.set_defaults(func=_request)
     return parser
 
 

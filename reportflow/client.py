@@ -15,9 +15,18 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -34,6 +43,13 @@ EXIT_CANCELLED = 3
 EXIT_GAVE_UP = 4
 EXIT_UNREACHABLE = 5
 EXIT_INTERRUPTED = 130
+
+DESCRIPTION = """\
+Start a report for the token's user (or follow one with --report), show its
+progress, print the PDF's URL and save the PDF with --output. The dates default
+to the last 90 days. Ctrl-C asks whether to cancel the report or leave it
+running; running the same command again follows the same report.
+"""
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -58,6 +74,8 @@ _RETRY_WORDS = {
     "render": "PDF rendering failed",
     "send_email": "email server unavailable",
 }
+
+_REPLY = re.compile(r"""\((?P<code>\d{3}), ['"](?P<text>.*)['"]\)""")
 
 # Polling, used only when the event stream fails.
 POLL_INITIAL_SECONDS = 2.0
@@ -109,8 +127,10 @@ def retry_notice(retry: Mapping[str, Any], now: datetime) -> str:
     words = _RETRY_WORDS.get(activity, f"{activity} failed")
     error = str(retry.get("last_error") or "").strip().splitlines()
     if error:
-        reason = error[0] if len(error[0]) <= 60 else error[0][:59] + "…"
-        words += f" ({reason})"
+        # A server reply as Python shows it, "(421, 'Service not available')", reads "421 ...".
+        reply = _REPLY.fullmatch(error[0])
+        reason = f"{reply['code']} {reply['text']}" if reply else error[0]
+        words += f" ({reason if len(reason) <= 60 else reason[:59] + '…'})"
     next_at = retry.get("next_attempt_at")
     if next_at:
         when = datetime.fromisoformat(str(next_at).replace("Z", "+00:00"))
@@ -147,19 +167,19 @@ class Progress:
         self._last = line
         if self.tty:
             columns = shutil.get_terminal_size().columns
-            # A wrapped line cannot be redrawn with \r; keep it to the terminal's width.
-            self.stream.write(f"\r{line[: max(columns - 1, 10)]}\x1b[K")
+            # A wrapped line cannot be redrawn with \r; leave room for the "^C" a terminal echoes.
+            self.stream.write(f"\r{line[: max(columns - 3, 10)]}\x1b[K")
             self._open = True
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, end: str = "\n") -> None:
         """A notice on a line of its own (ending the bar's line first)."""
         if self._open:
             self.stream.write("\n")
             self._open = False
-        self.stream.write(text + "\n")
+        self.stream.write(text + end)
         self.stream.flush()
 
 
@@ -199,7 +219,7 @@ def _retry_after(response: httpx.Response) -> float:
 
 async def sse_events(lines: AsyncIterable[str]) -> AsyncIterator[tuple[str, str]]:
     """(event, data) pairs of a Server-Sent Events stream, given its lines."""
-    kind, data = "message", []
+    kind, data = "message", list[str]()
     async for line in lines:
         if not line:
             if data:
@@ -248,29 +268,37 @@ def poll_delays(
 
 
 async def follow_polling(
-    client: httpx.AsyncClient, report_id: str, progress: Progress
+    client: httpx.AsyncClient,
+    report_id: str,
+    progress: Progress,
+    delays: Iterable[float] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> dict[str, Any]:
     """Poll the status document until it is final; network and server errors are waited out."""
-    for delay in poll_delays():
-        wait = delay
+    for delay in poll_delays() if delays is None else delays:
         try:
             response = await client.get(f"/reports/{report_id}")
         except httpx.TransportError as err:
             progress.say(f"cannot reach the API ({err or type(err).__name__}); trying again")
+            await sleep(delay)
+            continue
+        if response.status_code == 429 or response.is_server_error:
+            progress.say(f"the API answered {response.status_code}; trying again")
         else:
-            if response.status_code == 429 or response.status_code >= 500:
-                wait = max(delay, _retry_after(response))
-            else:
-                doc: dict[str, Any] = _check(response).json()
-                progress.show(doc)
-                if doc["status"] in FINAL:
-                    return doc
-                wait = max(delay, _retry_after(response))
-        await asyncio.sleep(wait)
-    raise AssertionError("poll_delays never ends")
+            doc: dict[str, Any] = _check(response).json()
+            progress.show(doc)
+            if doc["status"] in FINAL:
+                return doc
+        await sleep(max(delay, _retry_after(response)))
+    raise TimeoutError(f"stopped polling report {report_id}")
 
 
-async def follow(client: httpx.AsyncClient, report_id: str, progress: Progress) -> dict[str, Any]:
+async def follow(
+    client: httpx.AsyncClient,
+    report_id: str,
+    progress: Progress,
+    poll: Iterable[float] | None = None,
+) -> dict[str, Any]:
     """The report's final status document: live events first, polling if they fail."""
     try:
         doc = await follow_events(client, report_id, progress)
@@ -284,7 +312,7 @@ async def follow(client: httpx.AsyncClient, report_id: str, progress: Progress) 
         if doc is not None:
             return doc
         progress.say("live updates ended early; polling instead")
-    return await follow_polling(client, report_id, progress)
+    return await follow_polling(client, report_id, progress, poll)
 
 
 async def start_report(client: httpx.AsyncClient, start: date | None, end: date | None) -> Any:
@@ -311,7 +339,7 @@ class CtrlC:
     """
 
     def __init__(self) -> None:
-        self.count = 0
+        self._pending = 0
         self._task: asyncio.Task[Any] | None = None
 
     def __enter__(self) -> CtrlC:
@@ -324,14 +352,25 @@ class CtrlC:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
 
     def _interrupt(self) -> None:
-        self.count += 1
         if self._task is not None:
+            self._pending += 1
             self._task.cancel()
 
-    def absorb(self) -> None:
-        """The cancellation came from Ctrl-C and is handled: let the task run on."""
-        if self._task is not None:
-            self._task.uncancel()
+    def absorb(self) -> bool:
+        """True if a cancellation came from Ctrl-C: it is handled, the task runs on.
+
+        False for any other cancellation, which the caller must let through.
+        """
+        if not self._pending or self._task is None:
+            return False
+        self._pending -= 1
+        self._task.uncancel()
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def read_answer(stdin: TextIO) -> str:
@@ -340,7 +379,7 @@ async def read_answer(stdin: TextIO) -> str:
     try:
         fd = stdin.fileno()
         ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        loop.add_reader(fd, _resolve, ready)
     except (AttributeError, OSError, ValueError, NotImplementedError):
         # Not a pipe or terminal (a regular file, a StringIO): reading it cannot hang.
         return stdin.readline()
@@ -375,14 +414,16 @@ async def on_interrupt(
     if report_id is None:
         progress.say("interrupted; the report may have started: run the same command to follow it")
         return EXIT_INTERRUPTED
-    progress.say(f"Cancel report {report_id}? [y/N] ")
+    progress.say(f"Cancel report {report_id}? [y/N] ", end="")
     try:
         answer = await read_answer(stdin)
+        echoed = stdin.isatty()  # a terminal shows the typed answer and its newline
     except asyncio.CancelledError:
-        if not ctrl_c.count:
+        if not ctrl_c.absorb():
             raise
-        ctrl_c.absorb()  # a second Ctrl-C means no
-        answer = ""
+        answer, echoed = "", False  # a second Ctrl-C means no
+    if not echoed:
+        progress.say(answer.strip() or "no")
     if answer.strip().lower() not in {"y", "yes"}:
         progress.say(
             f"left report {report_id} running; follow it again with the same command, "
@@ -394,6 +435,17 @@ async def on_interrupt(
         status = await _wait_cancelled(client, report_id)
     except ApiError as err:
         progress.say(f"could not cancel report {report_id}: {err.detail}")
+        return EXIT_INTERRUPTED
+    except httpx.TransportError as err:
+        progress.say(f"could not cancel report {report_id}: cannot reach the API ({err})")
+        return EXIT_INTERRUPTED
+    except asyncio.CancelledError:
+        if not ctrl_c.absorb():
+            raise
+        progress.say(
+            f"stopped waiting for report {report_id} to stop; "
+            f"check it with: reportflow request --report {report_id}"
+        )
         return EXIT_INTERRUPTED
     if status == "cancelled":
         progress.say(f"report {report_id} cancelled")
@@ -496,9 +548,8 @@ async def request_report(
             try:
                 return await _report(client, options, progress, stdout, started)
             except asyncio.CancelledError:
-                if not ctrl_c.count:
+                if not ctrl_c.absorb():
                     raise
-                ctrl_c.absorb()
                 return await on_interrupt(
                     client, started[0] if started else None, progress, stdin, ctrl_c
                 )

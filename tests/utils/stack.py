@@ -107,8 +107,9 @@ class WorkerProcess:
         and process group of its own, so they are found as descendants of the worker
         (worker -> driver -> Chromium), not by session or process group.
         """
-        pids = []
-        for pid in _descendants(self.process.pid):
+        parents = _parents()
+        found = set()
+        for pid in _descendants(self.process.pid, parents):
             try:
                 args = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
             except OSError:
@@ -116,8 +117,9 @@ class WorkerProcess:
             if any(a.startswith(INSTANCE_SWITCH.encode()) for a in args) and not any(
                 a.startswith(b"--type=") for a in args
             ):
-                pids.append(pid)
-        return pids
+                found.add(pid)
+        # A child Chromium has just forked still shows the browser's command line.
+        return sorted(pid for pid in found if parents.get(pid) not in found)
 
     def kill_all(self) -> None:
         """SIGKILL the worker and everything it started (Chromium, the Playwright driver).
@@ -134,9 +136,9 @@ class WorkerProcess:
         self.process.wait(timeout=10)
 
 
-def _descendants(root: int) -> set[int]:
-    """PIDs of every living process below `root` in the process tree (from /proc)."""
-    children: dict[int, list[int]] = {}
+def _parents() -> dict[int, int]:
+    """PID -> parent PID of every living process (from /proc)."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -145,8 +147,15 @@ def _descendants(root: int) -> set[int]:
         except OSError:
             continue
         # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def _descendants(root: int, parents: dict[int, int]) -> set[int]:
+    """PIDs of every process below `root` in the process tree."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
     found: set[int] = set()
     todo = [root]
     while todo:
