@@ -11,12 +11,13 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reportflow.models import RetrySchedule, Timeouts
 
 VAR_DIR = Path("var")
+DEV_SECRET = "dev-only-insecure-secret"
 
 
 class Settings(BaseSettings):
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""
+
+    # Signs page tokens; must be set (SECRET_KEY) outside dev and test.
+    secret_key: str = DEV_SECRET
 
     task_queue: str = "reports"
     # GET /reports/{id}/events reads the status this often and sends it on change.
@@ -62,6 +66,15 @@ class Settings(BaseSettings):
     # Where a worker serves Prometheus metrics (SDK + report durations); "" = off.
     worker_metrics_bind: str = "127.0.0.1:9464"
     worker_max_concurrent_activities: int = 8
+
+    @model_validator(mode="after")
+    def _refuse_dev_secret_in_production(self) -> Settings:
+        if not self.is_dev and self.secret_key == DEV_SECRET:
+            raise ValueError(
+                f"ENVIRONMENT={self.environment} needs SECRET_KEY set to a random value "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return self
 
     @property
     def is_dev(self) -> bool:

@@ -62,6 +62,8 @@ def _bad_bodies() -> list[tuple[object, str]]:
         ({"end": str(now + timedelta(days=1))}, "future"),
         ({"start": str(now + timedelta(days=2)), "end": str(now + timedelta(days=3))}, "future"),
         ({"user_id": "u0001"}, "user_id"),
+        ({"email": "attacker@example.com"}, "email"),
+        ({"recipient": "attacker@example.com"}, "recipient"),
         ({"regenerate": "please"}, "regenerate"),
         ([], "object"),
         ("not json", ""),
@@ -154,3 +156,33 @@ async def test_pdf_before_completion_is_409(http: httpx.AsyncClient, make_user: 
         pytest.skip("the report finished before the first request could see it running")
     assert early.status_code == 409
     assert "completed" in early.json()["detail"]
+
+
+async def test_body_that_is_not_utf8_json_gets_400_saying_what_to_send(
+    http: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    user = await make_user()
+    response = await http.post(
+        "/reports",
+        content=b"\xff\xfe{",
+        headers={**user.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "YYYY-MM-DD" in response.json()["detail"]
+
+
+async def test_wrong_method_gets_405_listing_every_allowed_one(http: httpx.AsyncClient) -> None:
+    response = await http.delete("/reports")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+
+
+async def test_forged_page_token_gets_422_without_reaching_temporal(
+    http: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    user = await make_user()
+    response = await http.get(
+        "/reports?page_token=AAAAAAAAAAAAAAAAAAAAAAAAAAAA", headers=user.headers
+    )
+    assert response.status_code == 422
+    assert "page_token" in response.json()["detail"]

@@ -9,9 +9,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError
 
@@ -96,6 +99,31 @@ async def _temporal_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's handler, except: a body that is not JSON says what to send,
+    and a 405 lists every method the path allows (Starlette names only those
+    of the first route that matched it)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and "parsing the body" in str(exc.detail):
+        return JSONResponse(
+            {"detail": 'the body is not valid JSON; send {"start": "YYYY-MM-DD", "end": ...}'},
+            status_code=exc.status_code,
+        )
+    if exc.status_code != status.HTTP_405_METHOD_NOT_ALLOWED:
+        return await http_exception_handler(request, exc)
+    allowed = {
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        for route in request.app.router.routes
+        if route.matches({**request.scope, "method": method})[0] == Match.FULL
+    }
+    return JSONResponse(
+        {"detail": f"{request.method} is not allowed here; use {', '.join(sorted(allowed))}"},
+        status_code=exc.status_code,
+        headers={"Allow": ", ".join(sorted(allowed))},
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -129,6 +157,7 @@ def create_app(
     app.state.demo_token = demo_token
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RPCError, _temporal_unavailable)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(reports.router)
     app.include_router(admin.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 Status = Literal["queued", "running", "completed", "failed", "cancelled"]
 Stage = Literal["queued", "querying", "rendering", "emailing", "done"]
@@ -28,7 +28,7 @@ class ReportRequest(BaseModel):
 
     start: date | None = Field(None, description="First day, YYYY-MM-DD")
     end: date | None = Field(None, description="Last day, YYYY-MM-DD; not after today")
-    regenerate: bool = Field(
+    regenerate: StrictBool = Field(
         False, description="Run a completed report again (only when none is running)"
     )
 
@@ -156,3 +156,12 @@ class Problem(BaseModel):
 
 def problem(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description}
+
+
+# Answers any authenticated route may give, documented once per router.
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: problem("The body is not JSON"),
+    401: problem("No or unknown bearer token"),
+    422: problem("Invalid input: `detail` says what to change"),
+    503: problem("Temporal is unavailable; retry after `Retry-After` seconds"),
+}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -11,13 +9,14 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
 from reportflow.api.deps import AdminDep, SettingsDep, TemporalDep
-from reportflow.api.schemas import problem
-from reportflow.ops import NotRedrivable, failed_reports, queue_stats, redrive
+from reportflow.api.paging import decode_page_token, encode_page_token
+from reportflow.api.schemas import COMMON_ERRORS, problem
+from reportflow.ops import FAILED_QUERY, NotRedrivable, failed_reports, queue_stats, redrive
 
 router = APIRouter(
     prefix="/admin",
     tags=["admin"],
-    responses={401: problem("No or unknown token"), 403: problem("Not an admin token")},
+    responses={**COMMON_ERRORS, 403: problem("Not an admin token")},
 )
 
 
@@ -55,21 +54,17 @@ class QueueDoc(BaseModel):
 async def list_failed(
     _: AdminDep,
     client: TemporalDep,
+    settings: SettingsDep,
     status_filter: Annotated[Literal["failed"], Query(alias="status")] = "failed",
     page_size: Annotated[int, Query(ge=1, le=100)] = 50,
     page_token: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> FailedReportList:
     """Failed reports of all users with reason and attempts: the dead-letter view."""
-    try:
-        token = base64.b64decode(page_token, altchars=b"-_", validate=True) if page_token else None
-    except (binascii.Error, ValueError):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="page_token is not one this API gave"
-        ) from None
+    token = decode_page_token(page_token, FAILED_QUERY, settings.secret_key)
     reports, next_token = await failed_reports(client, page_size=page_size, page_token=token)
     return FailedReportList(
         reports=[FailedReportDoc(**vars(r)) for r in reports],
-        next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
+        next_page_token=encode_page_token(next_token, FAILED_QUERY, settings.secret_key),
     )
 
 

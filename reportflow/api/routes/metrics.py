@@ -12,9 +12,10 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from reportflow.api.deps import SettingsDep, TemporalDep
+from reportflow.api.schemas import COMMON_ERRORS
 from reportflow.ops import queue_stats
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], responses={503: COMMON_ERRORS[503]})
 
 
 @router.get("/metrics", response_class=Response)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,10 +11,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
-from reportflow.api.schemas import ReportList, ReportRequest, StatusDocument, problem
+from reportflow.api.paging import decode_page_token, encode_page_token
+from reportflow.api.schemas import (
+    COMMON_ERRORS,
+    ReportList,
+    ReportRequest,
+    StatusDocument,
+    problem,
+)
 from reportflow.api.status import build_document, describe_report
 from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE
@@ -26,11 +30,14 @@ from reportflow.tokens import Caller
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/reports", tags=["reports"])
+router = APIRouter(
+    prefix="/reports",
+    tags=["reports"],
+    responses={**COMMON_ERRORS, 403: problem("An admin token has no reports of its own")},
+)
 
 RETRY_AFTER_SECONDS = "2"
 NOT_FOUND = "no such report: check the ID, or list your reports with GET /reports"
-BAD_PAGE_TOKEN = "page_token is not one this API handed out; start again without it"
 
 _LIST_FILTER = {
     "queued": "ExecutionStatus = 'Running'",
@@ -213,15 +220,6 @@ async def cancel_report(
     return doc
 
 
-def _decode_token(token: str | None) -> bytes | None:
-    if not token:
-        return None
-    try:
-        return base64.b64decode(token.encode(), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=BAD_PAGE_TOKEN) from None
-
-
 @router.get("", response_model=ReportList, responses={401: problem("No or unknown token")})
 async def list_reports(
     request: Request,
@@ -241,14 +239,11 @@ async def list_reports(
     if status_filter:
         query += f" AND {_LIST_FILTER[status_filter]}"
     listing = client.list_workflows(
-        query, page_size=page_size, next_page_token=_decode_token(page_token)
+        query,
+        page_size=page_size,
+        next_page_token=decode_page_token(page_token, query, settings.secret_key),
     )
-    try:
-        await listing.fetch_next_page(page_size=page_size)
-    except RPCError as err:
-        if err.status != RPCStatusCode.INVALID_ARGUMENT:
-            raise
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=BAD_PAGE_TOKEN) from None
+    await listing.fetch_next_page(page_size=page_size)
     docs = []
     for execution in listing.current_page or []:
         doc = build_document(
@@ -258,8 +253,7 @@ async def list_reports(
         if status_filter in {"queued", "running"} and running and doc.status != status_filter:
             continue
         docs.append(doc)
-    token = listing.next_page_token
     return ReportList(
         reports=docs,
-        next_page_token=base64.urlsafe_b64encode(token).decode() if token else None,
+        next_page_token=encode_page_token(listing.next_page_token, query, settings.secret_key),
     )
