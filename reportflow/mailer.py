@@ -15,7 +15,7 @@ import aiosmtplib
 from temporalio.exceptions import ApplicationError
 
 from reportflow.config import Settings
-from reportflow.models import SMTP_REJECTED
+from reportflow.models import SMTP_REJECTED, SMTP_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,10 @@ class Mailer:
                     type=SMTP_REJECTED,
                     non_retryable=True,
                 ) from err
-            raise
+            raise ApplicationError(
+                f"the mail server deferred the recipients ({codes}); trying again",
+                type=SMTP_UNAVAILABLE,
+            ) from err
         except aiosmtplib.SMTPResponseException as err:
             if err.code >= 500:
                 raise ApplicationError(
@@ -87,4 +90,12 @@ class Mailer:
                     type=SMTP_REJECTED,
                     non_retryable=True,
                 ) from err
-            raise
+            raise ApplicationError(
+                f"the mail server is unavailable: {err.code} {err.message}",
+                type=SMTP_UNAVAILABLE,
+            ) from err
+        except (aiosmtplib.SMTPException, OSError) as err:
+            raise ApplicationError(
+                f"cannot reach the mail server at {self.host}:{self.port}: {err}",
+                type=SMTP_UNAVAILABLE,
+            ) from err

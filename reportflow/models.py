@@ -27,6 +27,7 @@ UNKNOWN_USER = "UnknownUser"
 NO_EMAIL_ADDRESS = "NoEmailAddress"
 INVALID_RANGE = "InvalidRange"
 SMTP_REJECTED = "SmtpRejected"
+SMTP_UNAVAILABLE = "SmtpUnavailable"  # retried: a 4xx reply, a refused or dropped connection
 PDF_MISSING = "PdfMissing"
 NON_RETRYABLE_ERRORS = [UNKNOWN_USER, NO_EMAIL_ADDRESS, INVALID_RANGE, SMTP_REJECTED, PDF_MISSING]
 

@@ -63,6 +63,10 @@ async def run_worker(
         activities=activities.all,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_grace_seconds),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
+        # After a worker dies, its runs' next workflow task waits this long on the
+        # dead worker's sticky queue before any worker may take it (SDK default
+        # 10 s). Report histories are short, so a replay elsewhere costs little.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
     )
     try:
         await browser.ensure_started()

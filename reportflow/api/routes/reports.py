@@ -245,7 +245,12 @@ async def list_reports(
     )
     await listing.fetch_next_page(page_size=page_size)
     docs = []
+    seen: set[str] = set()
     for execution in listing.current_page or []:
+        # Newest first: a report run again (failed, then restarted) shows its latest run.
+        if execution.id in seen:
+            continue
+        seen.add(execution.id)
         doc = build_document(
             execution, await execution.memo(), temporal_ui_url=settings.temporal_ui_url
         )
@@ -253,6 +258,9 @@ async def list_reports(
         if status_filter in {"queued", "running"} and running and doc.status != status_filter:
             continue
         docs.append(doc)
+    # Temporal's SQL visibility cannot ORDER BY; it lists running runs first,
+    # then by close time. Within a page, newest (by creation) first.
+    docs.sort(key=lambda d: d.created_at, reverse=True)
     return ReportList(
         reports=docs,
         next_page_token=encode_page_token(listing.next_page_token, query, settings.secret_key),
