@@ -90,9 +90,7 @@ def smtp() -> Iterator[SmtpServer]:
 def _smtp_accepting(request: pytest.FixtureRequest) -> None:
     """Every test starts with an SMTP server that accepts mail."""
     if "smtp" in request.fixturenames:
-        smtp = request.getfixturevalue("smtp")
-        smtp.refuse(0)
-        smtp.drop_after_data(0)
+        request.getfixturevalue("smtp").reset()
 
 
 def make_settings(tmp: Path, smtp_port: int, **overrides: object) -> Settings:

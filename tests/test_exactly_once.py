@@ -31,7 +31,7 @@ async def test_reply_lost_after_data_gives_one_duplicate_with_the_same_message_i
     http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer
 ) -> None:
     user = await make_user()
-    smtp.drop_after_data(1)
+    smtp.drop_after_data(1, to=user.email)
 
     report_id = (await http.post("/reports", json={}, headers=user.headers)).json()["report_id"]
     done = await wait_status(http, user, report_id, FINAL)

@@ -41,8 +41,7 @@ async def test_smtp_refusing_for_a_while_is_retried_then_one_email(
 ) -> None:
     start, _ = last_90_days()
     user = await make_user(sample_transactions(start, 30, rng_seed=11))
-    smtp.refuse(2, "421 4.3.2 Service not available, try again later")
-    tries_before = len(smtp.handler.attempts)
+    smtp.refuse(2, "421 4.3.2 Service not available, try again later", to=user.email)
 
     created = await http.post("/reports", json={}, headers=user.headers)
     report_id = created.json()["report_id"]
@@ -60,7 +59,7 @@ async def test_smtp_refusing_for_a_while_is_retried_then_one_email(
         assert doc["retry"]["activity"] == "send_email"
         assert "421" in doc["retry"]["last_error"]
     assert len(smtp.messages_to(user.email or "")) == 1
-    tries = smtp.handler.attempts[tries_before:]
+    tries = smtp.attempts_to(user.email or "")
     assert len(tries) == 3
     gaps = [b - a for a, b in itertools.pairwise(tries)]
     # Exponential backoff: at least the initial interval, then longer.
@@ -87,7 +86,7 @@ async def test_smtp_permanent_rejection_fails_without_retrying(
     http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer, temporal_client: Client
 ) -> None:
     user = await make_user()
-    smtp.refuse(1, "554 5.7.1 Message rejected as spam")
+    smtp.refuse(1, "554 5.7.1 Message rejected as spam", to=user.email)
 
     created = await http.post("/reports", json={}, headers=user.headers)
     done = await wait_status(http, user, created.json()["report_id"], FINAL)
@@ -103,7 +102,7 @@ async def test_failed_report_is_started_again_by_the_next_request(
     http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer
 ) -> None:
     user = await make_user()
-    smtp.refuse(1, "554 5.7.1 Message rejected")
+    smtp.refuse(1, "554 5.7.1 Message rejected", to=user.email)
     created = await http.post("/reports", json={}, headers=user.headers)
     report_id = created.json()["report_id"]
     assert (await wait_status(http, user, report_id, FINAL))["status"] == "failed"
@@ -121,7 +120,7 @@ async def test_cancel_during_a_run_sends_no_email_and_leaves_no_pdf(
 ) -> None:
     user = await make_user()
     # The email step keeps failing, so the run is in flight with its PDF rendered.
-    smtp.refuse(1000)
+    smtp.refuse(1000, to=user.email)
     created = await http.post("/reports", json={}, headers=user.headers)
     report_id = created.json()["report_id"]
     pdf_path = Path(settings.report_store_path) / f"{report_id}.pdf"
@@ -136,7 +135,7 @@ async def test_cancel_during_a_run_sends_no_email_and_leaves_no_pdf(
 
     assert cancel.status_code == 202
     done = await wait_status(http, user, report_id, FINAL)
-    smtp.refuse(0)
+    smtp.reset()
     assert done["status"] == "cancelled"
     assert done["error"]["type"] == "Cancelled"
     assert not pdf_path.exists()

@@ -86,7 +86,7 @@ async def test_smtp_rejection_is_a_dead_letter_with_its_reason(
     http: httpx.AsyncClient, make_user: MakeUser, admin: dict[str, str], smtp: SmtpServer
 ) -> None:
     user = await make_user()
-    smtp.refuse(1, "550 5.1.1 Mailbox unavailable")
+    smtp.refuse(1, "550 5.1.1 Mailbox unavailable", to=user.email)
     report_id = (await http.post("/reports", json={}, headers=user.headers)).json()["report_id"]
     await wait_status(http, user, report_id, FINAL)
 

@@ -54,13 +54,13 @@ async def test_fresh_histories_replay(
     await wait_status(http, failed, runs["failed"]["report_id"], FINAL)
 
     cancelled = await make_user()
-    smtp.refuse(1000)
+    smtp.refuse(1000, to=cancelled.email)
     runs["cancelled"] = (await http.post("/reports", json={}, headers=cancelled.headers)).json()
     report_id = runs["cancelled"]["report_id"]
     await wait_status(http, cancelled, report_id, {"running"})
     await http.post(f"/reports/{report_id}/cancel", headers=cancelled.headers)
     await wait_status(http, cancelled, report_id, FINAL)
-    smtp.refuse(0)
+    smtp.reset()
 
     replayer = Replayer(workflows=[GenerateReport])
     for name, doc in runs.items():

@@ -202,7 +202,7 @@ async def test_ctrl_c_then_yes_cancels_the_report_and_exits_130(
             code = await command.finish(b"y\n")
         done = await wait_status(http, user, report_id, FINAL)
     finally:
-        smtp.refuse(0)
+        smtp.reset()
 
     assert code == 130, command.stderr
     assert f"[y/N] y\nreport {report_id} cancelled" in command.stderr
@@ -230,10 +230,10 @@ async def test_ctrl_c_then_no_leaves_the_report_running_and_report_follows_it(
             patient_api_url, "--token", user.token, "--report", report_id
         ) as again:
             await again.wait_for_stderr("emailing")
-            smtp.refuse(0)
+            smtp.reset()
             again_code = await again.finish()
     finally:
-        smtp.refuse(0)
+        smtp.reset()
 
     assert code == 130, command.stderr
     assert f"left report {report_id} running" in command.stderr

@@ -48,7 +48,7 @@ async def test_smtp_down_says_so_in_words_then_recovers(
     await expect(generate_button(page)).to_be_disabled()
     await page.screenshot(path=screenshot_path("test_smtp_down_retrying"), full_page=True)
 
-    smtp.refuse(0)
+    smtp.reset()
 
     await wait_for_status(page, "completed")
     await expect(notice).to_be_hidden()
@@ -68,7 +68,7 @@ async def test_cancel_while_running_ends_cancelled_without_email(
     await page.get_by_role("button", name="Cancel report").click()
 
     await wait_for_status(page, "cancelled")
-    smtp.refuse(0)
+    smtp.reset()
     await expect(page.locator("#outcome")).to_contain_text("No email was sent")
     await expect(page.get_by_role("button", name="Generate again")).to_be_enabled()
     await expect(page.get_by_role("button", name="Cancel report")).to_be_hidden()
@@ -94,7 +94,7 @@ async def test_reload_mid_run_resumes_the_same_report(
     assert (await page_state(page))["lastStatus"]["report_id"] == report_id
     await expect(page.locator("#report-title")).to_have_text(f"Report {start} to {end}")
     await expect(generate_button(page)).to_be_disabled()
-    smtp.refuse(0)
+    smtp.reset()
     await wait_for_status(page, "completed")
     assert len(smtp.messages_to(user.email or "")) == 1
 
@@ -130,7 +130,7 @@ async def test_blocked_event_stream_falls_back_to_growing_polls(
     await expect(page.locator("#connection")).to_contain_text("Live updates are unavailable")
     await expect(page.locator("#retry")).to_contain_text("The email server is unavailable")
 
-    smtp.refuse(0)
+    smtp.reset()
 
     await wait_for_status(page, "completed")
     delays = (await page_state(page))["pollDelays"]

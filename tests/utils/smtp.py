@@ -21,25 +21,42 @@ class Received:
 
 
 @dataclass
+class Faults:
+    """How the server misbehaves for the next messages (to one address, or any)."""
+
+    refuse: int = 0
+    reply: str = "421 4.3.2 Service not available, try again later"
+    drop: int = 0
+
+
+@dataclass
 class RecordingHandler:
     received: list[Received] = field(default_factory=list)
-    attempts: list[float] = field(default_factory=list)
-    refuse_count: int = 0
-    refuse_reply: str = "421 4.3.2 Service not available, try again later"
-    drop_count: int = 0
+    attempts: list[tuple[float, list[str]]] = field(default_factory=list)
+    # Faults per recipient address; None applies to every message. Tests share
+    # one server, so a test provokes faults for its own user's address only.
+    faults: dict[str | None, Faults] = field(default_factory=dict)
+
+    def _faults_for(self, rcpt_tos: list[str]) -> Faults:
+        for address in rcpt_tos:
+            if address in self.faults:
+                return self.faults[address]
+        return self.faults.setdefault(None, Faults())
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.attempts.append(time.monotonic())
-        if self.refuse_count > 0:
-            self.refuse_count -= 1
-            return self.refuse_reply
+        rcpt_tos = list(envelope.rcpt_tos)
+        self.attempts.append((time.monotonic(), rcpt_tos))
+        faults = self._faults_for(rcpt_tos)
+        if faults.refuse > 0:
+            faults.refuse -= 1
+            return faults.reply
         message = message_from_bytes(envelope.original_content or b"", policy=policy.default)
         assert isinstance(message, EmailMessage)
-        self.received.append(Received(list(envelope.rcpt_tos), message, time.monotonic()))
-        if self.drop_count > 0:
+        self.received.append(Received(rcpt_tos, message, time.monotonic()))
+        if faults.drop > 0:
             # The message is delivered, but the client never hears so: the
             # connection dies between the end of DATA and the server's reply.
-            self.drop_count -= 1
+            faults.drop -= 1
             assert isinstance(server.transport, asyncio.Transport)
             server.transport.abort()
         return "250 OK"
@@ -60,14 +77,26 @@ class SmtpServer:
     def stop(self) -> None:
         self.controller.stop()
 
-    def refuse(self, times: int, reply: str = "421 4.3.2 Service not available") -> None:
-        """Answer the next `times` messages with `reply` (a 4xx is temporary, a 5xx not)."""
-        self.handler.refuse_count = times
-        self.handler.refuse_reply = reply
+    def refuse(
+        self, times: int, reply: str = "421 4.3.2 Service not available", *, to: str | None = None
+    ) -> None:
+        """Answer the next `times` messages (to `to`, or any) with `reply`;
+        a 4xx reply is temporary, a 5xx one permanent."""
+        faults = self.handler.faults.setdefault(to, Faults())
+        faults.refuse, faults.reply = times, reply
 
-    def drop_after_data(self, times: int) -> None:
-        """Accept the next `times` messages but drop the connection before replying."""
-        self.handler.drop_count = times
+    def drop_after_data(self, times: int, *, to: str | None = None) -> None:
+        """Accept the next `times` messages (to `to`, or any) but drop the
+        connection before replying."""
+        self.handler.faults.setdefault(to, Faults()).drop = times
+
+    def reset(self) -> None:
+        """Accept every message again."""
+        self.handler.faults.clear()
+
+    def attempts_to(self, address: str) -> list[float]:
+        """When each delivery to `address` was tried (refused ones included)."""
+        return [at for at, rcpt_tos in self.handler.attempts if address in rcpt_tos]
 
     def messages_to(self, address: str) -> list[EmailMessage]:
         return [r.message for r in self.handler.received if address in r.rcpt_tos]
