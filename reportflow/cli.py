@@ -99,6 +99,18 @@ def _request(args: argparse.Namespace) -> int:
     )
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    from reportflow import dlq
+
+    settings = get_settings()
+    if args.dlq_command == "list":
+        return asyncio.run(dlq.list_failed(settings))
+    if not args.ids and not args.all:
+        sys.stderr.write("reportflow dlq redrive: name report IDs or pass --all\n")
+        return 2
+    return asyncio.run(dlq.redrive_reports(settings, args.ids, args.all))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reportflow",
@@ -162,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up following after this long (default 600)",
     )
     request.set_defaults(func=_request)
+    dlq = commands.add_parser(
+        "dlq",
+        help="failed reports (the dead-letter queue): list them, run them again",
+        description="Talks to Temporal directly (TEMPORAL_ADDRESS etc.), like the admin API.",
+    )
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_commands.add_parser(
+        "list", help="every failed report with reason, stage, attempts and time"
+    ).set_defaults(func=_dlq)
+    redrive = dlq_commands.add_parser("redrive", help="run failed reports again (same IDs)")
+    redrive.add_argument("ids", nargs="*", metavar="ID", help="report IDs")
+    redrive.add_argument("--all", action="store_true", help="every failed report")
+    redrive.set_defaults(func=_dlq)
     return parser
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema, users
 from reportflow.tokens import create_token
 from tests.conftest import MakeUser, make_settings
@@ -137,3 +141,51 @@ async def test_queue_shows_the_polling_worker(
     doc = (await http.get("/admin/queue", headers=admin)).json()
     assert doc["pollers"]["workflow"] >= 1
     assert doc["pollers"]["activity"] >= 1
+
+
+async def reportflow_cli(*args: str, settings: Settings) -> tuple[int, str]:
+    """The real `reportflow` command (Temporal's address comes from the environment)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "reportflow.cli",
+        *args,
+        env={**os.environ, "TASK_QUEUE": settings.task_queue},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(60):
+        out, _ = await process.communicate()
+    return process.returncode or 0, out.decode()
+
+
+async def test_dlq_command_lists_and_redrives(
+    http: httpx.AsyncClient,
+    make_user: MakeUser,
+    app_engine: AsyncEngine,
+    smtp: SmtpServer,
+    settings: Settings,
+) -> None:
+    user = await make_user(email=None)
+    report_id = (await http.post("/reports", json={}, headers=user.headers)).json()["report_id"]
+    await wait_status(http, user, report_id, FINAL)
+
+    listed = await wait_until(
+        lambda: reportflow_cli("dlq", "list", settings=settings),
+        lambda result: report_id in result[1],
+        what="the report in `reportflow dlq list`",
+    )
+    assert listed[0] == 0
+    assert "NoEmailAddress" in listed[1]
+
+    address = f"{user.id}@example.com"
+    async with app_engine.begin() as conn:
+        await conn.execute(update(users).where(users.c.id == user.id).values(email=address))
+    code, out = await reportflow_cli("dlq", "redrive", report_id, settings=settings)
+
+    assert code == 0, out
+    assert f"{report_id}: redriven" in out
+    assert (await wait_status(http, user, report_id, FINAL))["status"] == "completed"
+    assert len(smtp.messages_to(address)) == 1
+    code, out = await reportflow_cli("dlq", "redrive", report_id, settings=settings)
+    assert code == 1 and "only failed reports" in out
