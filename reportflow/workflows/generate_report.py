@@ -55,7 +55,6 @@ def _error_of(err: ActivityError) -> dict[str, str]:
 class GenerateReport:
     def __init__(self) -> None:
         self._progress = Progress()
-        self._recipients: list[str] = []
         self._stage_started: dict[str, datetime] = {}
 
     @workflow.run
@@ -91,7 +90,7 @@ class GenerateReport:
                     pdf_key=rendered.key,
                     start=input.start,
                     end=input.end,
-                    extra_recipients=list(self._recipients),
+                    extra_recipients=list(self._progress.recipients),
                 ),
                 start_to_close_timeout=timedelta(seconds=timeouts.email),
                 retry_policy=retry_policy(retry.email),
@@ -147,9 +146,8 @@ class GenerateReport:
         if self._progress.stage in {"emailing", "done"}:
             workflow.logger.warning("add_recipient arrived after the email step: %r", email)
             return
-        if address not in self._recipients:
-            self._recipients.append(address)
-            self._progress.recipients = list(self._recipients)
+        if address not in self._progress.recipients:
+            self._progress.recipients.append(address)
 
     def _times(self) -> dict[str, str]:
         return {"updated_at": workflow.now().isoformat()}
