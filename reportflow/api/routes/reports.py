@@ -24,6 +24,7 @@ from reportflow.api.schemas import (
 from reportflow.api.status import build_document, describe_report
 from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE
+from reportflow.ops import STATUS_FILTERS
 from reportflow.starter import start_report
 from reportflow.temporal import USER_ID_KEY
 from reportflow.tokens import Caller
@@ -38,15 +39,6 @@ router = APIRouter(
 
 RETRY_AFTER_SECONDS = "2"
 NOT_FOUND = "no such report: check the ID, or list your reports with GET /reports"
-
-_LIST_FILTER = {
-    "queued": "ExecutionStatus = 'Running'",
-    "running": "ExecutionStatus = 'Running'",
-    "completed": "ExecutionStatus = 'Completed'",
-    "failed": "ExecutionStatus IN ('Failed', 'TimedOut', 'Terminated')",
-    "cancelled": "ExecutionStatus = 'Canceled'",
-}
-
 
 def _with_progress_headers(response: Response, doc: StatusDocument) -> StatusDocument:
     if not doc.is_final:
@@ -237,7 +229,7 @@ async def list_reports(
     user_id = _user_of(caller)
     query = f"WorkflowType = '{WORKFLOW_TYPE}' AND {USER_ID_KEY.name} = '{user_id}'"
     if status_filter:
-        query += f" AND {_LIST_FILTER[status_filter]}"
+        query += f" AND {STATUS_FILTERS[status_filter]}"
     listing = client.list_workflows(
         query,
         page_size=page_size,
