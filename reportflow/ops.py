@@ -19,9 +19,16 @@ from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE
 from reportflow.starter import start_report
 
-FAILED_QUERY = (
-    f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus IN ('Failed', 'TimedOut', 'Terminated')"
-)
+# The visibility filter for each status word of the contract ("queued" and
+# "running" are both open runs; the memo's stage tells them apart).
+STATUS_FILTERS = {
+    "queued": "ExecutionStatus = 'Running'",
+    "running": "ExecutionStatus = 'Running'",
+    "completed": "ExecutionStatus = 'Completed'",
+    "failed": "ExecutionStatus IN ('Failed', 'TimedOut', 'Terminated')",
+    "cancelled": "ExecutionStatus = 'Canceled'",
+}
+FAILED_QUERY = f"WorkflowType = '{WORKFLOW_TYPE}' AND {STATUS_FILTERS['failed']}"
 
 # Temporal execution status -> the status word of the contract.
 STATUS_WORDS = {
