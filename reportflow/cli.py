@@ -111,6 +111,51 @@ def _dlq(args: argparse.Namespace) -> int:
     return asyncio.run(dlq.redrive_reports(settings, args.ids, args.all))
 
 
+CHAOS_SCENARIOS = "worker-sigkill, temporal-restart, smtp-down, database-down, chromium-kill"
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from reportflow.chaos import SCENARIOS, ChaosOptions, run_chaos
+
+    unknown = [name for name in args.scenarios or [] if name not in SCENARIOS]
+    if unknown:
+        sys.stderr.write(
+            f"reportflow chaos: no scenario {', '.join(unknown)}; "
+            f"choose from {', '.join(SCENARIOS)}\n"
+        )
+        return 2
+    if args.runs < 1 or args.reports < 1:
+        sys.stderr.write("reportflow chaos: --runs and --reports must be at least 1\n")
+        return 2
+    # One line per HTTP call would bury the harness's own log.
+    for noisy in ("httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    options = ChaosOptions(
+        runs=args.runs,
+        scenarios=args.scenarios or list(SCENARIOS),
+        reports=args.reports,
+        postgres_url=args.postgres_url,
+        workdir=args.workdir,
+    )
+    try:
+        return asyncio.run(run_chaos(options, sys.stdout))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.stderr.write("reportflow chaos: interrupted; the runs' servers were stopped\n")
+        return 130
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from reportflow.bench import BenchOptions, print_table, run_bench
+
+    options = BenchOptions(
+        users=args.users, requests=args.requests, reports=args.reports, samples=args.samples
+    )
+    if args.quick:
+        options = BenchOptions(users=3, requests=6, reports=3, samples=2)
+    print_table(asyncio.run(run_bench(options)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reportflow",
@@ -187,6 +232,46 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("ids", nargs="*", metavar="ID", help="report IDs")
     redrive.add_argument("--all", action="store_true", help="every failed report")
     redrive.set_defaults(func=_dlq)
+
+    chaos = commands.add_parser(
+        "chaos",
+        help="break parts of the service while reports run; table of lost and duplicated",
+        description="Each run builds its own Temporal dev server, SMTP server, database, "
+        "API and worker processes in a temporary directory, starts reports, injects the "
+        f"fault and counts. Scenarios: {CHAOS_SCENARIOS}. Exits 1 if any report was "
+        "lost or any email sent twice.",
+    )
+    chaos.add_argument("--runs", type=int, default=1, help="runs of each scenario (default 1)")
+    chaos.add_argument(
+        "--scenario",
+        dest="scenarios",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="scenarios to run (repeatable; default all)",
+    )
+    chaos.add_argument("--reports", type=int, default=3, help="reports per run (default 3)")
+    chaos.add_argument(
+        "--postgres-url",
+        metavar="URL",
+        help="a PostgreSQL server to create each run's database on (default: SQLite files)",
+    )
+    chaos.add_argument(
+        "--workdir", type=Path, metavar="DIR", help="keep every run's logs and data here"
+    )
+    chaos.set_defaults(func=_chaos)
+    bench = commands.add_parser(
+        "bench",
+        help="measure API latency, reports end to end and each stage; print a table",
+        description="Runs a private stack (Temporal dev server, SMTP, SQLite, API, one "
+        "worker) in a temporary directory; nothing of yours is touched.",
+    )
+    bench.add_argument("--users", type=int, default=20, help="seeded users (default 20)")
+    bench.add_argument("--requests", type=int, default=40, help="API calls timed (default 40)")
+    bench.add_argument("--reports", type=int, default=20, help="reports at once (default 20)")
+    bench.add_argument("--samples", type=int, default=10, help="query/render samples")
+    bench.add_argument("--quick", action="store_true", help="tiny numbers, for a smoke run")
+    bench.set_defaults(func=_bench)
     return parser
 
 

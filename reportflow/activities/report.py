@@ -46,12 +46,17 @@ class ReportActivities:
 
     @activity.defn(name="query")
     async def query(self, input: QueryInput) -> ReportData:
-        data = await aggregate(
-            self.engine,
-            report_id=input.report_id,
-            user_id=input.user_id,
-            start=date.fromisoformat(input.start),
-            end=date.fromisoformat(input.end),
+        # Shielded: a timed-out attempt lets its statement finish instead of
+        # abandoning it mid-read, which leaves SQLite's lock held for ~30 s and
+        # stalls every other report (found by `reportflow chaos`, database-down).
+        data = await asyncio.shield(
+            aggregate(
+                self.engine,
+                report_id=input.report_id,
+                user_id=input.user_id,
+                start=date.fromisoformat(input.start),
+                end=date.fromisoformat(input.end),
+            )
         )
         log.info(
             "aggregated %d transactions",
@@ -74,12 +79,18 @@ class ReportActivities:
 
     @activity.defn(name="send_email")
     async def send_email(self, input: EmailInput) -> EmailResult:
-        return await send_report_email(
-            engine=self.engine,
-            mailer=self.mailer,
-            store=self.store,
-            data=input,
-            run_id=activity.info().workflow_run_id or "",
+        # Shielded: a send that outlives its attempt's timeout still finishes and
+        # writes its delivery record, so the next attempt finds it and does not
+        # send again. (Cancellation reaches this step only through a timeout:
+        # it does not heartbeat, so a cancelled report's started email completes.)
+        return await asyncio.shield(
+            send_report_email(
+                engine=self.engine,
+                mailer=self.mailer,
+                store=self.store,
+                data=input,
+                run_id=activity.info().workflow_run_id or "",
+            )
         )
 
     @activity.defn(name="cleanup")
