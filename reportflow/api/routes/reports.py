@@ -40,6 +40,7 @@ router = APIRouter(
 RETRY_AFTER_SECONDS = "2"
 NOT_FOUND = "no such report: check the ID, or list your reports with GET /reports"
 
+
 def _with_progress_headers(response: Response, doc: StatusDocument) -> StatusDocument:
     if not doc.is_final:
         response.headers["Retry-After"] = RETRY_AFTER_SECONDS
