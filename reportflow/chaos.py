@@ -41,13 +41,14 @@ from typing import Protocol, TextIO
 import httpx
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
-from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema, users
 from reportflow.models import Backoff, RetrySchedule, Timeouts
+from reportflow.ops import activity_starts
 from reportflow.seed import seed
 from reportflow.temporal import DEV_NAMESPACE
 from reportflow.testing import (
@@ -717,15 +718,8 @@ async def _attempts(client: Client, reports: Sequence[Report]) -> dict[str, int]
     """The most attempts any one report needed, per activity (from the histories)."""
     most: dict[str, int] = {}
     for report in reports:
-        scheduled: dict[int, str] = {}
-        async for event in client.get_workflow_handle(report.id).fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                attributes = event.activity_task_scheduled_event_attributes
-                scheduled[event.event_id] = attributes.activity_type.name
-            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-                started = event.activity_task_started_event_attributes
-                name = scheduled.get(started.scheduled_event_id, "?")
-                most[name] = max(most.get(name, 0), started.attempt)
+        for start in await activity_starts(client, report.id):
+            most[start.activity] = max(most.get(start.activity, 0), start.attempt)
     return most
 
 

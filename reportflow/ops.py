@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.failure.v1 import Failure
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
@@ -63,18 +64,49 @@ class QueueStats:
     reports_by_status: dict[str, int] = field(default_factory=dict)
 
 
-async def _last_attempt(client: Client, execution: WorkflowExecution) -> int:
-    """The attempt number of the last activity the run started (from its history)."""
-    handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-    attempt = 0
+@dataclass(frozen=True)
+class ActivityStart:
+    """An ActivityTaskStarted event: which activity, which attempt, on which worker,
+    and how the attempt before it failed (empty for a first attempt).
+
+    Temporal writes the started event of a retried activity once, when the
+    activity closes, carrying the attempt that closed it: `attempt` is the
+    number of tries.
+    """
+
+    activity: str
+    attempt: int
+    identity: str
+    last_failure: Failure
+
+
+async def activity_starts(
+    client: Client, report_id: str, run_id: str | None = None
+) -> list[ActivityStart]:
+    """Every activity start of a report's run, from its history."""
+    scheduled: dict[int, str] = {}
+    starts: list[ActivityStart] = []
+    handle = client.get_workflow_handle(report_id, run_id=run_id)
     async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            attempt = event.activity_task_started_event_attributes.attempt
-    return attempt
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attributes = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            starts.append(
+                ActivityStart(
+                    activity=scheduled.get(started.scheduled_event_id, "?"),
+                    attempt=started.attempt,
+                    identity=started.identity,
+                    last_failure=started.last_failure,
+                )
+            )
+    return starts
 
 
 async def _failed_report(client: Client, execution: WorkflowExecution) -> FailedReport:
     memo: dict[str, Any] = dict(await execution.memo())
+    starts = await activity_starts(client, execution.id, execution.run_id)
     error = memo.get("error") or {}
     if not error:
         status = execution.status
@@ -87,7 +119,7 @@ async def _failed_report(client: Client, execution: WorkflowExecution) -> Failed
         message=str(error.get("message")),
         stage=error.get("stage"),
         retry_state=error.get("retry_state"),
-        attempts=await _last_attempt(client, execution),
+        attempts=max((start.attempt for start in starts), default=0),
         failed_at=execution.close_time,
     )
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from reportflow.config import Settings
+from reportflow.ops import activity_starts
 from tests.conftest import FAST_BACKOFF, MakeUser
 from tests.utils.data import sample_transactions
 from tests.utils.reportflow_http import FINAL, last_90_days, wait_status
@@ -22,18 +22,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 async def activity_attempts(client: Client, report_id: str, activity: str) -> list[int]:
     """The attempt number of every start of `activity` in the report's history."""
-    history = await client.get_workflow_handle(report_id).fetch_history()
-    scheduled: dict[int, str] = {}
-    attempts = []
-    for event in history.events:
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attrs = event.activity_task_scheduled_event_attributes
-            scheduled[event.event_id] = attrs.activity_type.name
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            attrs2 = event.activity_task_started_event_attributes
-            if scheduled.get(attrs2.scheduled_event_id) == activity:
-                attempts.append(attrs2.attempt)
-    return attempts
+    return [s.attempt for s in await activity_starts(client, report_id) if s.activity == activity]
 
 
 async def test_smtp_refusing_for_a_while_is_retried_then_one_email(

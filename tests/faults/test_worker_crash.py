@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.api.enums.v1 import EventType, PendingActivityState, TimeoutType
+from temporalio.api.enums.v1 import PendingActivityState, TimeoutType
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -31,6 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.models import Timeouts
+from reportflow.ops import ActivityStart, activity_starts
 from reportflow.render import CLOSE_TIMEOUT_SECONDS, INSTANCE_SWITCH
 from reportflow.tokens import create_token
 from tests.conftest import User, make_settings
@@ -225,42 +226,9 @@ async def wait_log(worker: WorkerProcess, text: str, timeout: float = 10.0) -> N
 # --------------------------------------------------------------------------- evidence
 
 
-@dataclass(frozen=True)
-class RenderStart:
-    """An ActivityTaskStarted event of the render: which attempt, on which worker,
-    and how the attempt before it failed (empty for a first attempt)."""
-
-    attempt: int
-    identity: str
-    failure: str = ""
-    timeout: TimeoutType.ValueType = TimeoutType.TIMEOUT_TYPE_UNSPECIFIED
-
-
-async def render_starts(client: Client, report_id: str) -> list[RenderStart]:
-    """The render's ActivityTaskStarted events from the workflow history.
-
-    Temporal writes the started event of a retried activity once, when the activity
-    closes, carrying the attempt that closed it: `attempt` is the number of tries.
-    """
-    scheduled: dict[int, str] = {}
-    starts: list[RenderStart] = []
-    async for event in client.get_workflow_handle(report_id).fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attributes = event.activity_task_scheduled_event_attributes
-            scheduled[event.event_id] = attributes.activity_type.name
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            started = event.activity_task_started_event_attributes
-            if scheduled.get(started.scheduled_event_id) == RENDER:
-                failure = started.last_failure
-                starts.append(
-                    RenderStart(
-                        started.attempt,
-                        started.identity,
-                        failure.message,
-                        failure.timeout_failure_info.timeout_type,
-                    )
-                )
-    return starts
+async def render_starts(client: Client, report_id: str) -> list[ActivityStart]:
+    """The render's ActivityTaskStarted events from the workflow history."""
+    return [s for s in await activity_starts(client, report_id) if s.activity == RENDER]
 
 
 def identity_of(worker: WorkerProcess) -> str:
@@ -309,7 +277,10 @@ async def test_worker_killed_while_rendering_new_worker_finishes_with_one_email(
             [start] = await render_starts(stack.client, report_id)
             assert start.attempt >= 2, start
             assert start.identity.startswith(identity_of(b)), start
-            assert start.timeout == TimeoutType.TIMEOUT_TYPE_HEARTBEAT, start
+            assert (
+                start.last_failure.timeout_failure_info.timeout_type
+                == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
+            ), start
             await assert_one_email_with_the_pdf(stack, report_id)
 
 
@@ -370,6 +341,9 @@ async def test_sigterm_grace_exceeded_activity_retried_elsewhere(
             assert start.identity.startswith(identity_of(b)), start
             # Worker A failed the attempt as it left (the SDK's words), so the retry
             # did not wait for the 30 s heartbeat timeout.
-            assert "shutting down" in start.failure, start
-            assert start.timeout == TimeoutType.TIMEOUT_TYPE_UNSPECIFIED, start
+            assert "shutting down" in start.last_failure.message, start
+            assert (
+                start.last_failure.timeout_failure_info.timeout_type
+                == TimeoutType.TIMEOUT_TYPE_UNSPECIFIED
+            ), start
             await assert_one_email_with_the_pdf(stack, report_id)

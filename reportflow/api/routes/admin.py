@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -11,7 +10,15 @@ from pydantic import BaseModel
 from reportflow.api.deps import AdminDep, SettingsDep, TemporalDep
 from reportflow.api.paging import decode_page_token, encode_page_token
 from reportflow.api.schemas import COMMON_ERRORS, problem
-from reportflow.ops import FAILED_QUERY, NotRedrivable, failed_reports, queue_stats, redrive
+from reportflow.ops import (
+    FAILED_QUERY,
+    FailedReport,
+    NotRedrivable,
+    QueueStats,
+    failed_reports,
+    queue_stats,
+    redrive,
+)
 
 router = APIRouter(
     prefix="/admin",
@@ -20,19 +27,8 @@ router = APIRouter(
 )
 
 
-class FailedReportDoc(BaseModel):
-    report_id: str
-    user_id: str | None
-    reason: str
-    message: str
-    stage: str | None
-    retry_state: str | None
-    attempts: int
-    failed_at: datetime | None
-
-
 class FailedReportList(BaseModel):
-    reports: list[FailedReportDoc]
+    reports: list[FailedReport]
     next_page_token: str | None
 
 
@@ -40,14 +36,6 @@ class RedriveDoc(BaseModel):
     report_id: str
     run_id: str
     status_url: str
-
-
-class QueueDoc(BaseModel):
-    task_queue: str
-    backlog_count: int
-    oldest_backlog_age_seconds: float
-    pollers: dict[str, int]
-    reports_by_status: dict[str, int]
 
 
 @router.get("/reports", response_model=FailedReportList)
@@ -63,7 +51,7 @@ async def list_failed(
     token = decode_page_token(page_token, FAILED_QUERY, settings.secret_key)
     reports, next_token = await failed_reports(client, page_size=page_size, page_token=token)
     return FailedReportList(
-        reports=[FailedReportDoc(**vars(r)) for r in reports],
+        reports=reports,
         next_page_token=encode_page_token(next_token, FAILED_QUERY, settings.secret_key),
     )
 
@@ -85,7 +73,7 @@ async def redrive_report(
     return RedriveDoc(report_id=report_id, run_id=run_id, status_url=f"/reports/{report_id}")
 
 
-@router.get("/queue", response_model=QueueDoc)
-async def queue(_: AdminDep, client: TemporalDep, settings: SettingsDep) -> QueueDoc:
+@router.get("/queue", response_model=QueueStats)
+async def queue(_: AdminDep, client: TemporalDep, settings: SettingsDep) -> QueueStats:
     """Backlog count, oldest backlog age, pollers and reports per status."""
-    return QueueDoc(**vars(await queue_stats(client, settings.task_queue)))
+    return await queue_stats(client, settings.task_queue)
