@@ -90,6 +90,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _temporal_not_connected(request: Request, exc: Exception) -> Response:
+    """The lazy client's first connect failed: the SDK raises a bare RuntimeError."""
+    if str(exc).startswith("Failed client connect"):
+        return await _temporal_unavailable(request, exc)
+    raise exc
+
+
 async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("Temporal call failed: %s", exc)
     return JSONResponse(
@@ -157,6 +164,7 @@ def create_app(
     app.state.demo_token = demo_token
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RPCError, _temporal_unavailable)
+    app.add_exception_handler(RuntimeError, _temporal_not_connected)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(reports.router)

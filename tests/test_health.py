@@ -1,0 +1,70 @@
+"""Liveness, readiness and the API docs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from reportflow.db import create_engine, create_schema
+from reportflow.testing import free_port, serve_api
+from reportflow.tokens import create_token
+from tests.conftest import make_settings
+from tests.utils.data import create_user
+from tests.utils.reportflow_http import Bearer
+from tests.utils.smtp import SmtpServer
+
+
+async def test_health_ready_and_docs(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    ready = await http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"temporal": "ok", "database": "ok"}
+    assert (await http.get("/docs")).status_code == 200
+    schema = (await http.get("/openapi.json")).json()
+    post = schema["paths"]["/reports"]["post"]
+    assert {"202", "401", "413", "422", "429"} <= set(post["responses"])
+    status_doc = schema["components"]["schemas"]["StatusDocument"]
+    assert status_doc["examples"][0]["report_id"].startswith("report-")
+
+
+async def test_not_ready_while_temporal_is_unreachable(tmp_path: Path, smtp: SmtpServer) -> None:
+    settings = make_settings(tmp_path, smtp.port)
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    async with (
+        serve_api(settings, temporal_address=dead) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        live = await http.get("/healthz")
+        ready = await http.get("/readyz")
+
+    assert live.status_code == 200
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "not ready"
+    assert ready.json()["checks"]["temporal"].startswith("unavailable")
+    assert ready.json()["checks"]["database"] == "ok"
+
+
+async def test_reports_answer_503_not_500_while_temporal_is_unreachable(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    settings = make_settings(tmp_path, smtp.port)
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    user_id = await create_user(engine)
+    user = Bearer(await create_token(engine, user_id=user_id))
+    await engine.dispose()
+    dead = f"127.0.0.1:{free_port()}"
+    async with (
+        serve_api(settings, temporal_address=dead) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        created = await http.post("/reports", json={}, headers=user.headers)
+        status = await http.get(
+            f"/reports/report-{user_id}-2026-01-01-2026-01-02", headers=user.headers
+        )
+
+    for response in (created, status):
+        assert response.status_code == 503, response.text
+        assert "unavailable" in response.json()["detail"]
+        assert response.headers["Retry-After"]
