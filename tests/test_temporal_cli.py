@@ -72,6 +72,10 @@ async def test_list_describe_query_and_reset_a_failed_report(
     assert f"Report for user {user.id}" in described  # the static summary
     assert "NoEmailAddress" in described
 
+    # What the Web UI shows as the run's current details.
+    metadata = await temporal_cli("workflow", "metadata", "--workflow-id", report_id)
+    assert "Stage:** querying" in metadata
+
     progress = json.loads(
         await temporal_cli(
             "workflow", "query", "--workflow-id", report_id, "--name", "progress", "-o", "json"
