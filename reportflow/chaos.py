@@ -56,7 +56,7 @@ from reportflow.testing import (
     TcpProxy,
     TemporalDevServer,
     WorkerProcess,
-    is_chromium,
+    kill_chromiums,
     serve_api,
 )
 from reportflow.tokens import create_token
@@ -502,13 +502,7 @@ class World:
             await asyncio.to_thread(worker.stop)
 
     def _kill_frozen(self) -> None:
-        """A Chromium left frozen never exits: kill it (if the PID is still ours)."""
-        for pid in self.frozen:
-            if is_chromium(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_chromiums(self.frozen)
         self.frozen.clear()
 
 

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -290,6 +290,17 @@ def is_chromium(pid: int) -> bool:
     except OSError:
         return False
     return any(a.startswith(INSTANCE_SWITCH.encode()) for a in args)
+
+
+def kill_chromiums(pids: Iterable[int]) -> None:
+    """Kill Chromiums a test or scenario froze (a stopped one never exits), with
+    their process groups; PIDs no longer ours (reused since) are left alone."""
+    for pid in pids:
+        if is_chromium(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

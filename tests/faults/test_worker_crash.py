@@ -32,13 +32,13 @@ from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.models import Timeouts
 from reportflow.ops import ActivityStart, activity_starts
-from reportflow.render import CLOSE_TIMEOUT_SECONDS, INSTANCE_SWITCH
+from reportflow.render import CLOSE_TIMEOUT_SECONDS
+from reportflow.testing import WorkerProcess, kill_chromiums, serve_api, worker_process
 from reportflow.tokens import create_token
 from tests.conftest import User, make_settings
 from tests.utils.data import create_user, sample_transactions
 from tests.utils.reportflow_http import FINAL, last_90_days, wait_status
 from tests.utils.smtp import SmtpServer
-from tests.utils.stack import WorkerProcess, serve_api, worker_process
 from tests.utils.wait import wait_until
 
 pytestmark = pytest.mark.faults
@@ -99,12 +99,7 @@ class Stack:
         Only processes still carrying our marker switch are touched, in case a PID
         was reused by now.
         """
-        for pid in self.frozen:
-            if _is_chromium(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
+        kill_chromiums(self.frozen)
 
 
 @contextlib.asynccontextmanager
@@ -151,14 +146,6 @@ def _worker_logs(tmp: Path, lines: int = 30) -> str:
         tail = log.read_text(errors="replace").splitlines()[-lines:]
         parts.append(f"--- last {lines} lines of {log.name} ---\n" + "\n".join(tail))
     return "\n".join(parts)
-
-
-def _is_chromium(pid: int) -> bool:
-    try:
-        args = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(a.startswith(INSTANCE_SWITCH.encode()) for a in args)
 
 
 # --------------------------------------------------------------------------- waiting
