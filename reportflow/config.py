@@ -26,7 +26,6 @@ class Settings(BaseSettings):
     environment: str = Field(default="dev", description="dev | test | production")
     host: str = "127.0.0.1"
     port: int = 8000
-    public_url: str = ""
 
     # Signs page tokens; must be set (SECRET_KEY) outside dev and test.
     secret_key: str = DEV_SECRET
@@ -51,9 +50,7 @@ class Settings(BaseSettings):
     chromium_executable: str | None = None
     render_timeout_seconds: float = 60.0
 
-    # A report may cover at most this many days, and a user may ask at most
-    # `rate_limit_per_minute` times a minute (the 429 of the contract).
-    max_range_days: int = 366
+    # A user may start at most this many reports a minute (the 429 of the contract).
     rate_limit_per_minute: int = 30
     max_body_bytes: int = 16 * 1024
 

@@ -44,7 +44,9 @@ async def run_worker(
         client = await connect(runtime=runtime)
     engine = create_engine(settings.database_url)
     await create_schema(engine)
-    browser = Browser(find_chromium(settings.chromium_executable))
+    browser = Browser(
+        find_chromium(settings.chromium_executable), timeout_seconds=settings.render_timeout_seconds
+    )
     activities = ReportActivities(
         engine=engine,
         browser=browser,
