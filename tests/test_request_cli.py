@@ -192,7 +192,7 @@ async def test_ctrl_c_then_yes_cancels_the_report_and_exits_130(
     patient_api_url: str, http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer
 ) -> None:
     user = await make_user()
-    smtp.refuse(1000, "421 4.3.2 Service not available, try again later")
+    smtp.refuse(1000, "421 4.3.2 Service not available, try again later", to=user.email)
     try:
         async with request_command(patient_api_url, "--token", user.token) as command:
             await command.wait_for_stderr("email server unavailable (")
@@ -216,7 +216,7 @@ async def test_ctrl_c_then_no_leaves_the_report_running_and_report_follows_it(
     patient_api_url: str, http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer
 ) -> None:
     user = await make_user()
-    smtp.refuse(1000)
+    smtp.refuse(1000, to=user.email)
     try:
         async with request_command(patient_api_url, "--token", user.token) as command:
             await command.wait_for_stderr("emailing")

@@ -34,7 +34,7 @@ async def test_smtp_down_says_so_in_words_then_recovers(
     page: Page, patient_api: str, make_user: MakeUser, smtp: SmtpServer
 ) -> None:
     user = await make_user()
-    smtp.refuse(1000, REFUSAL)
+    smtp.refuse(1000, REFUSAL, to=user.email)
     await sign_in(page, patient_api, user)
 
     await generate_button(page).click()
@@ -60,7 +60,7 @@ async def test_cancel_while_running_ends_cancelled_without_email(
     page: Page, patient_api: str, make_user: MakeUser, smtp: SmtpServer
 ) -> None:
     user = await make_user()
-    smtp.refuse(1000, REFUSAL)
+    smtp.refuse(1000, REFUSAL, to=user.email)
     await sign_in(page, patient_api, user)
     await generate_button(page).click()
     await wait_for_stage(page, "emailing")
@@ -81,7 +81,7 @@ async def test_reload_mid_run_resumes_the_same_report(
 ) -> None:
     start, end = last_90_days()
     user = await make_user()
-    smtp.refuse(1000, REFUSAL)
+    smtp.refuse(1000, REFUSAL, to=user.email)
     await sign_in(page, patient_api, user)
     await generate_button(page).click()
     await wait_for_stage(page, "emailing")
@@ -112,7 +112,7 @@ async def test_blocked_event_stream_falls_back_to_growing_polls(
     page: Page, patient_api: str, make_user: MakeUser, smtp: SmtpServer, console: Console
 ) -> None:
     user = await make_user()
-    smtp.refuse(1000, REFUSAL)
+    smtp.refuse(1000, REFUSAL, to=user.email)
 
     async def abort(route: Route) -> None:
         await route.abort()
