@@ -25,7 +25,7 @@ import os
 import shutil
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import PdfMargins, Playwright, async_playwright
 from pypdf import PdfReader
 
+from reportflow.background import heartbeating
 from reportflow.models import ReportData
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ LAUNCH_ARGS = [
 # The switch that marks our Chromium processes, so the browser process can be found in /proc.
 INSTANCE_SWITCH = "--reportflow-instance"
 
-HEARTBEAT_INTERVAL_SECONDS = 2.0
 
 # How long closing a context or the browser may take before Chromium is given up on.
 CLOSE_TIMEOUT_SECONDS = 5.0
@@ -450,7 +450,7 @@ class Browser:
 
         `heartbeat` is called every few seconds for the whole call, relaunch included.
         """
-        async with _heartbeating(heartbeat):
+        async with heartbeating(heartbeat):
             browser = await self._current()
             try:
                 return await self._render(browser, html)
@@ -490,25 +490,3 @@ class Browser:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                         await context.close()
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating(heartbeat: Callable[[], None] | None) -> AsyncIterator[None]:
-    if heartbeat is None:
-        yield
-        return
-    beat = asyncio.create_task(_heartbeat_loop(heartbeat))
-    try:
-        yield
-    finally:
-        beat.cancel()
-        await asyncio.wait([beat])  # never raises the task's CancelledError
-
-
-async def _heartbeat_loop(heartbeat: Callable[[], None]) -> None:
-    while True:
-        try:
-            heartbeat()
-        except Exception:
-            logger.warning("heartbeat callback failed", exc_info=True)
-        await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)

@@ -55,6 +55,7 @@ def pdf_text(pdf: bytes) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
 
 
-async def count_runs(client: Client, report_id: str) -> int:
-    """How many runs Temporal has of this report (visibility; closed runs count)."""
-    return (await client.count_workflows(f"WorkflowId = '{report_id}'")).count
+async def latest_run(client: Client, report_id: str) -> str:
+    """The run ID of the report's latest run, from describe (not from the eventually
+    consistent visibility store): unchanged means no newer run was started."""
+    return (await client.get_workflow_handle(report_id).describe()).run_id

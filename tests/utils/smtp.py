@@ -27,6 +27,8 @@ class Faults:
     refuse: int = 0
     reply: str = "421 4.3.2 Service not available, try again later"
     drop: int = 0
+    stall: int = 0
+    stall_seconds: float = 0.0
 
 
 @dataclass
@@ -50,6 +52,13 @@ class RecordingHandler:
         if faults.refuse > 0:
             faults.refuse -= 1
             return faults.reply
+        if faults.stall > 0:
+            # A slow server: it commits the message only after a long pause, and
+            # only if the client is still there to hear its 250.
+            faults.stall -= 1
+            await asyncio.sleep(faults.stall_seconds)
+            if server.transport is None or server.transport.is_closing():
+                return "451 4.4.2 Client went away before the reply"
         message = message_from_bytes(envelope.original_content or b"", policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.received.append(Received(rcpt_tos, message, time.monotonic()))
@@ -89,6 +98,12 @@ class SmtpServer:
         """Accept the next `times` messages (to `to`, or any) but drop the
         connection before replying."""
         self.handler.faults.setdefault(to, Faults()).drop = times
+
+    def stall_after_data(self, times: int, seconds: float, *, to: str | None = None) -> None:
+        """Pause `seconds` after the next `times` messages' DATA before replying 250;
+        a message whose client hung up meanwhile is not accepted."""
+        faults = self.handler.faults.setdefault(to, Faults())
+        faults.stall, faults.stall_seconds = times, seconds
 
     def reset(self) -> None:
         """Accept every message again."""
