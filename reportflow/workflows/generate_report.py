@@ -74,7 +74,12 @@ class GenerateReport:
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
         retry, timeouts = input.retry, input.timeouts
-        self._progress.recipients = list(input.recipients)
+        # A signal may have arrived before the run began: keep what it added.
+        added = self._progress.recipients
+        self._progress.recipients = [
+            *input.recipients,
+            *(r for r in added if r not in input.recipients),
+        ]
         pdf_key: str | None = None
         try:
             self._enter("querying")

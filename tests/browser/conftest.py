@@ -113,7 +113,7 @@ async def patient_settings(
         tmp_path_factory.mktemp("patient"),
         smtp.port,
         database_url=settings.database_url,
-        retry=RetrySchedule(query=FAST_BACKOFF, render=FAST_BACKOFF, email=PATIENT_EMAIL),
+        retry=RetrySchedule(query=FAST_BACKOFF, render=PATIENT_EMAIL, email=PATIENT_EMAIL),
     )
 
 
@@ -121,7 +121,8 @@ async def patient_settings(
 async def patient_api(
     patient_settings: Settings, temporal_client: Client, app_engine: AsyncEngine
 ) -> AsyncIterator[str]:
-    """Base URL of an API whose worker keeps retrying a refused email for minutes."""
+    """Base URL of an API whose worker keeps retrying a refused email or a failing
+    render for minutes."""
     async with (
         in_process_worker(patient_settings, temporal_client),
         serve_api(patient_settings) as url,
