@@ -38,6 +38,7 @@ class RecordingHandler:
     # Faults per recipient address; None applies to every message. Tests share
     # one server, so a test provokes faults for its own user's address only.
     faults: dict[str | None, Faults] = field(default_factory=dict)
+    in_flight: int = 0  # DATA transactions not answered yet
 
     def _faults_for(self, rcpt_tos: list[str]) -> Faults:
         for address in rcpt_tos:
@@ -46,6 +47,13 @@ class RecordingHandler:
         return self.faults.setdefault(None, Faults())
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_flight += 1
+        try:
+            return await self._data(server, envelope)
+        finally:
+            self.in_flight -= 1
+
+    async def _data(self, server: SMTP, envelope: Envelope) -> str:
         rcpt_tos = list(envelope.rcpt_tos)
         self.attempts.append((time.monotonic(), rcpt_tos))
         faults = self._faults_for(rcpt_tos)
@@ -108,6 +116,11 @@ class SmtpServer:
     def reset(self) -> None:
         """Accept every message again."""
         self.handler.faults.clear()
+
+    @property
+    def idle(self) -> bool:
+        """No message is between its DATA and the server's reply (none stalled)."""
+        return self.handler.in_flight == 0
 
     def attempts_to(self, address: str) -> list[float]:
         """When each delivery to `address` was tried (refused ones included)."""
