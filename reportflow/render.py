@@ -45,6 +45,7 @@ __all__ = [
     "CHROMIUM_CANDIDATES",
     "LAUNCH_ARGS",
     "Browser",
+    "Isolation",
     "count_pages",
     "find_chromium",
     "format_cents",
@@ -62,10 +63,21 @@ LAUNCH_ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
-    # A dead proxy with loopback NOT bypassed: no request can leave the browser.
-    "--proxy-server=127.0.0.1:9",
-    "--proxy-bypass-list=<-loopback>",
 ]
+# A dead proxy with loopback NOT bypassed: no request can leave the browser.
+DEAD_PROXY_ARGS = ["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """The browser's walls (3 and 4 above), all on outside the tests, which take
+    them one at a time to show that each one alone stops its own attack."""
+
+    javascript_off: bool = True
+    offline: bool = True
+    abort_requests: bool = True
+    dead_proxy: bool = True
+
 
 # The switch that marks our Chromium processes, so the browser process can be found in /proc.
 INSTANCE_SWITCH = "--reportflow-instance"
@@ -304,9 +316,16 @@ def _is_browser_gone(exc: BaseException) -> bool:
 class Browser:
     """One long-lived headless Chromium for this process; one fresh context per PDF."""
 
-    def __init__(self, executable: str | None, *, timeout_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        executable: str | None,
+        *,
+        timeout_seconds: float = 60.0,
+        isolation: Isolation = Isolation(),
+    ) -> None:
         self.executable = executable
         self.timeout_seconds = timeout_seconds
+        self.isolation = isolation
         self.instance_id = uuid.uuid4().hex
         self._lock = asyncio.Lock()
         self._closed = False
@@ -415,7 +434,11 @@ class Browser:
         return await playwright.chromium.launch(
             executable_path=self.executable,
             headless=True,
-            args=[*LAUNCH_ARGS, self.marker],
+            args=[
+                *LAUNCH_ARGS,
+                *(DEAD_PROXY_ARGS if self.isolation.dead_proxy else []),
+                self.marker,
+            ],
             timeout=self.timeout_seconds * 1000,
         )
 
@@ -463,15 +486,17 @@ class Browser:
 
     async def _render(self, browser: PlaywrightBrowser, html: str) -> bytes:
         async with asyncio.timeout(self.timeout_seconds):
+            walls = self.isolation
             context = await browser.new_context(
-                java_script_enabled=False,
-                offline=True,
+                java_script_enabled=not walls.javascript_off,
+                offline=walls.offline,
                 accept_downloads=False,
                 service_workers="block",
                 bypass_csp=False,
             )
             try:
-                await context.route("**/*", lambda route: route.abort())
+                if walls.abort_requests:
+                    await context.route("**/*", lambda route: route.abort())
                 page = await context.new_page()
                 page.set_default_timeout(self.timeout_seconds * 1000)
                 # set_content works with JavaScript disabled (checked by the tests).

@@ -34,7 +34,7 @@ from tests.utils.stack import in_process_worker, serve_api
 
 # The renderer's flags without its dead proxy: `--proxy-bypass-list=<-loopback>`
 # sends loopback through the proxy too, so the page on 127.0.0.1 would not load.
-BROWSER_ARGS = [arg for arg in LAUNCH_ARGS if not arg.startswith("--proxy-")]
+BROWSER_ARGS = LAUNCH_ARGS  # the renderer's flags, without its dead proxy
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
