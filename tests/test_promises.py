@@ -7,7 +7,11 @@ a redrive that keeps what operators added.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,16 +25,21 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from reportflow.activities.report import ReportActivities
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema, deliveries
-from reportflow.models import Backoff, RetrySchedule, Timeouts
+from reportflow.mailer import Mailer
+from reportflow.models import Backoff, RenderInput, RetrySchedule, Timeouts
+from reportflow.render import Browser, find_chromium
 from reportflow.retention import schedule_id
+from reportflow.store import ReportStore
 from reportflow.tokens import create_token
 from tests.conftest import FAST_BACKOFF, make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, Bearer, last_90_days, wait_status
+from tests.utils.reports import make_report_data
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import WorkerProcess, in_process_worker, serve_api
 from tests.utils.wait import wait_for, wait_until
@@ -348,3 +357,92 @@ async def test_an_expired_pdf_answers_410_and_the_email_stays_sent(
 
 def _older_than(path: Path, seconds: float) -> bool:
     return time.time() - path.stat().st_mtime > seconds
+
+
+# ------------------------------------------------------------- nothing outlives its attempt
+
+
+async def test_worker_shutdown_waits_for_an_email_finishing_past_the_grace(
+    tmp_path: Path, smtp: SmtpServer, temporal_env: WorkflowEnvironment
+) -> None:
+    """SIGTERM while the server sits on a message longer than the worker's grace.
+    The send runs on (inside its deadline), records itself, and only then does the
+    worker close its database and exit, so the retry elsewhere finds the record.
+    This server commits before it replies: cutting the send short would have
+    delivered a message nobody recorded, and the retry would send a second one."""
+    settings = make_settings(tmp_path, smtp.port, worker_grace_seconds=0.5)
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    user_id = await create_user(engine)
+    user = Bearer(await create_token(engine, user_id=user_id))
+    address = f"{user_id}@example.com"
+    smtp.stall_after_data(1, seconds=4.0, to=address, delivers_anyway=True)
+    target = temporal_env.client.service_client.config.target_host
+    first = WorkerProcess.start(settings, target, tmp_path / "worker-1.log")
+    second: WorkerProcess | None = None
+    try:
+        await first.wait_ready()
+        async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as http:
+            report_id = (await http.post("/reports", json={}, headers=user.headers)).json()[
+                "report_id"
+            ]
+            await wait_for(lambda: bool(smtp.attempts_to(address)), what="the send to start")
+            first.process.terminate()
+            await wait_for(lambda: not first.alive, timeout=30, what="the worker to exit")
+            idle_at_exit = smtp.idle
+            second = WorkerProcess.start(settings, target, tmp_path / "worker-2.log")
+            done = await wait_status(http, user, report_id, FINAL, timeout=90)
+    finally:
+        for process in (first, second):
+            if process is not None and process.alive:
+                process.process.kill()
+    async with engine.connect() as conn:
+        ledger = (
+            await conn.execute(select(deliveries).where(deliveries.c.report_id == report_id))
+        ).one()
+    await engine.dispose()
+
+    assert ledger.status == "sent"
+    assert idle_at_exit, "the worker exited only after the stalled send had its 250"
+    assert first.process.returncode == 0, first.log_tail()
+    assert done["status"] == "completed", done
+    assert len(smtp.messages_to(address)) == 1
+
+
+class SlowStore(ReportStore):
+    """A real file store whose writes take a while, so a cancel can land mid-write."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writing = threading.Event()
+
+    def _put(self, key: str, data: bytes) -> None:
+        self.writing.set()
+        time.sleep(1.0)
+        super()._put(key, data)
+
+
+async def test_a_cancel_during_the_pdf_write_leaves_no_file(tmp_path: Path) -> None:
+    store = SlowStore(tmp_path / "reports")
+    browser = Browser(find_chromium(os.environ.get("CHROMIUM_EXECUTABLE")))
+    activities = ReportActivities(
+        engine=create_engine(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"),
+        browser=browser,
+        store=store,
+        mailer=Mailer(host="127.0.0.1", port=9, mail_from="r <r@example.com>"),
+    )
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_run_id="run-1")
+    try:
+        rendering = asyncio.create_task(
+            env.run(activities.render, RenderInput(make_report_data(report_id="report-x")))
+        )
+        await wait_for(store.writing.is_set, what="the PDF write to begin")
+        env.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await rendering
+    finally:
+        await browser.close()
+        await activities.engine.dispose()
+
+    assert not list((tmp_path / "reports").rglob("*")), "no PDF, no partial file, no folder"

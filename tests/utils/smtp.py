@@ -29,6 +29,7 @@ class Faults:
     drop: int = 0
     stall: int = 0
     stall_seconds: float = 0.0
+    stall_delivers_anyway: bool = False
 
 
 @dataclass
@@ -53,6 +54,11 @@ class RecordingHandler:
         finally:
             self.in_flight -= 1
 
+    def _accept(self, rcpt_tos: list[str], envelope: Envelope) -> None:
+        message = message_from_bytes(envelope.original_content or b"", policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.received.append(Received(rcpt_tos, message, time.monotonic()))
+
     async def _data(self, server: SMTP, envelope: Envelope) -> str:
         rcpt_tos = list(envelope.rcpt_tos)
         self.attempts.append((time.monotonic(), rcpt_tos))
@@ -61,15 +67,18 @@ class RecordingHandler:
             faults.refuse -= 1
             return faults.reply
         if faults.stall > 0:
-            # A slow server: it commits the message only after a long pause, and
-            # only if the client is still there to hear its 250.
+            # A slow server: a long pause between the end of DATA and its 250.
+            # By default it commits the message only if its client is still there
+            # when the pause ends; `delivers_anyway` commits first, then pauses.
             faults.stall -= 1
+            if faults.stall_delivers_anyway:
+                self._accept(rcpt_tos, envelope)
+                await asyncio.sleep(faults.stall_seconds)
+                return "250 OK"
             await asyncio.sleep(faults.stall_seconds)
             if server.transport is None or server.transport.is_closing():
                 return "451 4.4.2 Client went away before the reply"
-        message = message_from_bytes(envelope.original_content or b"", policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(Received(rcpt_tos, message, time.monotonic()))
+        self._accept(rcpt_tos, envelope)
         if faults.drop > 0:
             # The message is delivered, but the client never hears so: the
             # connection dies between the end of DATA and the server's reply.
@@ -107,11 +116,15 @@ class SmtpServer:
         connection before replying."""
         self.handler.faults.setdefault(to, Faults()).drop = times
 
-    def stall_after_data(self, times: int, seconds: float, *, to: str | None = None) -> None:
-        """Pause `seconds` after the next `times` messages' DATA before replying 250;
-        a message whose client hung up meanwhile is not accepted."""
+    def stall_after_data(
+        self, times: int, seconds: float, *, to: str | None = None, delivers_anyway: bool = False
+    ) -> None:
+        """Pause `seconds` after the next `times` messages' DATA before replying 250.
+        A message whose client hung up meanwhile is not accepted, unless
+        `delivers_anyway` (a server that commits first and replies after)."""
         faults = self.handler.faults.setdefault(to, Faults())
         faults.stall, faults.stall_seconds = times, seconds
+        faults.stall_delivers_anyway = delivers_anyway
 
     def reset(self) -> None:
         """Accept every message again."""
