@@ -38,7 +38,7 @@ from reportflow.store import ReportStore
 from reportflow.tokens import create_token
 from tests.conftest import FAST_BACKOFF, make_settings
 from tests.utils.data import create_user
-from tests.utils.reportflow_http import FINAL, Bearer, last_90_days, wait_status
+from tests.utils.reportflow_http import FINAL, Bearer, render_held, report_id_for, wait_status
 from tests.utils.reports import make_report_data
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import WorkerProcess, in_process_worker, serve_api
@@ -66,17 +66,8 @@ class Stack:
     def report_dir(self, report_id: str) -> Path:
         return self.settings.report_store_path / report_id
 
-    @contextlib.contextmanager
-    def hold_render(self, report_id: str) -> Any:
-        """Keep the report's render step failing (and retrying) while inside: its
-        run's PDF folder is taken by a plain file, so the PDF cannot be written."""
-        blocker = self.report_dir(report_id)
-        blocker.parent.mkdir(parents=True, exist_ok=True)
-        blocker.write_bytes(b"in the way")
-        try:
-            yield
-        finally:
-            blocker.unlink(missing_ok=True)
+    def hold_render(self, report_id: str) -> contextlib.AbstractContextManager[None]:
+        return render_held(self.settings.report_store_path, report_id)
 
 
 @contextlib.asynccontextmanager
@@ -122,11 +113,6 @@ async def _post(s: Stack, user: Bearer, body: dict[str, Any] | None = None) -> d
     assert response.status_code == 202, response.text
     doc: dict[str, Any] = response.json()
     return doc
-
-
-def _report_id_of(user_id: str) -> str:
-    start, end = last_90_days()
-    return f"report-{user_id}-{start}-{end}"
 
 
 # ------------------------------------------------------------- exactly one email
@@ -185,7 +171,7 @@ async def test_ledger_write_failing_after_the_250_still_sends_once(
 ) -> None:
     """The server accepted the message; recording it fails once. Still one email."""
     user_id, user = await patient.user()
-    report_id = _report_id_of(user_id)
+    report_id = report_id_for(user_id)
     failures: list[str] = []
 
     def fail_once(
@@ -242,7 +228,7 @@ async def test_cancel_before_the_email_step_sends_nothing_and_leaves_no_pdf(
 ) -> None:
     """SMTP accepts everything here: only the cancel stands between the run and an email."""
     user_id, user = await patient.user()
-    report_id = _report_id_of(user_id)
+    report_id = report_id_for(user_id)
     with patient.hold_render(report_id):
         created = await _post(patient, user)
         await _stage(patient, user, report_id, "rendering")
@@ -292,7 +278,7 @@ async def test_redrive_keeps_the_recipients_operators_added(
     user_id, user = await patient.user()
     owner = f"{user_id}@example.com"
     ops = f"ops-{user_id}@example.com"
-    report_id = _report_id_of(user_id)
+    report_id = report_id_for(user_id)
     smtp.refuse(1000, "550 5.1.1 Mailbox unavailable", to=owner)
     with patient.hold_render(report_id):
         await _post(patient, user)

@@ -23,7 +23,7 @@ from tests.browser.page_actions import (
     wait_for_status,
 )
 from tests.conftest import MakeUser
-from tests.utils.reportflow_http import last_90_days
+from tests.utils.reportflow_http import last_90_days, render_held, report_id_for
 from tests.utils.smtp import SmtpServer
 
 pytestmark = pytest.mark.browser
@@ -63,19 +63,13 @@ async def test_cancel_while_running_ends_cancelled_without_email(
 ) -> None:
     """SMTP accepts mail here: were the cancel ignored, the email would go out."""
     user = await make_user()
-    start, end = last_90_days()
-    blocker = patient_settings.report_store_path / f"report-{user.id}-{start}-{end}"
-    blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_bytes(b"the render cannot store its PDF while this is here")
-    try:
+    with render_held(patient_settings.report_store_path, report_id_for(user.id)):
         await sign_in(page, patient_api, user)
         await generate_button(page).click()
         await wait_for_stage(page, "rendering")
         async with page.expect_response(lambda r: r.url.endswith("/cancel")) as cancelled:
             await page.get_by_role("button", name="Cancel report").click()
         assert (await cancelled.value).status == 202
-    finally:
-        blocker.unlink()
 
     await wait_for_status(page, "cancelled")
     await expect(page.locator("#outcome")).to_contain_text("No email was sent")
