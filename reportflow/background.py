@@ -24,11 +24,13 @@ T = TypeVar("T")
 HEARTBEAT_INTERVAL_SECONDS = 2.0
 
 
-async def finish_within(work: Awaitable[T], deadline_seconds: float) -> T:
+async def finish_within(work: Awaitable[T], deadline_seconds: float | None) -> T:
     """Await `work`, bounded by `deadline_seconds`, even if the caller is cancelled.
 
     A cancellation of the caller is held back until `work` has finished (or hit
-    its deadline), then raised. The deadline raises TimeoutError.
+    its deadline), then raised. The deadline raises TimeoutError. Pass None for
+    work that bounds itself and must not be cut mid-call: a database statement
+    cancelled halfway can leave SQLite's write lock held by a leaked connection.
     """
 
     async def bounded() -> T:

@@ -242,6 +242,7 @@ class Database(Protocol):
     api_url: str
     worker_url: str
     outage: str
+    stage: str  # the report stage the outage stops
 
     async def cut(self) -> None: ...
     async def restore(self) -> None: ...
@@ -249,15 +250,17 @@ class Database(Protocol):
 
 
 class SqliteDatabase:
-    """A SQLite file; cutting it holds the file's exclusive lock from another connection.
+    """A SQLite file; cutting it holds the file's write lock from another connection.
 
     A local file cannot drop off a network, and moving it (or its directory) away
     does not reach a running worker: its pooled connection keeps the file open and
-    reads on. Another process holding the lock is the outage that reaches every
-    connection: each query waits on the lock, its attempt times out and is retried.
+    reads on. In WAL mode readers never wait on a writer, so a held lock stops the
+    step that writes: the email step's delivery claim waits on it, its attempt
+    times out and is retried.
     """
 
-    outage = "the SQLite file's exclusive lock held by another connection"
+    outage = "the SQLite file's write lock held by another connection"
+    stage = EMAIL
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -297,6 +300,7 @@ class PostgresDatabase:
     """
 
     outage = "the workers' TCP path to PostgreSQL cut (connections refused and reset)"
+    stage = QUERY
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
@@ -335,7 +339,7 @@ class PostgresDatabase:
 def describe_database(postgres_url: str | None) -> str:
     if postgres_url:
         return "PostgreSQL, a database of its own per run (database-down: a TCP proxy cut)"
-    return "SQLite, a file of its own per run (database-down: the file's lock held)"
+    return "SQLite, a file of its own per run (database-down: the file's write lock held)"
 
 
 # --------------------------------------------------------------------------- the world
@@ -651,9 +655,9 @@ async def _smtp_down(world: World) -> Fault:
 
 async def _database_down(world: World) -> Fault:
     worker = await world.start_worker()
-    # Hold the worker while the reports are requested, so that their query stage
-    # starts only once the database is cut (the API needs the database itself,
-    # for the requests' tokens).
+    # Hold the worker while the reports are requested, so that their stages start
+    # only once the database is cut (the API needs the database itself, for the
+    # requests' tokens).
     worker.pause()
     try:
         reports = await world.request_reports()
@@ -661,7 +665,8 @@ async def _database_down(world: World) -> Fault:
         cut = time.time()
     finally:
         worker.resume()
-    await world.wait_activities(reports, QUERY, _retried, "a failed query of every report")
+    stage = world.database.stage
+    await world.wait_activities(reports, stage, _retried, f"a failed {stage} of every report")
     # The outage itself (see DATABASE_OUTAGE).
     await asyncio.sleep(DATABASE_OUTAGE)
     await world.database.restore()

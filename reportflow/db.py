@@ -101,7 +101,14 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
         return engine
-    return create_async_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # A statement never waits forever: 30 s, like SQLite's busy timeout above.
+    return create_async_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"command_timeout": 30},
+    )
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:

@@ -7,6 +7,7 @@ reply, a refused connection or a dropped one is temporary and retried with backo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -57,17 +58,25 @@ class Mailer:
         address = parseaddr(self.mail_from)[1]
         return address.rpartition("@")[2] or "reportflow.localhost"
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, *, deadline: float | None = None) -> None:
+        """One SMTP transaction; `deadline` (event-loop time) ends it, however far it got.
+
+        Past the deadline the connection is dropped, not QUIT politely (which would
+        wait for a stalled server's reply), and TimeoutError is raised.
+        """
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            start_tls=self.starttls,
+            timeout=self.timeout,
+        )
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                start_tls=self.starttls,
-                timeout=self.timeout,
-            )
+            async with asyncio.timeout_at(deadline):
+                await client.connect()
+                await client.send_message(message)
+                await client.quit()
         except aiosmtplib.SMTPRecipientsRefused as err:
             codes = sorted({r.code for r in err.recipients})
             if all(code >= 500 for code in codes):
@@ -99,3 +108,5 @@ class Mailer:
                 f"cannot reach the mail server at {self.host}:{self.port}: {err}",
                 type=SMTP_UNAVAILABLE,
             ) from err
+        finally:
+            client.close()

@@ -265,8 +265,7 @@ async def send_report_email(
         mail_from=mailer.mail_from, to=recipients, name=name, msg_id=msg_id, data=data, pdf=pdf
     )
     try:
-        async with asyncio.timeout_at(limits.send_until):
-            await mailer.send(message)
+        await mailer.send(message, deadline=limits.send_until)
     except TimeoutError as err:
         await _release(engine, key=key, claim_id=claimed)
         raise ApplicationError(

@@ -72,8 +72,8 @@ class ReportActivities:
     async def query(self, input: QueryInput) -> ReportData:
         # Run to the end even if the attempt is cancelled: a statement abandoned
         # mid-read leaves SQLite's lock held for ~30 s and stalls every other
-        # report (found by `reportflow chaos`, database-down). Bounded inside the
-        # attempt's timeout, so it never outlives the attempt.
+        # report (found by `reportflow chaos`, database-down). The database bounds
+        # its statements itself (SQLite's busy timeout, PostgreSQL's command timeout).
         data = await finish_within(
             aggregate(
                 self.engine,
@@ -82,7 +82,7 @@ class ReportActivities:
                 start=date.fromisoformat(input.start),
                 end=date.fromisoformat(input.end),
             ),
-            _inside_attempt(),
+            None,
         )
         log.info(
             "aggregated %d transactions",
@@ -112,8 +112,10 @@ class ReportActivities:
     @activity.defn(name="send_email")
     async def send_email(self, input: EmailInput) -> EmailResult:
         # Run to the end even if the attempt is cancelled (a timeout, a worker
-        # shutting down): the send finishes inside its deadline and records itself,
-        # so the next attempt finds the record instead of a stale claim.
+        # shutting down): the send finishes inside its own deadline and records
+        # itself, so the next attempt finds the record instead of a stale claim.
+        # No outer deadline: cutting a ledger statement halfway could leak the
+        # connection with SQLite's write lock held (found by `reportflow chaos`).
         limits = Limits.for_attempt(_attempt_seconds())
         async with heartbeating(lambda: activity.heartbeat("sending email")):
             return await finish_within(
@@ -125,7 +127,7 @@ class ReportActivities:
                     run_id=_run_id(),
                     limits=limits,
                 ),
-                _attempt_seconds(),
+                None,
             )
 
     @activity.defn(name="cleanup")

@@ -91,15 +91,16 @@ def _postgres() -> list[object]:
         *_postgres(),
     ],
 )
-async def test_database_down_during_query_loses_no_report(
-    tmp_path: Path, postgres_url: str | None
-) -> None:
+async def test_database_down_loses_no_report(tmp_path: Path, postgres_url: str | None) -> None:
     result = await run_once(
         "database-down", tmp_path, reports=REPORTS, postgres_url=postgres_url, deadline=DEADLINE
     )
 
     _assert_nothing_lost_or_doubled(result, FAULT_END)
-    assert result.attempts["query"] >= 2, result.attempts
+    # PostgreSQL cut off stops the query; a held SQLite lock stops the email's
+    # delivery claim (WAL lets readers through).
+    stage = "query" if postgres_url else "send_email"
+    assert result.attempts[stage] >= 2, result.attempts
 
 
 async def test_chaos_command_prints_the_table_and_exits_zero(tmp_path: Path) -> None:
