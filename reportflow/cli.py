@@ -15,8 +15,10 @@ from reportflow.logs import setup_logging
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from reportflow import tracing
     from reportflow.dev import run_dev
 
+    tracing.configure("reportflow")
     asyncio.run(run_dev(get_settings()))
     return 0
 
@@ -24,6 +26,9 @@ def _dev(args: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from reportflow import tracing
+
+    tracing.configure("reportflow-api")
     settings = get_settings()
     uvicorn.run(
         "reportflow.api.app:create_app",
@@ -36,8 +41,10 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from reportflow import tracing
     from reportflow.worker import run_worker
 
+    tracing.configure("reportflow-worker")
     asyncio.run(run_worker(get_settings()))
     return 0
 

@@ -14,6 +14,7 @@ from email.utils import parseaddr
 import aiosmtplib
 from temporalio.exceptions import ApplicationError
 
+from reportflow import tracing
 from reportflow.config import Settings
 from reportflow.models import SMTP_REJECTED, SMTP_UNAVAILABLE
 
@@ -58,6 +59,10 @@ class Mailer:
         return address.rpartition("@")[2] or "reportflow.localhost"
 
     async def send(self, message: EmailMessage) -> None:
+        with tracing.span("smtp send", {"server.address": self.host, "server.port": self.port}):
+            await self._send(message)
+
+    async def _send(self, message: EmailMessage) -> None:
         try:
             await aiosmtplib.send(
                 message,

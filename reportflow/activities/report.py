@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from reportflow import tracing
 from reportflow.activities.email import send_report_email
 from reportflow.activities.query import aggregate
 from reportflow.mailer import Mailer
@@ -49,15 +50,7 @@ class ReportActivities:
         # Shielded: a timed-out attempt lets its statement finish instead of
         # abandoning it mid-read, which leaves SQLite's lock held for ~30 s and
         # stalls every other report (found by `reportflow chaos`, database-down).
-        data = await asyncio.shield(
-            aggregate(
-                self.engine,
-                report_id=input.report_id,
-                user_id=input.user_id,
-                start=date.fromisoformat(input.start),
-                end=date.fromisoformat(input.end),
-            )
-        )
+        data = await asyncio.shield(self._aggregate(input))
         log.info(
             "aggregated %d transactions",
             data.transaction_count,
@@ -65,12 +58,24 @@ class ReportActivities:
         )
         return data
 
+    async def _aggregate(self, input: QueryInput) -> ReportData:
+        with tracing.span("sql aggregate", {"db.system.name": self.engine.dialect.name}):
+            return await aggregate(
+                self.engine,
+                report_id=input.report_id,
+                user_id=input.user_id,
+                start=date.fromisoformat(input.start),
+                end=date.fromisoformat(input.end),
+            )
+
     @activity.defn(name="render")
     async def render(self, input: RenderInput) -> RenderResult:
         report_id = input.data.report_id
         activity.heartbeat("rendering html")
         html = render_html(input.data)
-        pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing pdf"))
+        with tracing.span("chromium print") as span:
+            pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing pdf"))
+            span.set_attribute("reportflow.pdf_bytes", len(pdf))
         pages = await asyncio.to_thread(count_pages, pdf)
         key = pdf_key(report_id)
         await self.store.put(key, pdf)
