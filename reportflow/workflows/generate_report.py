@@ -61,6 +61,10 @@ class GenerateReport:
     async def run(self, input: GenerateReportInput) -> ReportResult:
         retry, timeouts = input.retry, input.timeouts
         pdf_key: str | None = None
+        # Not recorded again when the run is replayed (on another worker, after a crash).
+        workflow.metric_meter().create_counter(
+            "reportflow_reports_started", "Report runs started"
+        ).add(1)
         try:
             self._enter("querying")
             data = await workflow.execute_activity_method(
