@@ -391,10 +391,14 @@ class TemporalDevServer:
     clients and workers reconnecting to the same address.
     """
 
-    def __init__(self, db_file: Path, log: Path, port: int | None = None) -> None:
+    def __init__(
+        self, db_file: Path, log: Path, port: int | None = None, metrics_port: int | None = None
+    ) -> None:
         self.db_file = db_file
         self.log = log
         self.port = port or free_port()
+        # The server's own Prometheus metrics (its `action` counter, ...), when set.
+        self.metrics_port = metrics_port
         self.process: asyncio.subprocess.Process | None = None
 
     @property
@@ -425,6 +429,7 @@ class TemporalDevServer:
                 "warn",
                 "--search-attribute",
                 f"{SEARCH_ATTRIBUTE_USER}=Keyword",
+                *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
