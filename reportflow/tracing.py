@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.trace import Span, SpanProcessor
@@ -112,10 +113,23 @@ def instrument_app(app: FastAPI) -> None:
 
     FastAPIInstrumentor.instrument_app(
         app,
+        server_request_hook=_mark_report_request,
         excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", DEFAULT_EXCLUDED_URLS),
         # One span per request, not three (the ASGI receive and send events).
         exclude_spans=["receive", "send"],
     )
+
+
+# /reports/{id}, /reports/{id}/events|pdf|cancel, /admin/reports/{id}/redrive
+_REPORT_PATH = re.compile(r"^(?:/admin)?/reports/([^/]+)")
+
+
+def _mark_report_request(span: trace.Span, scope: dict[str, Any]) -> None:
+    """A request about one report carries its ID, so a tracing UI finds every call
+    about it (`POST /reports` learns the ID later, in `report_context`)."""
+    match = _REPORT_PATH.match(scope.get("path", ""))
+    if match and span.is_recording():
+        span.set_attribute(REPORT_ID, match.group(1))
 
 
 @contextlib.contextmanager

@@ -103,6 +103,11 @@ async def test_one_trace_covers_the_request_the_workflow_and_every_attempt(
     assert {span.attributes.get(tracing.REPORT_ID) for span in spans} == {report_id}
     assert all(tracing.ATTEMPT in s.attributes for s in spans if s.name.startswith("RunActivity"))
 
+    # Later calls about the report (the status polls) are traces of their own, found by it.
+    polls = [s for s in receiver.spans if s.name.startswith("GET /reports/")]
+    assert polls and {s.attributes.get(tracing.REPORT_ID) for s in polls} == {report_id}
+    assert trace_id not in {s.trace_id for s in polls}
+
     # The refused attempt is its own span, with the error and the exception recorded,
     # and its SMTP child span failed too.
     failed = next(s for s in spans if s.name == "RunActivity:send_email" and s.error)
