@@ -18,7 +18,6 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from reportflow import tracing
 from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE, GenerateReportInput
 from reportflow.temporal import USER_ID_KEY
@@ -49,37 +48,34 @@ async def start_report(
     """
     report_id = report_id_for(user_id, start, end)
     try:
-        with tracing.report_context(report_id):
-            handle = await client.start_workflow(
-                WORKFLOW_TYPE,
-                GenerateReportInput(
-                    report_id=report_id,
-                    user_id=user_id,
-                    start=start.isoformat(),
-                    end=end.isoformat(),
-                    retry=settings.retry,
-                    timeouts=settings.timeouts,
-                ),
-                id=report_id,
-                task_queue=settings.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=(
-                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                    if regenerate
-                    else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-                ),
-                memo={
-                    "user_id": user_id,
-                    "start": start.isoformat(),
-                    "end": end.isoformat(),
-                    "stage": "queued",
-                    "progress": 0,
-                },
-                search_attributes=TypedSearchAttributes(
-                    [SearchAttributePair(USER_ID_KEY, user_id)]
-                ),
-                static_summary=f"Report for user {user_id}: {start} to {end}",
-            )
+        handle = await client.start_workflow(
+            WORKFLOW_TYPE,
+            GenerateReportInput(
+                report_id=report_id,
+                user_id=user_id,
+                start=start.isoformat(),
+                end=end.isoformat(),
+                retry=settings.retry,
+                timeouts=settings.timeouts,
+            ),
+            id=report_id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=(
+                WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if regenerate
+                else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+            ),
+            memo={
+                "user_id": user_id,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "stage": "queued",
+                "progress": 0,
+            },
+            search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID_KEY, user_id)]),
+            static_summary=f"Report for user {user_id}: {start} to {end}",
+        )
     except WorkflowAlreadyStartedError:
         log.info("report already completed", extra={"report_id": report_id})
         return report_id, False

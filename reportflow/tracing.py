@@ -6,12 +6,12 @@ variables (`OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_SAMPL
 `OTEL_BSP_*`, ...). `OTEL_SDK_DISABLED=true` turns it off again.
 
 The pieces: FastAPI's instrumentation makes the request span; Temporal's
-`TracingInterceptor` on the client carries its context (and baggage) in the
-workflow's headers, and on the worker continues it into the workflow and into
-every activity attempt (`RunActivity:*`, one span per attempt, with its error);
-`span()` makes the child spans inside activities. The report ID travels as
-baggage and `ReportIdSpanProcessor` writes it onto every span as
-`reportflow.report_id`.
+`TracingInterceptor` on the client carries its context in the workflow's headers,
+and on the worker continues it into the workflow and into every activity attempt
+(`RunActivity:*`, one span per attempt, with its error); `span()` makes the child
+spans inside activities. Every span gets `reportflow.report_id`: the request's from
+the route or the path, Temporal's and the activities' from `ReportIdSpanProcessor`
+(a report's workflow ID is its report ID).
 
 Without the variables nothing here touches the global tracer provider: `span()`
 hands out OpenTelemetry's no-op spans, and no interceptor or middleware is added.
@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import baggage, context, trace
+from opentelemetry import context, trace
 from opentelemetry.sdk.trace import Span, SpanProcessor
 from opentelemetry.util.types import AttributeValue
 from temporalio import activity
@@ -126,22 +126,16 @@ _REPORT_PATH = re.compile(r"^(?:/admin)?/reports/([^/]+)")
 
 def _mark_report_request(span: trace.Span, scope: dict[str, Any]) -> None:
     """A request about one report carries its ID, so a tracing UI finds every call
-    about it (`POST /reports` learns the ID later, in `report_context`)."""
+    about it (`POST /reports` learns the ID later: `mark_report`)."""
     match = _REPORT_PATH.match(scope.get("path", ""))
     if match and span.is_recording():
         span.set_attribute(REPORT_ID, match.group(1))
 
 
-@contextlib.contextmanager
-def report_context(report_id: str) -> Iterator[None]:
-    """The current span and everything started inside (Temporal calls included, which
-    carry it on as baggage) belong to `report_id`."""
+def mark_report(report_id: str) -> None:
+    """The current span (`POST /reports`'s, which learns the ID only once it has
+    started the report) belongs to `report_id`."""
     trace.get_current_span().set_attribute(REPORT_ID, report_id)
-    token = context.attach(baggage.set_baggage(REPORT_ID, report_id))
-    try:
-        yield
-    finally:
-        context.detach(token)
 
 
 @contextlib.contextmanager
@@ -162,13 +156,13 @@ def log_ids() -> dict[str, str]:
     }
 
 
-def _report_id_of(parent: context.Context | None, attributes: Mapping[str, object]) -> str | None:
-    value = baggage.get_baggage(REPORT_ID, parent)
-    if isinstance(value, str):
-        return value
-    # Temporal's spans name the workflow, and a report's workflow ID is its report ID.
+def _report_id_of(attributes: Mapping[str, object]) -> str | None:
+    """A report's workflow ID is its report ID: Temporal's spans carry it as an
+    attribute, and every span started inside an activity can ask the activity."""
     workflow_id = attributes.get("temporalWorkflowID")
-    return workflow_id if isinstance(workflow_id, str) else None
+    if isinstance(workflow_id, str):
+        return workflow_id
+    return activity.info().workflow_id if activity.in_activity() else None
 
 
 def _attempt() -> int | None:
@@ -176,11 +170,11 @@ def _attempt() -> int | None:
 
 
 class ReportIdSpanProcessor(SpanProcessor):
-    """Copies the report ID (from baggage, or the span's workflow ID) and, inside an
-    activity, its attempt number onto every span as it starts."""
+    """Copies the report ID (the workflow ID) and, inside an activity, the attempt
+    number onto every span Temporal or an activity starts."""
 
     def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
-        report_id = _report_id_of(parent_context, span.attributes or {})
+        report_id = _report_id_of(span.attributes or {})
         if report_id is not None:
             span.set_attribute(REPORT_ID, report_id)
         attempt = _attempt()

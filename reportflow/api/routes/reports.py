@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from fastapi.responses import FileResponse, StreamingResponse
 from temporalio.client import WorkflowExecutionStatus
 
+from reportflow import tracing
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
 from reportflow.api.paging import decode_page_token, encode_page_token
 from reportflow.api.schemas import (
@@ -105,6 +106,7 @@ async def create_report(
     report_id, _ = await start_report(
         client, settings, user_id=user_id, start=start, end=end, regenerate=body.regenerate
     )
+    tracing.mark_report(report_id)
     doc = await _get(request, report_id, caller)
     response.headers["Location"] = doc.links.self
     return _with_progress_headers(response, doc)
