@@ -62,10 +62,11 @@ def estimate(
     retention_days: int = 30,
 ) -> Estimate:
     """What `daily_reports` a day need, from `figures` (see the module's docstring)."""
-    if daily_reports < 0 or peak_factor < 1 or not 0 < utilization <= 1:
+    bad_hosts = host_cores is not None and host_cores < 1
+    if daily_reports < 0 or peak_factor < 1 or not 0 < utilization <= 1 or bad_hosts:
         raise ValueError(
-            "need daily_reports >= 0, peak_factor >= 1 and 0 < utilization <= 1; "
-            f"got {daily_reports}, {peak_factor}, {utilization}"
+            "need daily_reports >= 0, peak_factor >= 1, 0 < utilization <= 1 and "
+            f"host_cores >= 1; got {daily_reports}, {peak_factor}, {utilization}, {host_cores}"
         )
     host_cores = host_cores or figures.cores
     per_core = figures.reports_per_minute / figures.cores

@@ -155,9 +155,15 @@ def _bench(args: argparse.Namespace) -> int:
     from reportflow.bench import BenchOptions, print_table, run_bench
     from reportflow.capacity import estimate, format_estimates
 
-    if any(n < 0 for n in args.capacity or []) or args.peak_factor < 1:
-        sys.stderr.write("reportflow bench: --capacity takes reports a day (>= 0), ")
-        sys.stderr.write("--peak-factor a factor >= 1\n")
+    if (
+        any(n < 0 for n in args.capacity or [])
+        or args.peak_factor < 1
+        or (args.host_cores is not None and args.host_cores < 1)
+    ):
+        sys.stderr.write(
+            "reportflow bench: --capacity takes reports a day (>= 0), --peak-factor a "
+            "factor >= 1, --host-cores a count >= 1\n"
+        )
         return 2
     options = BenchOptions(
         users=args.users, requests=args.requests, reports=args.reports, samples=args.samples

@@ -62,6 +62,8 @@ def test_estimate_refuses_nonsense() -> None:
         estimate(FIGURES, 1000, peak_factor=0.5)
     with pytest.raises(ValueError, match="0 < utilization <= 1"):
         estimate(FIGURES, 1000, utilization=0.0)
+    with pytest.raises(ValueError, match="host_cores >= 1"):
+        estimate(FIGURES, 1000, host_cores=0)
 
 
 def test_format_prints_one_row_per_volume_and_the_measured_figures() -> None:
