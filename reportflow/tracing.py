@@ -82,6 +82,14 @@ def configure(service_name: str) -> bool:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider = provider
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    if protocol != "http/protobuf":
+        log.warning(
+            "OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported: traces go as OTLP/HTTP "
+            "protobuf, so point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port "
+            "(usually 4318)",
+            protocol,
+        )
     log.info(
         "exporting traces over OTLP/HTTP to %s",
         os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
