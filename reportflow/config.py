@@ -38,6 +38,8 @@ class Settings(BaseSettings):
 
     database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'reportflow.db'}"
     report_store_url: str = str(VAR_DIR / "reports")
+    # A completed report's PDF is removed this long after it completed (the email stays).
+    report_retention_days: float = Field(default=30.0, gt=0)
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025

@@ -6,6 +6,8 @@ bearer tokens; `deliveries` is the email ledger that makes sending idempotent.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     func,
 )
 from sqlalchemy.engine import make_url
@@ -62,13 +65,20 @@ api_tokens = Table(
 deliveries = Table(
     "deliveries",
     metadata,
-    # One row per (report, workflow run): a retried email activity finds it and
-    # does not send again; a regenerated report (a new run) sends once more.
+    # The email ledger, one row per (report, workflow run). A row is written as a
+    # *claim* before the SMTP transaction and marked `sent` after the server's
+    # 250. A retried email step that finds `sent` returns the recorded result; one
+    # that finds a live claim waits (another attempt may be sending right now);
+    # one that finds an expired claim takes it over and sends. A regenerated
+    # report (a new run) sends once more.
     Column("delivery_key", String(300), primary_key=True),
     Column("report_id", String(200), nullable=False, index=True),
     Column("message_id", String(300), nullable=False),
     Column("recipients", Text, nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("status", String(16), nullable=False),  # claimed | sent
+    Column("claim_id", String(64), nullable=False),
+    Column("claimed_until", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
 )
 
 
@@ -88,8 +98,18 @@ def create_engine(url: str) -> AsyncEngine:
             from pathlib import Path
 
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        return create_async_engine(parsed, connect_args={"timeout": 30})
+        engine = create_async_engine(parsed, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_wal)
+        return engine
     return create_async_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    """WAL: readers (token lookups, the report query) never queue behind a writer."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 async def create_schema(engine: AsyncEngine) -> None:

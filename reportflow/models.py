@@ -29,6 +29,8 @@ INVALID_RANGE = "InvalidRange"
 SMTP_REJECTED = "SmtpRejected"
 SMTP_UNAVAILABLE = "SmtpUnavailable"  # retried: a 4xx reply, a refused or dropped connection
 PDF_MISSING = "PdfMissing"
+# Retried: another attempt holds a live claim on this run's email (it may be sending now).
+EMAIL_IN_FLIGHT = "EmailInFlight"
 NON_RETRYABLE_ERRORS = [UNKNOWN_USER, NO_EMAIL_ADDRESS, INVALID_RANGE, SMTP_REJECTED, PDF_MISSING]
 
 
@@ -71,6 +73,8 @@ class GenerateReportInput:
     end: str
     retry: RetrySchedule = field(default_factory=RetrySchedule)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # Recipients besides the owner, carried over when a failed report is redriven.
+    recipients: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -166,6 +170,18 @@ class EmailResult:
 class CleanupInput:
     report_id: str
     pdf_key: str | None = None
+
+
+@dataclass
+class ExpireInput:
+    """Remove PDFs older than `retention_days` (the worker's REPORT_RETENTION_DAYS when None)."""
+
+    retention_days: float | None = None
+
+
+@dataclass
+class ExpireResult:
+    removed: int
 
 
 @dataclass

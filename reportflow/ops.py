@@ -171,6 +171,7 @@ async def redrive(client: Client, settings: Settings, report_id: str) -> str:
         user_id=str(memo["user_id"]),
         start=date.fromisoformat(str(memo["start"])),
         end=date.fromisoformat(str(memo["end"])),
+        recipients=[str(r) for r in memo.get("recipients") or []],
     )
     return (await handle.describe()).run_id
 

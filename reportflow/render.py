@@ -25,7 +25,7 @@ import os
 import shutil
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import PdfMargins, Playwright, async_playwright
 from pypdf import PdfReader
 
+from reportflow.background import heartbeating
 from reportflow.models import ReportData
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ __all__ = [
     "CHROMIUM_CANDIDATES",
     "LAUNCH_ARGS",
     "Browser",
+    "Isolation",
     "count_pages",
     "find_chromium",
     "format_cents",
@@ -61,15 +63,25 @@ LAUNCH_ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
-    # A dead proxy with loopback NOT bypassed: no request can leave the browser.
-    "--proxy-server=127.0.0.1:9",
-    "--proxy-bypass-list=<-loopback>",
 ]
+# A dead proxy with loopback NOT bypassed: no request can leave the browser.
+DEAD_PROXY_ARGS = ["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """The browser's walls (3 and 4 above), all on outside the tests, which take
+    them one at a time to show that each one alone stops its own attack."""
+
+    javascript_off: bool = True
+    offline: bool = True
+    abort_requests: bool = True
+    dead_proxy: bool = True
+
 
 # The switch that marks our Chromium processes, so the browser process can be found in /proc.
 INSTANCE_SWITCH = "--reportflow-instance"
 
-HEARTBEAT_INTERVAL_SECONDS = 2.0
 
 # How long closing a context or the browser may take before Chromium is given up on.
 CLOSE_TIMEOUT_SECONDS = 5.0
@@ -304,9 +316,16 @@ def _is_browser_gone(exc: BaseException) -> bool:
 class Browser:
     """One long-lived headless Chromium for this process; one fresh context per PDF."""
 
-    def __init__(self, executable: str | None, *, timeout_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        executable: str | None,
+        *,
+        timeout_seconds: float = 60.0,
+        isolation: Isolation = Isolation(),
+    ) -> None:
         self.executable = executable
         self.timeout_seconds = timeout_seconds
+        self.isolation = isolation
         self.instance_id = uuid.uuid4().hex
         self._lock = asyncio.Lock()
         self._closed = False
@@ -415,7 +434,11 @@ class Browser:
         return await playwright.chromium.launch(
             executable_path=self.executable,
             headless=True,
-            args=[*LAUNCH_ARGS, self.marker],
+            args=[
+                *LAUNCH_ARGS,
+                *(DEAD_PROXY_ARGS if self.isolation.dead_proxy else []),
+                self.marker,
+            ],
             timeout=self.timeout_seconds * 1000,
         )
 
@@ -450,7 +473,7 @@ class Browser:
 
         `heartbeat` is called every few seconds for the whole call, relaunch included.
         """
-        async with _heartbeating(heartbeat):
+        async with heartbeating(heartbeat):
             browser = await self._current()
             try:
                 return await self._render(browser, html)
@@ -463,15 +486,17 @@ class Browser:
 
     async def _render(self, browser: PlaywrightBrowser, html: str) -> bytes:
         async with asyncio.timeout(self.timeout_seconds):
+            walls = self.isolation
             context = await browser.new_context(
-                java_script_enabled=False,
-                offline=True,
+                java_script_enabled=not walls.javascript_off,
+                offline=walls.offline,
                 accept_downloads=False,
                 service_workers="block",
                 bypass_csp=False,
             )
             try:
-                await context.route("**/*", lambda route: route.abort())
+                if walls.abort_requests:
+                    await context.route("**/*", lambda route: route.abort())
                 page = await context.new_page()
                 page.set_default_timeout(self.timeout_seconds * 1000)
                 # set_content works with JavaScript disabled (checked by the tests).
@@ -490,25 +515,3 @@ class Browser:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                         await context.close()
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating(heartbeat: Callable[[], None] | None) -> AsyncIterator[None]:
-    if heartbeat is None:
-        yield
-        return
-    beat = asyncio.create_task(_heartbeat_loop(heartbeat))
-    try:
-        yield
-    finally:
-        beat.cancel()
-        await asyncio.wait([beat])  # never raises the task's CancelledError
-
-
-async def _heartbeat_loop(heartbeat: Callable[[], None]) -> None:
-    while True:
-        try:
-            heartbeat()
-        except Exception:
-            logger.warning("heartbeat callback failed", exc_info=True)
-        await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)

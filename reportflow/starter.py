@@ -38,6 +38,7 @@ async def start_report(
     start: date,
     end: date,
     regenerate: bool = False,
+    recipients: list[str] | None = None,
 ) -> tuple[str, bool]:
     """Start the report's workflow unless one is open or completed; (report ID, started?).
 
@@ -57,6 +58,7 @@ async def start_report(
                 end=end.isoformat(),
                 retry=settings.retry,
                 timeouts=settings.timeouts,
+                recipients=list(recipients or []),
             ),
             id=report_id,
             task_queue=settings.task_queue,
@@ -72,6 +74,7 @@ async def start_report(
                 "end": end.isoformat(),
                 "stage": "queued",
                 "progress": 0,
+                **({"recipients": list(recipients)} if recipients else {}),
             },
             search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID_KEY, user_id)]),
             static_summary=f"Report for user {user_id}: {start} to {end}",

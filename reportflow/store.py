@@ -8,9 +8,11 @@ into place, so a reader never sees half a PDF and a retried render just replaces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
@@ -53,13 +55,36 @@ class ReportStore:
         return path if path.is_file() else None
 
     async def delete(self, key: str) -> bool:
-        path = self._path(key)
+        return await asyncio.to_thread(self._delete, self._path(key))
+
+    def _delete(self, path: Path) -> bool:
         try:
-            await asyncio.to_thread(path.unlink)
-        except FileNotFoundError:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
             return False
+        if path.parent != self.root:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # the report's folder, once its last run is gone
         return True
 
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Remove every object last written before `cutoff` (and abandoned partial
+        writes); returns how many reports were removed."""
+        return await asyncio.to_thread(self._delete_older_than, cutoff.timestamp())
 
-def pdf_key(report_id: str) -> str:
-    return f"{report_id}.pdf"
+    def _delete_older_than(self, cutoff: float) -> int:
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for path in list(self.root.rglob("*")):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    partial = path.name.startswith(".tmp-")
+                    removed += self._delete(path) and not partial
+        return removed
+
+
+def pdf_key(report_id: str, run_id: str) -> str:
+    """One PDF per run: a regenerated report never overwrites, nor its cleanup
+    removes, the PDF of the run before it."""
+    return f"{report_id}/{run_id}.pdf"

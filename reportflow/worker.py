@@ -16,7 +16,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from reportflow import tracing
+from reportflow import retention, tracing
 from reportflow.activities.report import ReportActivities
 from reportflow.config import Settings, get_settings
 from reportflow.db import create_engine, create_schema
@@ -25,6 +25,7 @@ from reportflow.mailer import Mailer
 from reportflow.render import Browser, find_chromium
 from reportflow.store import ReportStore
 from reportflow.temporal import connect, metrics_runtime
+from reportflow.workflows.expire_reports import ExpireReports
 from reportflow.workflows.generate_report import GenerateReport
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ async def run_worker(
         browser=browser,
         store=ReportStore(settings.report_store_path),
         mailer=Mailer.from_settings(settings),
+        retention_days=settings.report_retention_days,
     )
     if stop is None:
         stop = asyncio.Event()
@@ -62,7 +64,7 @@ async def run_worker(
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[GenerateReport],
+        workflows=[GenerateReport, ExpireReports],
         activities=activities.all,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_grace_seconds),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
@@ -73,6 +75,7 @@ async def run_worker(
     )
     try:
         await browser.ensure_started()
+        await retention.ensure_schedule(client, settings.task_queue)
         async with worker:
             log.info("worker polling task queue %r", settings.task_queue)
             if ready is not None:

@@ -42,7 +42,12 @@ async def test_sink_keeps_messages_and_outbox_lists_them_newest_first(
         listed = (await http.get("/dev/outbox", headers={"Accept": "application/json"})).json()
         page = await http.get("/dev/outbox")
         pdf = await http.get(f"/dev/outbox/{listed[0]['file']}/attachment")
-        missing = await http.get("/dev/outbox/../../etc/passwd/attachment")
+        # A message outside the outbox that a traversal would serve.
+        (tmp_path / "secret.eml").write_bytes((outbox / listed[0]["file"]).read_bytes())
+        # Percent-encoded, so the dots reach the handler as the name ".." (a plain
+        # "/../" is resolved by the client before it is ever sent).
+        parent = await http.get("/dev/outbox/%2e%2e/attachment")
+        sibling = await http.get("/dev/outbox/%2e%2e%2fsecret.eml/attachment")
 
     assert [m["to"] for m in listed] == ["user2@example.com", "user1@example.com"]
     assert listed[0]["attachments"] == ["report-2.pdf"]
@@ -50,7 +55,9 @@ async def test_sink_keeps_messages_and_outbox_lists_them_newest_first(
     assert "Report 2 &lt;&amp;&gt;" in page.text
     assert pdf.headers["content-type"] == "application/pdf"
     assert pdf.content == b"%PDF-1.4 n2"
-    assert missing.status_code == 404
+    assert parent.status_code == 404
+    assert parent.json()["detail"] == "no such message in the outbox", "refused by the handler"
+    assert sibling.status_code == 404
 
 
 async def test_outbox_is_absent_without_the_dev_sink(http: httpx.AsyncClient) -> None:

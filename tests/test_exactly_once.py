@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reportflow.activities.email import send_report_email
+from reportflow.activities.email import Limits, send_report_email
 from reportflow.mailer import Mailer
 from reportflow.models import EmailInput
 from reportflow.store import ReportStore
@@ -46,6 +46,7 @@ async def test_email_step_run_twice_for_one_run_sends_once(
     tmp_path: Path, engine: AsyncEngine, smtp: SmtpServer
 ) -> None:
     """The ledger: a retried email step (same run) finds its delivery and skips it."""
+    limits = Limits.for_attempt(10.0)
     user_id = await create_user(engine)
     store = ReportStore(tmp_path)
     await store.put("r.pdf", b"%PDF-1.4 test")
@@ -59,10 +60,10 @@ async def test_email_step_run_twice_for_one_run_sends_once(
     )
 
     first = await send_report_email(
-        engine=engine, mailer=mailer, store=store, data=data, run_id="run-1"
+        engine=engine, mailer=mailer, store=store, data=data, run_id="run-1", limits=limits
     )
     second = await send_report_email(
-        engine=engine, mailer=mailer, store=store, data=data, run_id="run-1"
+        engine=engine, mailer=mailer, store=store, data=data, run_id="run-1", limits=limits
     )
 
     assert not first.already_sent

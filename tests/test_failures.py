@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import httpx
 import pytest
 from temporalio.client import Client
 
-from reportflow.config import Settings
 from reportflow.ops import activity_starts
 from tests.conftest import FAST_BACKOFF, MakeUser
 from tests.utils.data import sample_transactions
@@ -102,35 +100,3 @@ async def test_failed_report_is_started_again_by_the_next_request(
     assert again.json()["status"] in {"queued", "running"}
     assert (await wait_status(http, user, report_id, FINAL))["status"] == "completed"
     assert len(smtp.messages_to(user.email or "")) == 1
-
-
-async def test_cancel_during_a_run_sends_no_email_and_leaves_no_pdf(
-    http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer, settings: Settings
-) -> None:
-    user = await make_user()
-    # The email step keeps failing, so the run is in flight with its PDF rendered.
-    smtp.refuse(1000, to=user.email)
-    created = await http.post("/reports", json={}, headers=user.headers)
-    report_id = created.json()["report_id"]
-    pdf_path = Path(settings.report_store_path) / f"{report_id}.pdf"
-    await wait_until(
-        lambda: http.get(f"/reports/{report_id}", headers=user.headers),
-        lambda r: r.json()["stage"] == "emailing",
-        what="the email step",
-    )
-    assert pdf_path.exists()
-
-    cancel = await http.post(f"/reports/{report_id}/cancel", headers=user.headers)
-
-    assert cancel.status_code == 202
-    done = await wait_status(http, user, report_id, FINAL)
-    smtp.reset()
-    assert done["status"] == "cancelled"
-    assert done["error"]["type"] == "Cancelled"
-    assert not pdf_path.exists()
-    pdf = await http.get(f"/reports/{report_id}/pdf", headers=user.headers)
-    assert pdf.status_code == 409
-    assert smtp.messages_to(user.email or "") == []
-    assert (
-        await http.post(f"/reports/{report_id}/cancel", headers=user.headers)
-    ).status_code == 409

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from reportflow.db import create_engine, create_schema
+from reportflow.temporal import temporal_cli_path
 from reportflow.testing import free_port, serve_api
 from reportflow.tokens import create_token
 from tests.conftest import make_settings
@@ -68,3 +71,36 @@ async def test_reports_answer_503_not_500_while_temporal_is_unreachable(
         assert response.status_code == 503, response.text
         assert "unavailable" in response.json()["detail"]
         assert response.headers["Retry-After"]
+
+
+async def test_a_misconfigured_temporal_is_a_500_with_the_cause_not_a_503(
+    tmp_path: Path, smtp: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server without the ReportUserId search attribute: waiting will not fix it,
+    so the API says so (500, cause logged) and /readyz names the cause."""
+    settings = make_settings(tmp_path, smtp.port)
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    user_id = await create_user(engine)
+    user = Bearer(await create_token(engine, user_id=user_id))
+    await engine.dispose()
+    bare = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(), dev_server_log_level="error"
+    )
+    try:
+        address = bare.client.service_client.config.target_host
+        async with (
+            serve_api(settings, temporal_address=address) as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
+            created = await http.post("/reports", json={}, headers=user.headers)
+            ready = await http.get("/readyz")
+    finally:
+        await bare.shutdown()
+
+    assert created.status_code == 500, created.text
+    assert "Retry-After" not in created.headers
+    assert "misconfigured" in created.json()["detail"]
+    assert "ReportUserId" in caplog.text
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["temporal"].startswith("error: INVALID_ARGUMENT")

@@ -12,9 +12,8 @@ from temporalio.client import Client
 from reportflow.render import format_cents
 from tests.conftest import MakeUser
 from tests.utils.data import expected_totals, sample_transactions
-from tests.utils.reportflow_http import FINAL, count_runs, last_90_days, pdf_text, wait_status
+from tests.utils.reportflow_http import FINAL, last_90_days, latest_run, pdf_text, wait_status
 from tests.utils.smtp import SmtpServer
-from tests.utils.wait import wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -68,16 +67,18 @@ async def test_four_concurrent_clicks_make_one_report_and_one_email(
     ids = {r.json()["report_id"] for r in responses}
     assert len(ids) == 1
     report_id = ids.pop()
+    runs = {r.json()["run_id"] for r in responses}
+    assert len(runs) == 1, "every click joined the same run"
     done = await wait_status(http, user, report_id, FINAL)
     assert done["status"] == "completed"
     await smtp.wait_for_message(user.email or "")
-    assert await count_runs(temporal_client, report_id) == 1
+    assert await latest_run(temporal_client, report_id) == done["run_id"] == runs.pop()
     # A fifth click after completion returns the finished report and starts nothing.
     again = await http.post("/reports", json={}, headers=user.headers)
     assert again.status_code == 202
     assert again.json()["status"] == "completed"
     assert "Retry-After" not in again.headers
-    assert await count_runs(temporal_client, report_id) == 1
+    assert await latest_run(temporal_client, report_id) == done["run_id"]
     assert len(smtp.messages_to(user.email or "")) == 1
 
 
@@ -94,10 +95,9 @@ async def test_regenerate_runs_a_completed_report_again(
 
     assert again.status_code == 202
     assert again.json()["report_id"] == report_id
+    assert again.json()["run_id"] != first.json()["run_id"], "a second run"
+    assert again.json()["run_id"] == await latest_run(temporal_client, report_id)
     await wait_status(http, user, report_id, {"completed"})
-    await wait_until(
-        lambda: count_runs(temporal_client, report_id), lambda n: n == 2, what="second run"
-    )
     async with asyncio.timeout(30):
         while len(smtp.messages_to(user.email or "")) < 2:
             await asyncio.sleep(0.05)

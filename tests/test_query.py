@@ -8,6 +8,7 @@ from datetime import date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.converter import JSONPlainPayloadConverter
 from temporalio.exceptions import ApplicationError
 
 from reportflow.activities.query import aggregate
@@ -29,6 +30,16 @@ from tests.utils.data import (
     new_user_id,
     sample_transactions,
 )
+
+
+def _top(totals: dict[str, list[int]], n: int, noun: str) -> list[tuple[str, int, int]]:
+    """The n biggest (ties by name), then one row adding up the rest."""
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    rows = [(name, spent, count) for name, (spent, count) in ranked[:n]]
+    rest = ranked[n:]
+    if rest:
+        rows.append((f"Other {noun}", sum(s for _, (s, _) in rest), sum(c for _, (_, c) in rest)))
+    return rows
 
 
 def _expected(
@@ -67,15 +78,9 @@ def _expected(
         money_in_cents=sum(a for a in amounts if a > 0),
         money_out_cents=-sum(a for a in amounts if a < 0),
         net_cents=sum(amounts),
-        by_category=[
-            CategoryTotal(c, s, n)
-            for c, (s, n) in sorted(categories.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        ],
+        by_category=[CategoryTotal(*row) for row in _top(categories, 12, "categories")],
         by_week=[WeekTotal(w.isoformat(), i, o) for w, (i, o) in sorted(weeks.items())],
-        top_merchants=[
-            MerchantTotal(m, s, n)
-            for m, (s, n) in sorted(merchants.items(), key=lambda kv: (-kv[1][0], kv[0]))[:10]
-        ],
+        top_merchants=[MerchantTotal(*row) for row in _top(merchants, 10, "merchants")],
         largest=[
             TransactionRow(p.isoformat(timespec="seconds"), m, c, a, "EUR")
             for _, (p, a, m, c) in largest
@@ -106,8 +111,32 @@ async def test_aggregates_match_an_independent_computation(engine: AsyncEngine) 
     assert sum(w.out_cents for w in got.by_week) == got.money_out_cents
     spending_merchants = {r[2] for r in rows if r[1] < 0}
     assert len(spending_merchants) > 10  # so the top-10 cut is exercised
-    assert len(got.top_merchants) == 10
+    assert len(got.top_merchants) == 11, "the top 10, then the others in one row"
+    assert sum(m.spent_cents for m in got.top_merchants) == got.money_out_cents
     assert len(got.largest) == 10
+
+
+async def test_a_user_with_thousands_of_merchants_and_categories_stays_small(
+    engine: AsyncEngine,
+) -> None:
+    """Aggregates travel in Temporal's history: bounded whatever the data holds."""
+    day = datetime(2024, 2, 1, 12)
+    rows: list[Txn] = [
+        (day + timedelta(minutes=i), -(100 + i), f"Merchant {i:05d} " + "x" * 300, f"Cat {i % 500}")
+        for i in range(10_000)
+    ]
+    user_id = await create_user(engine, transactions=rows)
+
+    got = await _report(engine, user_id, date(2024, 2, 1), date(2024, 2, 28))
+
+    payload = JSONPlainPayloadConverter().to_payload(got)
+    assert payload is not None
+    assert len(payload.data) < 16_000, "far below Temporal's 256 KB warning"
+    assert len(got.by_category) == 13 and got.by_category[-1].category == "Other categories"
+    assert len(got.top_merchants) == 11 and got.top_merchants[-1].merchant == "Other merchants"
+    assert sum(c.count for c in got.by_category) == 10_000
+    assert sum(m.spent_cents for m in got.top_merchants) == got.money_out_cents
+    assert max(len(m.merchant) for m in got.top_merchants) <= 120
 
 
 async def test_weeks_start_on_monday(engine: AsyncEngine) -> None:

@@ -4,9 +4,11 @@ crash recovery. No mocks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+import unicodedata
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -16,8 +18,15 @@ from typing import Any
 import pytest
 
 from reportflow.models import CategoryTotal, MerchantTotal, TransactionRow
-from reportflow.render import Browser, count_pages, find_chromium, format_cents, render_html
-from tests.utils.listener import Listener, hostile_strings
+from reportflow.render import (
+    Browser,
+    Isolation,
+    count_pages,
+    find_chromium,
+    format_cents,
+    render_html,
+)
+from tests.utils.listener import Listener, hostile_strings, serve_listener
 from tests.utils.reportflow_http import pdf_text
 from tests.utils.reports import make_empty_report_data, make_report_data
 
@@ -193,7 +202,8 @@ async def test_untrusted_text_cannot_fetch_or_read_files(
     assert listener.hits == 0, listener.paths
 
     text = pdf_text(pdf)
-    flat = " ".join(text.split())
+    # NFKC: some fonts print "fi" as one ligature glyph, which extracts as "ﬁ".
+    flat = unicodedata.normalize("NFKC", " ".join(text.split()))
     assert "iframe src=file:///etc/passwd" in flat
     assert "link rel=prefetch" in flat
     assert "meta http-equiv=refresh" in flat
@@ -201,26 +211,74 @@ async def test_untrusted_text_cannot_fetch_or_read_files(
     assert "root:x:0:0" not in text
 
 
-async def test_browser_walls_hold_without_escaping(browser: Browser, listener: Listener) -> None:
-    """Defense in depth: even raw markup with no CSP cannot reach the network or files."""
-    html = (
-        "<html><head>"
-        f"<link rel=prefetch href={listener.url('/prefetch')}>"
+CSP = (
+    "<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; "
+    "style-src 'unsafe-inline'\">"
+)
+NO_WALLS = Isolation(javascript_off=False, offline=False, abort_requests=False, dead_proxy=False)
+
+
+def _markup(listener: Listener) -> str:
+    """Resources the page asks for as it loads."""
+    return (
         f"<link rel=stylesheet href={listener.url('/sheet.css')}>"
         f"<style>body{{background:url({listener.url('/css')})}}</style>"
-        "</head><body><p>raw page</p>"
-        f"<img src={listener.url('/img')}>"
-        "<iframe src=file:///etc/passwd></iframe>"
-        f"<iframe src={listener.url('/frame')}></iframe>"
-        f"<script>fetch('{listener.url('/js')}')</script>"
-        "</body></html>"
+        f"<img src={listener.url('/img')}><iframe src={listener.url('/frame')}></iframe>"
     )
-    pdf = await browser.pdf(html)
-    await wait_until(lambda: listener.hits > 0, within=1.0)
-    assert listener.hits == 0, listener.paths
-    text = pdf_text(pdf)
-    assert "raw page" in text
-    assert "root:x:0:0" not in text
+
+
+def _script(listener: Listener) -> str:
+    """A request only a running script makes (no preload scanner can see the URL)."""
+    host, port = listener.url("/").split("//")[1].rstrip("/").split(":")
+    return f"<script>new Image().src = 'http://' + '{host}:' + {port} + '/js';</script>"
+
+
+def _alone(wall: str) -> Isolation:
+    return replace(NO_WALLS, **{wall: True})
+
+
+# wall -> (its browser, the attack it stops, what it stops). Only the dead proxy
+# stops Chromium's speculative *connection* to a host named in the page: the
+# others stop every request, but not that preconnect. Hence the layers.
+WALLS: dict[str, tuple[Isolation, Any, str]] = {
+    "csp": (
+        NO_WALLS,
+        lambda listener: f"<html><head>{CSP}{_markup(listener)}</head></html>",
+        "requests",
+    ),
+    "javascript_off": (_alone("javascript_off"), _script, "requests"),
+    "offline": (_alone("offline"), _markup, "requests"),
+    "abort_requests": (_alone("abort_requests"), _markup, "requests"),
+    "dead_proxy": (_alone("dead_proxy"), _markup, "connections"),
+}
+
+
+@pytest.mark.parametrize("wall", WALLS)
+async def test_each_browser_wall_alone_stops_its_attack(wall: str) -> None:
+    """Defense in depth, one wall at a time: the attack reaches a listener with no
+    walls at all (so the test can fail), and not with this wall alone."""
+    isolation, attack, stops = WALLS[wall]
+    with serve_listener() as control, serve_listener() as target:
+        async with _browser(NO_WALLS) as open_browser:
+            await open_browser.pdf(attack(control).replace(CSP, ""))
+            assert await wait_until(lambda: bool(control.paths)), "the attack works unwalled"
+        async with _browser(isolation) as walled:
+            await walled.pdf(attack(target))
+        # Waiting for the absence of an event: a short bounded wait is all we can do.
+        await wait_until(lambda: target.hits > 0, within=1.0)
+        assert target.paths == [], "no request got through"
+        if stops == "connections":
+            assert target.connections == 0, "not even a connection"
+
+
+@contextlib.asynccontextmanager
+async def _browser(isolation: Isolation) -> AsyncIterator[Browser]:
+    instance = Browser(find_chromium(os.environ.get("CHROMIUM_EXECUTABLE")), isolation=isolation)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.close()
 
 
 # --------------------------------------------------------------------------- lifecycle

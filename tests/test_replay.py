@@ -1,9 +1,10 @@
 """Workflow changes must replay the histories of runs already in flight.
 
-`tests/histories/*.json` are histories of real runs (completed, failed, cancelled)
-saved from an earlier version of GenerateReport. A change that breaks
-determinism for them fails here instead of in production. To record them again
-from the current code: `RECORD_HISTORIES=1 pytest tests/test_replay.py`.
+`tests/histories/<version>-<outcome>.json` are histories of real runs saved from
+each version of GenerateReport (v1: before the email step was shielded and failed
+runs removed their PDF; v2: now). A change that breaks determinism for them fails
+here instead of in production. To save the current code's runs as a new version:
+`RECORD_HISTORIES=v3 pytest tests/test_replay.py -k fresh`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from reportflow.workflows.generate_report import GenerateReport
 from tests.conftest import MakeUser
 from tests.utils.reportflow_http import FINAL, wait_status
 from tests.utils.smtp import SmtpServer
+from tests.utils.wait import wait_for
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -36,7 +38,10 @@ async def test_saved_history_replays(path: Path) -> None:
 
 def test_histories_are_saved() -> None:
     names = {p.stem for p in saved_histories()}
-    assert {"completed", "failed", "cancelled"} <= names
+    assert {"v1-completed", "v1-failed", "v1-cancelled"} <= names
+    assert {"v2-completed", "v2-failed-at-email", "v2-cancelled", "v2-cancel-while-emailing"} <= (
+        names
+    )
 
 
 @pytest.mark.usefixtures("worker")
@@ -53,19 +58,37 @@ async def test_fresh_histories_replay(
     runs["failed"] = (await http.post("/reports", json={}, headers=failed.headers)).json()
     await wait_status(http, failed, runs["failed"]["report_id"], FINAL)
 
+    failed_at_email = await make_user()
+    smtp.refuse(1000, "550 5.1.1 Mailbox unavailable", to=failed_at_email.email)
+    runs["failed-at-email"] = (
+        await http.post("/reports", json={}, headers=failed_at_email.headers)
+    ).json()
+    await wait_status(http, failed_at_email, runs["failed-at-email"]["report_id"], FINAL)
+
     cancelled = await make_user()
-    smtp.refuse(1000, to=cancelled.email)
     runs["cancelled"] = (await http.post("/reports", json={}, headers=cancelled.headers)).json()
-    report_id = runs["cancelled"]["report_id"]
-    await wait_status(http, cancelled, report_id, {"running"})
-    await http.post(f"/reports/{report_id}/cancel", headers=cancelled.headers)
-    await wait_status(http, cancelled, report_id, FINAL)
+    await temporal_client.get_workflow_handle(runs["cancelled"]["report_id"]).cancel()
+    assert (await wait_status(http, cancelled, runs["cancelled"]["report_id"], FINAL))[
+        "status"
+    ] == "cancelled"
+
+    late = await make_user()
+    smtp.stall_after_data(1, seconds=2.0, to=late.email)
+    runs["cancel-while-emailing"] = (
+        await http.post("/reports", json={}, headers=late.headers)
+    ).json()
+    await wait_for(lambda: bool(smtp.attempts_to(late.email or "")), what="sending")
+    await temporal_client.get_workflow_handle(runs["cancel-while-emailing"]["report_id"]).cancel()
+    assert (await wait_status(http, late, runs["cancel-while-emailing"]["report_id"], FINAL))[
+        "status"
+    ] == "completed"
     smtp.reset()
 
     replayer = Replayer(workflows=[GenerateReport])
     for name, doc in runs.items():
         history = await temporal_client.get_workflow_handle(doc["report_id"]).fetch_history()
         await replayer.replay_workflow(history)
-        if os.environ.get("RECORD_HISTORIES"):
+        version = os.environ.get("RECORD_HISTORIES")
+        if version:
             HISTORIES.mkdir(exist_ok=True)
-            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            (HISTORIES / f"{version}-{name}.json").write_text(history.to_json())

@@ -34,7 +34,13 @@ from reportflow.config import Settings
 from reportflow.models import STAGES, Backoff, RetrySchedule
 from tests.conftest import FAST_BACKOFF, MakeUser
 from tests.utils.data import sample_transactions
-from tests.utils.reportflow_http import FINAL, last_90_days, wait_status
+from tests.utils.reportflow_http import (
+    FINAL,
+    last_90_days,
+    render_held,
+    report_id_for,
+    wait_status,
+)
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import serve_api
 
@@ -177,38 +183,40 @@ async def test_request_of_a_reversed_range_exits_2_with_the_api_detail(
 
 @pytest.fixture
 async def patient_api_url(settings: Settings) -> AsyncIterator[str]:
-    """A second API on the same stack whose reports retry the email step for minutes,
-    so a report stays in flight as long as the SMTP server refuses."""
+    """A second API on the same stack whose reports retry the render and email steps
+    for minutes, so a report stays in flight as long as a test holds it."""
     patient = Backoff(
         initial_seconds=0.5, coefficient=1.0, maximum_seconds=0.5, maximum_attempts=400
     )
-    retry = RetrySchedule(query=FAST_BACKOFF, render=FAST_BACKOFF, email=patient)
+    retry = RetrySchedule(query=FAST_BACKOFF, render=patient, email=patient)
     async with serve_api(settings.model_copy(update={"retry": retry})) as url:
         yield url
 
 
 @through_the_stack
 async def test_ctrl_c_then_yes_cancels_the_report_and_exits_130(
-    patient_api_url: str, http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer
+    patient_api_url: str,
+    http: httpx.AsyncClient,
+    make_user: MakeUser,
+    smtp: SmtpServer,
+    settings: Settings,
 ) -> None:
+    """SMTP accepts mail here: were the cancel ignored, the email would go out."""
     user = await make_user()
-    smtp.refuse(1000, "421 4.3.2 Service not available, try again later", to=user.email)
-    try:
+    with render_held(settings.report_store_path, report_id_for(user.id)):
         async with request_command(patient_api_url, "--token", user.token) as command:
-            await command.wait_for_stderr("email server unavailable (")
+            await command.wait_for_stderr("PDF rendering failed (")
             report_id = report_id_in(command.stderr)
             command.process.send_signal(signal.SIGINT)
             await command.wait_for_stderr(f"Cancel report {report_id}? [y/N]")
             code = await command.finish(b"y\n")
-        done = await wait_status(http, user, report_id, FINAL)
-    finally:
-        smtp.reset()
+    done = await wait_status(http, user, report_id, FINAL)
 
     assert code == 130, command.stderr
     assert f"[y/N] y\nreport {report_id} cancelled" in command.stderr
     assert done["status"] == "cancelled"
     assert re.search(r"attempt \d+/400", command.stderr), command.stderr
-    assert smtp.messages_to(user.email or "") == []
+    assert smtp.attempts_to(user.email or "") == []
 
 
 @through_the_stack

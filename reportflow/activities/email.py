@@ -1,31 +1,48 @@
 """The email step: one message with the PDF attached, sent at most once per run.
 
-Idempotency: the Message-ID is derived from the report and run, and a row in
-`deliveries` is checked before sending and written after. A retry after a
-successful send finds the row and sends nothing. The window that remains (the
-server accepted the message but the reply or the ledger write was lost) can
-repeat one message, and it carries the same Message-ID, so mail clients that
-de-duplicate on it show one.
+Idempotency rests on a claim written *before* the SMTP transaction. The
+`deliveries` row for (report, run) is inserted as `claimed` with a lease, the
+message goes out under a deterministic Message-ID, then the row is marked
+`sent`. A later attempt that finds:
+
+- `sent` returns the recorded result and sends nothing;
+- a live claim fails with the retryable EmailInFlight, asking to be retried
+  when the lease ends (another attempt may be mid-send right now);
+- an expired claim takes it over and sends.
+
+The SMTP transaction has one deadline shorter than the attempt's timeout, and
+the lease outlives the attempt, so a live claim always means "maybe sending"
+and an expired one "certainly not sending any more". One window remains: the
+server accepted the message but its reply, or the attempt's result, was lost.
+The sender cannot tell delivered from lost, so a later attempt sends again,
+with the same Message-ID, which mail clients and relays use to drop the copy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
+from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 
 from reportflow.db import deliveries, users
 from reportflow.mailer import Mailer
 from reportflow.models import (
+    EMAIL_IN_FLIGHT,
     NO_EMAIL_ADDRESS,
     PDF_MISSING,
+    SMTP_UNAVAILABLE,
     UNKNOWN_USER,
     EmailInput,
     EmailResult,
@@ -78,6 +95,139 @@ def build_message(
     return message
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Deadlines of one email attempt, from its start_to_close_timeout."""
+
+    send_until: float  # event-loop time by which the SMTP transaction has ended
+    lease_seconds: float  # how long a claim keeps other attempts from sending
+
+    @classmethod
+    def for_attempt(cls, start_to_close_seconds: float) -> Limits:
+        # The send ends well inside the attempt; the claim outlives the attempt,
+        # so no attempt can take over a claim whose send may still be running.
+        loop = asyncio.get_running_loop()
+        return cls(
+            send_until=loop.time() + max(1.0, 0.75 * start_to_close_seconds),
+            lease_seconds=1.25 * start_to_close_seconds,
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _recorded(row: Any) -> EmailResult:
+    return EmailResult(
+        message_id=row.message_id, recipients=json.loads(row.recipients), already_sent=True
+    )
+
+
+async def _claim(
+    engine: AsyncEngine,
+    *,
+    key: str,
+    report_id: str,
+    msg_id: str,
+    recipients: list[str],
+    lease: float,
+) -> str | EmailResult:
+    """Claim the run's delivery; the claim's ID, or the recorded result if it was sent.
+
+    Raises the retryable EmailInFlight while another attempt holds a live claim.
+    """
+    claim_id = uuid.uuid4().hex
+    for _ in range(3):
+        now = datetime.now(UTC)
+        claim = {
+            "message_id": msg_id,
+            "recipients": json.dumps(recipients),
+            "status": "claimed",
+            "claim_id": claim_id,
+            "claimed_until": now + timedelta(seconds=lease),
+        }
+        try:
+            async with engine.begin() as conn:
+                row = (
+                    await conn.execute(select(deliveries).where(deliveries.c.delivery_key == key))
+                ).first()
+                if row is None:
+                    await conn.execute(
+                        insert(deliveries).values(delivery_key=key, report_id=report_id, **claim)
+                    )
+                    return claim_id
+                if row.status == "sent":
+                    return _recorded(row)
+                until = _utc(row.claimed_until)
+                if until > now:
+                    wait = until - now
+                    raise ApplicationError(
+                        f"another attempt is sending this email (its claim ends in "
+                        f"{wait.total_seconds():.0f} s); trying again once it has finished "
+                        "or expired",
+                        type=EMAIL_IN_FLIGHT,
+                        next_retry_delay=wait + timedelta(seconds=0.5),
+                    )
+                # The claim expired, so its attempt can no longer be sending: take it
+                # over, unless another attempt took it first.
+                taken = await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.delivery_key == key, deliveries.c.claim_id == row.claim_id)
+                    .values(**claim)
+                )
+                if taken.rowcount == 1:
+                    break
+        except IntegrityError:
+            pass  # another attempt inserted its claim first: look again
+    else:
+        raise ApplicationError(
+            "another attempt claimed this email at the same moment; trying again",
+            type=EMAIL_IN_FLIGHT,
+        )
+    log.warning(
+        "taking over an expired email claim: the earlier attempt may or may not have sent",
+        extra={"report_id": report_id},
+    )
+    return claim_id
+
+
+async def _release(engine: AsyncEngine, *, key: str, claim_id: str) -> None:
+    """End this attempt's claim early: its SMTP transaction failed or was aborted, so
+    nothing is being sent under it and the next attempt may send at once."""
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.delivery_key == key, deliveries.c.claim_id == claim_id)
+                .values(claimed_until=datetime.now(UTC))
+            )
+    except SQLAlchemyError:
+        log.warning("could not release the email claim; it expires by itself", exc_info=True)
+
+
+async def _mark_sent(engine: AsyncEngine, *, key: str, claim_id: str, report_id: str) -> None:
+    """Record the 250; a few quick tries, since a lost record means a second email
+    once the claim expires (if this attempt's result is lost as well)."""
+    for delay in (0.0, 0.2, 0.5, 1.0):
+        await asyncio.sleep(delay)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.delivery_key == key, deliveries.c.claim_id == claim_id)
+                    .values(status="sent", sent_at=datetime.now(UTC))
+                )
+            return
+        except SQLAlchemyError as err:
+            log.warning(
+                "could not record the sent email yet: %s", err, extra={"report_id": report_id}
+            )
+    log.error(
+        "the email was sent but could not be recorded; the run's result still says so",
+        extra={"report_id": report_id},
+    )
+
+
 async def send_report_email(
     *,
     engine: AsyncEngine,
@@ -85,24 +235,24 @@ async def send_report_email(
     store: ReportStore,
     data: EmailInput,
     run_id: str,
+    limits: Limits,
 ) -> EmailResult:
-    delivery_key = f"{data.report_id}/{run_id}"
-    async with engine.connect() as conn:
-        sent = (
-            await conn.execute(
-                select(deliveries.c.message_id, deliveries.c.recipients).where(
-                    deliveries.c.delivery_key == delivery_key
-                )
-            )
-        ).first()
-    if sent is not None:
-        log.info("email already sent; not sending again", extra={"report_id": data.report_id})
-        return EmailResult(
-            message_id=sent.message_id, recipients=json.loads(sent.recipients), already_sent=True
-        )
-
+    key = f"{data.report_id}/{run_id}"
     address, name = await _recipient(engine, data.user_id)
     recipients = [address] + [r for r in data.extra_recipients if r != address]
+    msg_id = message_id(data.report_id, run_id, mailer.domain)
+    claimed = await _claim(
+        engine,
+        key=key,
+        report_id=data.report_id,
+        msg_id=msg_id,
+        recipients=recipients,
+        lease=limits.lease_seconds,
+    )
+    if isinstance(claimed, EmailResult):
+        log.info("email already sent; not sending again", extra={"report_id": data.report_id})
+        return claimed
+
     pdf = await store.get(data.pdf_key)
     if pdf is None:
         # The render step's output is gone (cleaned up or lost): retrying cannot bring it back.
@@ -111,22 +261,21 @@ async def send_report_email(
             type=PDF_MISSING,
             non_retryable=True,
         )
-    msg_id = message_id(data.report_id, run_id, mailer.domain)
     message = build_message(
         mail_from=mailer.mail_from, to=recipients, name=name, msg_id=msg_id, data=data, pdf=pdf
     )
-    await mailer.send(message)
     try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                insert(deliveries).values(
-                    delivery_key=delivery_key,
-                    report_id=data.report_id,
-                    message_id=msg_id,
-                    recipients=json.dumps(recipients),
-                )
-            )
-    except IntegrityError:
-        log.warning("delivery was recorded concurrently", extra={"report_id": data.report_id})
+        async with asyncio.timeout_at(limits.send_until):
+            await mailer.send(message)
+    except TimeoutError as err:
+        await _release(engine, key=key, claim_id=claimed)
+        raise ApplicationError(
+            "the mail server did not finish the transaction in time; trying again",
+            type=SMTP_UNAVAILABLE,
+        ) from err
+    except ApplicationError:
+        await _release(engine, key=key, claim_id=claimed)
+        raise
+    await _mark_sent(engine, key=key, claim_id=claimed, report_id=data.report_id)
     log.info("email sent", extra={"report_id": data.report_id, "message_id": msg_id})
     return EmailResult(message_id=msg_id, recipients=recipients)

@@ -39,8 +39,13 @@ from reportflow.models import (
 )
 
 DEFAULT_CURRENCY = "EUR"
+# ReportData travels in Temporal's history, so everything in it is bounded:
+# the top categories and merchants, then one "Other" row for the rest, and
+# untrusted text cut to a length a report line can show.
+TOP_CATEGORIES = 12
 TOP_MERCHANTS = 10
 LARGEST = 10
+MAX_TEXT = 120
 
 t = transactions.c
 
@@ -78,6 +83,19 @@ def _by_name(column: ColumnElement[str], dialect: str) -> ColumnElement[str]:
 
 def _iso(value: date | str) -> str:
     return value if isinstance(value, str) else value.isoformat()
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+def _others(
+    rows: list[tuple[str, int, int]], *, total_spent: int, total_count: int, noun: str
+) -> tuple[str, int, int] | None:
+    """One row for what the top rows leave out, or None when they cover everything."""
+    rest_spent = total_spent - sum(spent for _, spent, _ in rows)
+    rest_count = total_count - sum(count for _, _, count in rows)
+    return (f"Other {noun}", rest_spent, rest_count) if rest_count > 0 else None
 
 
 def _timestamp(value: datetime | str) -> str:
@@ -139,6 +157,7 @@ async def aggregate(
                     _received().label("money_in"),
                     _spent().label("money_out"),
                     _int_sum(t.amount_cents).label("net"),
+                    _int_sum(case((t.amount_cents < 0, 1), else_=0)).label("spend_n"),
                 ).where(in_range)
             )
         ).one()
@@ -166,16 +185,23 @@ async def aggregate(
 
         spent = _spent().label("spent")
         spending = and_(in_range, t.amount_cents < 0)
-        category_rows = await conn.execute(
-            select(t.category, spent, func.count().label("n"))
-            .where(spending)
-            .group_by(t.category)
-            .order_by(desc(spent), _by_name(t.category, dialect))
-        )
-        by_category = [
-            CategoryTotal(category=r.category, spent_cents=int(r.spent), count=int(r.n))
-            for r in category_rows
+        category_rows = [
+            (_clip(r.category), int(r.spent), int(r.n))
+            for r in await conn.execute(
+                select(t.category, spent, func.count().label("n"))
+                .where(spending)
+                .group_by(t.category)
+                .order_by(desc(spent), _by_name(t.category, dialect))
+                .limit(TOP_CATEGORIES)
+            )
         ]
+        other = _others(
+            category_rows,
+            total_spent=int(totals.money_out),
+            total_count=int(totals.spend_n),
+            noun="categories",
+        )
+        by_category = [CategoryTotal(*row) for row in [*category_rows, *filter(None, [other])]]
 
         week = _week_start(dialect).label("week_start")
         week_rows = await conn.execute(
@@ -191,17 +217,23 @@ async def aggregate(
             for r in week_rows
         ]
 
-        merchant_rows = await conn.execute(
-            select(t.merchant, spent, func.count().label("n"))
-            .where(spending)
-            .group_by(t.merchant)
-            .order_by(desc(spent), _by_name(t.merchant, dialect))
-            .limit(TOP_MERCHANTS)
-        )
-        top_merchants = [
-            MerchantTotal(merchant=r.merchant, spent_cents=int(r.spent), count=int(r.n))
-            for r in merchant_rows
+        merchant_rows = [
+            (_clip(r.merchant), int(r.spent), int(r.n))
+            for r in await conn.execute(
+                select(t.merchant, spent, func.count().label("n"))
+                .where(spending)
+                .group_by(t.merchant)
+                .order_by(desc(spent), _by_name(t.merchant, dialect))
+                .limit(TOP_MERCHANTS)
+            )
         ]
+        other = _others(
+            merchant_rows,
+            total_spent=int(totals.money_out),
+            total_count=int(totals.spend_n),
+            noun="merchants",
+        )
+        top_merchants = [MerchantTotal(*row) for row in [*merchant_rows, *filter(None, [other])]]
 
         largest_rows = await conn.execute(
             select(t.posted_at, t.merchant, t.category, t.amount_cents, t.currency)
@@ -212,8 +244,8 @@ async def aggregate(
         largest = [
             TransactionRow(
                 posted_at=_timestamp(r.posted_at),
-                merchant=r.merchant,
-                category=r.category,
+                merchant=_clip(r.merchant),
+                category=_clip(r.category),
                 amount_cents=int(r.amount_cents),
                 currency=r.currency,
             )

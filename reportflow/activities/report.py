@@ -2,8 +2,8 @@
 
 `worker.py` builds the database engine, the long-lived browser, the mailer and
 the report store once and hands them in here. Each method is safe to run twice:
-query only reads, render overwrites the same key, email consults its ledger,
-cleanup deletes what may or may not be there.
+query only reads, render overwrites its run's key, email claims before it sends,
+cleanup and expiry delete what may or may not be there.
 """
 
 from __future__ import annotations
@@ -11,20 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from reportflow import tracing
-from reportflow.activities.email import send_report_email
+from reportflow.activities.email import Limits, send_report_email
 from reportflow.activities.query import aggregate
+from reportflow.background import finish_within, heartbeating
 from reportflow.mailer import Mailer
 from reportflow.models import (
     CleanupInput,
     EmailInput,
     EmailResult,
+    ExpireInput,
+    ExpireResult,
     QueryInput,
     RenderInput,
     RenderResult,
@@ -36,21 +39,43 @@ from reportflow.store import ReportStore, pdf_key
 log = logging.getLogger(__name__)
 
 
+def _attempt_seconds() -> float:
+    timeout = activity.info().start_to_close_timeout
+    return timeout.total_seconds() if timeout else 60.0
+
+
+def _run_id() -> str:
+    return activity.info().workflow_run_id or ""
+
+
+def _inside_attempt() -> float:
+    """A deadline for work that must end before its attempt's timeout does."""
+    return max(1.0, 0.75 * _attempt_seconds())
+
+
 class ReportActivities:
     def __init__(
-        self, *, engine: AsyncEngine, browser: Browser, store: ReportStore, mailer: Mailer
+        self,
+        *,
+        engine: AsyncEngine,
+        browser: Browser,
+        store: ReportStore,
+        mailer: Mailer,
+        retention_days: float = 30.0,
     ) -> None:
         self.engine = engine
         self.browser = browser
         self.store = store
         self.mailer = mailer
+        self.retention_days = retention_days
 
     @activity.defn(name="query")
     async def query(self, input: QueryInput) -> ReportData:
-        # Shielded: a timed-out attempt lets its statement finish instead of
-        # abandoning it mid-read, which leaves SQLite's lock held for ~30 s and
-        # stalls every other report (found by `reportflow chaos`, database-down).
-        data = await asyncio.shield(self._aggregate(input))
+        # Run to the end even if the attempt is cancelled: a statement abandoned
+        # mid-read leaves SQLite's lock held for ~30 s and stalls every other
+        # report (found by `reportflow chaos`, database-down). Bounded inside the
+        # attempt's timeout, so it never outlives the attempt.
+        data = await finish_within(self._aggregate(input), _inside_attempt())
         log.info(
             "aggregated %d transactions",
             data.transaction_count,
@@ -77,32 +102,50 @@ class ReportActivities:
             pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing pdf"))
             span.set_attribute("reportflow.pdf_bytes", len(pdf))
         pages = await asyncio.to_thread(count_pages, pdf)
-        key = pdf_key(report_id)
-        await self.store.put(key, pdf)
+        key = pdf_key(report_id, _run_id())
+        try:
+            # The write runs in a thread that a cancellation cannot stop: wait for
+            # it, then remove what it wrote, so a cancelled run leaves no file.
+            await finish_within(self.store.put(key, pdf), _inside_attempt())
+        except asyncio.CancelledError:
+            await asyncio.shield(self.store.delete(key))
+            raise
         log.info("rendered %d pages, %d bytes", pages, len(pdf), extra={"report_id": report_id})
         return RenderResult(key=key, pages=pages, bytes=len(pdf))
 
     @activity.defn(name="send_email")
     async def send_email(self, input: EmailInput) -> EmailResult:
-        # Shielded: a send that outlives its attempt's timeout still finishes and
-        # writes its delivery record, so the next attempt finds it and does not
-        # send again. (Cancellation reaches this step only through a timeout:
-        # it does not heartbeat, so a cancelled report's started email completes.)
-        return await asyncio.shield(
-            send_report_email(
-                engine=self.engine,
-                mailer=self.mailer,
-                store=self.store,
-                data=input,
-                run_id=activity.info().workflow_run_id or "",
+        # Run to the end even if the attempt is cancelled (a timeout, a worker
+        # shutting down): the send finishes inside its deadline and records itself,
+        # so the next attempt finds the record instead of a stale claim.
+        limits = Limits.for_attempt(_attempt_seconds())
+        async with heartbeating(lambda: activity.heartbeat("sending email")):
+            return await finish_within(
+                send_report_email(
+                    engine=self.engine,
+                    mailer=self.mailer,
+                    store=self.store,
+                    data=input,
+                    run_id=_run_id(),
+                    limits=limits,
+                ),
+                _attempt_seconds(),
             )
-        )
 
     @activity.defn(name="cleanup")
     async def cleanup(self, input: CleanupInput) -> None:
-        removed = await self.store.delete(input.pdf_key or pdf_key(input.report_id))
+        key = input.pdf_key or pdf_key(input.report_id, _run_id())
+        removed = await self.store.delete(key)
         log.info("cleaned up (pdf removed: %s)", removed, extra={"report_id": input.report_id})
+
+    @activity.defn(name="expire_reports")
+    async def expire_reports(self, input: ExpireInput) -> ExpireResult:
+        days = self.retention_days if input.retention_days is None else input.retention_days
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        removed = await self.store.delete_older_than(cutoff)
+        log.info("expired %d PDFs older than %s days", removed, days)
+        return ExpireResult(removed=removed)
 
     @property
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
-        return [self.query, self.render, self.send_email, self.cleanup]
+        return [self.query, self.render, self.send_email, self.cleanup, self.expire_reports]

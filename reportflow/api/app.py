@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow import tracing
 from reportflow.api.ratelimit import RateLimiter
@@ -98,8 +98,29 @@ async def _temporal_not_connected(request: Request, exc: Exception) -> Response:
     raise exc
 
 
+# Temporal cannot be reached or is overloaded: retrying later can help.
+_TRANSIENT = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.CANCELLED,
+}
+
+
 async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error("Temporal call failed: %s", exc)
+    """503 with Retry-After when Temporal is unreachable; any other Temporal error
+    (a bad API key, a search attribute not registered, a wrong namespace) is a
+    fault of this deployment that waiting will not fix: 500, cause in the log."""
+    if isinstance(exc, RPCError) and exc.status not in _TRANSIENT:
+        log.error("Temporal refused a call (%s): %s", exc.status.name, exc.message)
+        return JSONResponse(
+            {
+                "detail": "the service is misconfigured and cannot reach its job service; "
+                "operators: see the API log and /readyz"
+            },
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    log.error("Temporal is unavailable: %s", exc)
     return JSONResponse(
         {"detail": "the job service (Temporal) is unavailable; try again shortly"},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

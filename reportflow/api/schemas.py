@@ -66,6 +66,10 @@ class ReportResultDoc(BaseModel):
     bytes: int
     emailed_to: list[str]
     message_id: str
+    pdf_expires_at: datetime | None = Field(
+        None, description="When the PDF is removed (REPORT_RETENTION_DAYS); the email stays sent"
+    )
+    pdf_expired: bool = Field(False, description="The PDF was removed: downloading answers 410")
 
 
 class ErrorDoc(BaseModel):
@@ -135,6 +139,9 @@ class StatusDocument(BaseModel):
     error: ErrorDoc | None
     retry: RetryDoc | None = None
     links: Links
+    run_id: str | None = Field(
+        None, description="The Temporal run this document describes (a cancel targets it)"
+    )
 
     @property
     def is_final(self) -> bool:

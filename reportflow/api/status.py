@@ -31,7 +31,9 @@ from reportflow.api.schemas import (
     Status,
     StatusDocument,
 )
+from reportflow.config import Settings
 from reportflow.models import STAGES, WORKFLOW_TYPE
+from reportflow.retention import pdf_expires_at
 from reportflow.tokens import Caller
 
 REPORT_ID = re.compile(
@@ -87,7 +89,7 @@ def build_document(
     execution: WorkflowExecution,
     memo: Mapping[str, Any],
     *,
-    temporal_ui_url: str,
+    settings: Settings,
     pending: PendingActivityInfo | None = None,
     close_error: ErrorDoc | None = None,
 ) -> StatusDocument:
@@ -111,7 +113,17 @@ def build_document(
     result = None
     raw_result = memo.get("result")
     if status == "completed" and isinstance(raw_result, dict):
-        result = ReportResultDoc(pdf_url=f"/reports/{report_id}/pdf", **raw_result)
+        expires = (
+            pdf_expires_at(execution.close_time, settings.report_retention_days)
+            if execution.close_time
+            else None
+        )
+        result = ReportResultDoc(
+            pdf_url=f"/reports/{report_id}/pdf",
+            pdf_expires_at=expires,
+            pdf_expired=expires is not None and expires <= datetime.now(UTC),
+            **raw_result,
+        )
     base = f"/reports/{report_id}"
     updated = memo.get("updated_at")
     default_start, default_end = owner_start_end(report_id)
@@ -134,8 +146,12 @@ def build_document(
             self=base,
             events=f"{base}/events",
             pdf=f"{base}/pdf",
-            temporal_ui=f"{temporal_ui_url}/namespaces/{execution.namespace}/workflows/{report_id}",
+            temporal_ui=(
+                f"{settings.temporal_ui_url}/namespaces/{execution.namespace}"
+                f"/workflows/{report_id}/{execution.run_id}"
+            ),
         ),
+        run_id=execution.run_id,
     )
 
 
@@ -163,7 +179,7 @@ async def _close_error(client: Client, report_id: str, run_id: str) -> ErrorDoc 
 
 
 async def describe_report(
-    client: Client, report_id: str, *, caller: Caller, temporal_ui_url: str
+    client: Client, report_id: str, *, caller: Caller, settings: Settings
 ) -> StatusDocument | None:
     """The report's status, or None when it does not exist or is not the caller's."""
     if not may_see(caller, report_id):
@@ -189,7 +205,7 @@ async def describe_report(
     return build_document(
         description,
         memo,
-        temporal_ui_url=temporal_ui_url,
+        settings=settings,
         pending=pending[0] if pending else None,
         close_error=close_error,
     )

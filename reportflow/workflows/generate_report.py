@@ -8,6 +8,7 @@ there), and as current details, which the Temporal Web UI shows.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -22,12 +23,19 @@ with workflow.unsafe.imports_passed_through():
         Backoff,
         CleanupInput,
         EmailInput,
+        EmailResult,
         GenerateReportInput,
         Progress,
         QueryInput,
         RenderInput,
         ReportResult,
     )
+
+
+# Changes guarded for runs that started on older code (see tests/test_replay.py).
+REMOVE_PDF_OF_FAILED_RUN = "remove-pdf-of-failed-run"
+TRUTHFUL_CANCEL = "truthful-cancel"
+RECIPIENTS_IN_MEMO = "recipients-in-memo"
 
 
 def retry_policy(backoff: Backoff) -> RetryPolicy:
@@ -38,6 +46,12 @@ def retry_policy(backoff: Backoff) -> RetryPolicy:
         maximum_attempts=backoff.maximum_attempts,
         non_retryable_error_types=NON_RETRYABLE_ERRORS,
     )
+
+
+def _cancel_requested() -> bool:
+    """Whether the run was asked to cancel, even if an awaited activity absorbed it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _error_of(err: ActivityError) -> dict[str, str]:
@@ -60,6 +74,12 @@ class GenerateReport:
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
         retry, timeouts = input.retry, input.timeouts
+        # A signal may have arrived before the run began: keep what it added.
+        added = self._progress.recipients
+        self._progress.recipients = [
+            *input.recipients,
+            *(r for r in added if r not in input.recipients),
+        ]
         pdf_key: str | None = None
         # Not recorded again when the run is replayed (on another worker, after a crash).
         workflow.metric_meter().create_counter(
@@ -85,20 +105,12 @@ class GenerateReport:
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             pdf_key = rendered.key
+            if _cancel_requested() and workflow.patched(TRUTHFUL_CANCEL):
+                # A cancel that reached a render as it finished was absorbed by the
+                # render's WAIT_CANCELLATION_COMPLETED: honour it before the email.
+                raise asyncio.CancelledError("cancelled before the email step")
             self._enter("emailing")
-            emailed = await workflow.execute_activity_method(
-                ReportActivities.send_email,
-                EmailInput(
-                    report_id=input.report_id,
-                    user_id=input.user_id,
-                    pdf_key=rendered.key,
-                    start=input.start,
-                    end=input.end,
-                    extra_recipients=list(self._progress.recipients),
-                ),
-                start_to_close_timeout=timedelta(seconds=timeouts.email),
-                retry_policy=retry_policy(retry.email),
-            )
+            emailed = await self._email(input, rendered.key)
         except (asyncio.CancelledError, CancelledError):
             await self._cleanup(input.report_id, pdf_key)
             raise
@@ -109,6 +121,8 @@ class GenerateReport:
             error = {**_error_of(err), "stage": self._progress.stage}
             workflow.upsert_memo({"error": error, **self._times()})
             self._record_durations("failed")
+            if pdf_key is not None and workflow.patched(REMOVE_PDF_OF_FAILED_RUN):
+                await self._remove_pdf(input.report_id, pdf_key)
             raise ApplicationError(
                 f"{error['stage']} failed: {error['message']}",
                 type=error["type"],
@@ -136,6 +150,33 @@ class GenerateReport:
         self._record_durations("completed")
         return result
 
+    async def _email(self, input: GenerateReportInput, pdf_key: str) -> EmailResult:
+        """The email step, shielded: once it has started a cancel is too late (the
+        API answers 409), and the run completes rather than claim it sent nothing."""
+        if not workflow.patched(TRUTHFUL_CANCEL):
+            return await self._send(input, pdf_key)
+        sending = asyncio.ensure_future(self._send(input, pdf_key))
+        try:
+            return await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            workflow.logger.info("cancel arrived while the email is being sent; completing")
+            return await sending
+
+    def _send(self, input: GenerateReportInput, pdf_key: str) -> Awaitable[EmailResult]:
+        return workflow.execute_activity_method(
+            ReportActivities.send_email,
+            EmailInput(
+                report_id=input.report_id,
+                user_id=input.user_id,
+                pdf_key=pdf_key,
+                start=input.start,
+                end=input.end,
+                extra_recipients=list(self._progress.recipients),
+            ),
+            start_to_close_timeout=timedelta(seconds=input.timeouts.email),
+            retry_policy=retry_policy(input.retry.email),
+        )
+
     @workflow.query
     def progress(self) -> Progress:
         return self._progress
@@ -152,6 +193,9 @@ class GenerateReport:
             return
         if address not in self._progress.recipients:
             self._progress.recipients.append(address)
+            # In the memo too, so a redrive of a failed run keeps the recipient.
+            if workflow.patched(RECIPIENTS_IN_MEMO):
+                workflow.upsert_memo({"recipients": list(self._progress.recipients)})
 
     def _times(self) -> dict[str, str]:
         return {"updated_at": workflow.now().isoformat()}
@@ -186,6 +230,9 @@ class GenerateReport:
         """Remove partial artifacts of a cancelled run; runs after the cancel."""
         self._record_durations("cancelled")
         workflow.upsert_memo({"cancelled_at": workflow.now().isoformat(), **self._times()})
+        await self._remove_pdf(report_id, pdf_key)
+
+    async def _remove_pdf(self, report_id: str, pdf_key: str | None) -> None:
         await workflow.execute_activity_method(
             ReportActivities.cleanup,
             CleanupInput(report_id=report_id, pdf_key=pdf_key),

@@ -34,7 +34,7 @@ from tests.utils.stack import in_process_worker, serve_api
 
 # The renderer's flags without its dead proxy: `--proxy-bypass-list=<-loopback>`
 # sends loopback through the proxy too, so the page on 127.0.0.1 would not load.
-BROWSER_ARGS = [arg for arg in LAUNCH_ARGS if not arg.startswith("--proxy-")]
+BROWSER_ARGS = LAUNCH_ARGS  # the renderer's flags, without its dead proxy
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
@@ -113,7 +113,7 @@ async def patient_settings(
         tmp_path_factory.mktemp("patient"),
         smtp.port,
         database_url=settings.database_url,
-        retry=RetrySchedule(query=FAST_BACKOFF, render=FAST_BACKOFF, email=PATIENT_EMAIL),
+        retry=RetrySchedule(query=FAST_BACKOFF, render=PATIENT_EMAIL, email=PATIENT_EMAIL),
     )
 
 
@@ -121,7 +121,8 @@ async def patient_settings(
 async def patient_api(
     patient_settings: Settings, temporal_client: Client, app_engine: AsyncEngine
 ) -> AsyncIterator[str]:
-    """Base URL of an API whose worker keeps retrying a refused email for minutes."""
+    """Base URL of an API whose worker keeps retrying a refused email or a failing
+    render for minutes."""
     async with (
         in_process_worker(patient_settings, temporal_client),
         serve_api(patient_settings) as url,

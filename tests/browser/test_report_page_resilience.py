@@ -12,6 +12,7 @@ from itertools import pairwise
 import pytest
 from playwright.async_api import Page, Route, expect
 
+from reportflow.config import Settings
 from tests.browser.conftest import Console, screenshot_path
 from tests.browser.page_actions import (
     generate_button,
@@ -22,7 +23,7 @@ from tests.browser.page_actions import (
     wait_for_status,
 )
 from tests.conftest import MakeUser
-from tests.utils.reportflow_http import last_90_days
+from tests.utils.reportflow_http import last_90_days, render_held, report_id_for
 from tests.utils.smtp import SmtpServer
 
 pytestmark = pytest.mark.browser
@@ -44,7 +45,8 @@ async def test_smtp_down_says_so_in_words_then_recovers(
     await expect(notice).to_contain_text("421")
     await expect(notice).to_contain_text(re.compile(r"Trying again in \d+ seconds?"))
     await expect(notice).to_contain_text(re.compile(r"\(attempt \d+ of 40\)"))
-    await expect(page.get_by_role("button", name="Cancel report")).to_be_visible()
+    # The email step has started: too late to cancel, so the page offers no cancel.
+    await expect(page.get_by_role("button", name="Cancel report")).to_be_hidden()
     await expect(generate_button(page)).to_be_disabled()
     await page.screenshot(path=screenshot_path("test_smtp_down_retrying"), full_page=True)
 
@@ -57,23 +59,39 @@ async def test_smtp_down_says_so_in_words_then_recovers(
 
 
 async def test_cancel_while_running_ends_cancelled_without_email(
-    page: Page, patient_api: str, make_user: MakeUser, smtp: SmtpServer
+    page: Page, patient_api: str, patient_settings: Settings, make_user: MakeUser, smtp: SmtpServer
 ) -> None:
+    """SMTP accepts mail here: were the cancel ignored, the email would go out."""
     user = await make_user()
-    smtp.refuse(1000, REFUSAL, to=user.email)
-    await sign_in(page, patient_api, user)
-    await generate_button(page).click()
-    await wait_for_stage(page, "emailing")
-
-    await page.get_by_role("button", name="Cancel report").click()
+    with render_held(patient_settings.report_store_path, report_id_for(user.id)):
+        await sign_in(page, patient_api, user)
+        await generate_button(page).click()
+        await wait_for_stage(page, "rendering")
+        async with page.expect_response(lambda r: r.url.endswith("/cancel")) as cancelled:
+            await page.get_by_role("button", name="Cancel report").click()
+        assert (await cancelled.value).status == 202
 
     await wait_for_status(page, "cancelled")
-    smtp.reset()
     await expect(page.locator("#outcome")).to_contain_text("No email was sent")
     await expect(page.get_by_role("button", name="Generate again")).to_be_enabled()
     await expect(page.get_by_role("button", name="Cancel report")).to_be_hidden()
     await expect(generate_button(page)).to_be_enabled()
-    assert smtp.messages_to(user.email or "") == []
+    assert smtp.attempts_to(user.email or "") == []
+
+
+async def test_cancel_is_not_offered_once_the_email_is_being_sent(
+    page: Page, patient_api: str, make_user: MakeUser, smtp: SmtpServer
+) -> None:
+    user = await make_user()
+    smtp.stall_after_data(1, seconds=4.0, to=user.email)
+    await sign_in(page, patient_api, user)
+    await generate_button(page).click()
+
+    await wait_for_stage(page, "emailing")
+    await expect(page.get_by_role("button", name="Cancel report")).to_be_hidden()
+
+    await wait_for_status(page, "completed")
+    assert len(smtp.messages_to(user.email or "")) == 1
 
 
 async def test_reload_mid_run_resumes_the_same_report(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,12 @@ class Listener:
 
 @pytest.fixture
 def listener() -> Iterator[Listener]:
+    with serve_listener() as state:
+        yield state
+
+
+@contextlib.contextmanager
+def serve_listener() -> Iterator[Listener]:
     state = Listener(port=0)
 
     class Handler(BaseHTTPRequestHandler):

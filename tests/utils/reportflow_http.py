@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -55,6 +58,27 @@ def pdf_text(pdf: bytes) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
 
 
-async def count_runs(client: Client, report_id: str) -> int:
-    """How many runs Temporal has of this report (visibility; closed runs count)."""
-    return (await client.count_workflows(f"WorkflowId = '{report_id}'")).count
+async def latest_run(client: Client, report_id: str) -> str:
+    """The run ID of the report's latest run, from describe (not from the eventually
+    consistent visibility store): unchanged means no newer run was started."""
+    return (await client.get_workflow_handle(report_id).describe()).run_id
+
+
+@contextlib.contextmanager
+def render_held(report_store: Path, report_id: str) -> Iterator[None]:
+    """Keep the report's render step failing (and retrying) while inside: a plain
+    file sits where its run's PDF folder goes, so the PDF cannot be written.
+    SMTP can accept mail meanwhile, so a test that cancels can fail."""
+    blocker = report_store / report_id
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"in the way")
+    try:
+        yield
+    finally:
+        blocker.unlink(missing_ok=True)
+
+
+def report_id_for(user_id: str) -> str:
+    """The report ID of a request with no body (the last 90 days)."""
+    start, end = last_90_days()
+    return f"report-{user_id}-{start}-{end}"

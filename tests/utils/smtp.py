@@ -27,6 +27,9 @@ class Faults:
     refuse: int = 0
     reply: str = "421 4.3.2 Service not available, try again later"
     drop: int = 0
+    stall: int = 0
+    stall_seconds: float = 0.0
+    stall_delivers_anyway: bool = False
 
 
 @dataclass
@@ -36,6 +39,7 @@ class RecordingHandler:
     # Faults per recipient address; None applies to every message. Tests share
     # one server, so a test provokes faults for its own user's address only.
     faults: dict[str | None, Faults] = field(default_factory=dict)
+    in_flight: int = 0  # DATA transactions not answered yet
 
     def _faults_for(self, rcpt_tos: list[str]) -> Faults:
         for address in rcpt_tos:
@@ -44,15 +48,37 @@ class RecordingHandler:
         return self.faults.setdefault(None, Faults())
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_flight += 1
+        try:
+            return await self._data(server, envelope)
+        finally:
+            self.in_flight -= 1
+
+    def _accept(self, rcpt_tos: list[str], envelope: Envelope) -> None:
+        message = message_from_bytes(envelope.original_content or b"", policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.received.append(Received(rcpt_tos, message, time.monotonic()))
+
+    async def _data(self, server: SMTP, envelope: Envelope) -> str:
         rcpt_tos = list(envelope.rcpt_tos)
         self.attempts.append((time.monotonic(), rcpt_tos))
         faults = self._faults_for(rcpt_tos)
         if faults.refuse > 0:
             faults.refuse -= 1
             return faults.reply
-        message = message_from_bytes(envelope.original_content or b"", policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(Received(rcpt_tos, message, time.monotonic()))
+        if faults.stall > 0:
+            # A slow server: a long pause between the end of DATA and its 250.
+            # By default it commits the message only if its client is still there
+            # when the pause ends; `delivers_anyway` commits first, then pauses.
+            faults.stall -= 1
+            if faults.stall_delivers_anyway:
+                self._accept(rcpt_tos, envelope)
+                await asyncio.sleep(faults.stall_seconds)
+                return "250 OK"
+            await asyncio.sleep(faults.stall_seconds)
+            if server.transport is None or server.transport.is_closing():
+                return "451 4.4.2 Client went away before the reply"
+        self._accept(rcpt_tos, envelope)
         if faults.drop > 0:
             # The message is delivered, but the client never hears so: the
             # connection dies between the end of DATA and the server's reply.
@@ -90,9 +116,24 @@ class SmtpServer:
         connection before replying."""
         self.handler.faults.setdefault(to, Faults()).drop = times
 
+    def stall_after_data(
+        self, times: int, seconds: float, *, to: str | None = None, delivers_anyway: bool = False
+    ) -> None:
+        """Pause `seconds` after the next `times` messages' DATA before replying 250.
+        A message whose client hung up meanwhile is not accepted, unless
+        `delivers_anyway` (a server that commits first and replies after)."""
+        faults = self.handler.faults.setdefault(to, Faults())
+        faults.stall, faults.stall_seconds = times, seconds
+        faults.stall_delivers_anyway = delivers_anyway
+
     def reset(self) -> None:
         """Accept every message again."""
         self.handler.faults.clear()
+
+    @property
+    def idle(self) -> bool:
+        """No message is between its DATA and the server's reply (none stalled)."""
+        return self.handler.in_flight == 0
 
     def attempts_to(self, address: str) -> list[float]:
         """When each delivery to `address` was tried (refused ones included)."""

@@ -30,3 +30,14 @@ async def wait_until(
         raise AssertionError(
             f"timed out after {timeout}s waiting for {what}; last: {last!r}"
         ) from None
+
+
+async def wait_for(
+    condition: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition"
+) -> None:
+    """Until `condition()` holds (for state that needs no await to read)."""
+
+    async def probe() -> bool:
+        return condition()
+
+    await wait_until(probe, bool, timeout=timeout, what=what)

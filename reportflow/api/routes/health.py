@@ -7,8 +7,10 @@ import asyncio
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
+from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow.api.deps import EngineDep, TemporalDep
+from reportflow.temporal import USER_ID_KEY
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +32,13 @@ async def readyz(response: Response, client: TemporalDep, engine: EngineDep) -> 
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(client.service_client.check_health(), timeout=3)
+        # A call into the namespace that uses the search attribute: fails on a bad
+        # API key, a wrong namespace or an unregistered ReportUserId.
+        await asyncio.wait_for(client.count_workflows(f"{USER_ID_KEY.name} = '-'"), timeout=3)
         checks["temporal"] = "ok"
+    except RPCError as err:
+        word = "unavailable" if err.status == RPCStatusCode.UNAVAILABLE else "error"
+        checks["temporal"] = f"{word}: {err.status.name}: {err.message}"
     except Exception as err:
         checks["temporal"] = f"unavailable: {err or type(err).__name__}"
     try:

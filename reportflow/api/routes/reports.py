@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow import tracing
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
@@ -27,6 +28,7 @@ from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE
 from reportflow.ops import STATUS_FILTERS
 from reportflow.starter import start_report
+from reportflow.store import pdf_key
 from reportflow.temporal import USER_ID_KEY
 from reportflow.tokens import Caller
 
@@ -53,7 +55,7 @@ async def _get(request: Request, report_id: str, caller: Caller) -> StatusDocume
         request.app.state.temporal,
         report_id,
         caller=caller,
-        temporal_ui_url=request.app.state.settings.temporal_ui_url,
+        settings=request.app.state.settings,
     )
     if doc is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
@@ -174,6 +176,7 @@ async def _status_events(
         200: {"content": {"application/pdf": {}}, "description": "The report"},
         404: problem("No such report"),
         409: problem("Not completed yet"),
+        410: problem("The PDF has expired (REPORT_RETENTION_DAYS) or is gone"),
     },
 )
 async def get_pdf(
@@ -181,37 +184,67 @@ async def get_pdf(
 ) -> FileResponse:
     """The PDF of a completed report."""
     doc = await _get(request, report_id, caller)
-    if doc.status != "completed":
+    if doc.status != "completed" or doc.result is None or doc.run_id is None:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             detail=f"the report is {doc.status} (stage {doc.stage}); "
             "the PDF is available once its status is completed",
         )
-    path = store.local_path(f"{report_id}.pdf")
+    regenerate = 'regenerate it with POST /reports and "regenerate": true'
+    if doc.result.pdf_expired:
+        raise HTTPException(
+            status.HTTP_410_GONE,
+            detail=f"the PDF expired on {doc.result.pdf_expires_at:%Y-%m-%d} and was removed "
+            f"(it is kept for {request.app.state.settings.report_retention_days:g} days; "
+            f"the email was sent); {regenerate}",
+        )
+    # Older runs kept one PDF per report; runs now keep one each.
+    path = store.local_path(pdf_key(report_id, doc.run_id)) or store.local_path(f"{report_id}.pdf")
     if path is None:
         raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            detail="the PDF is no longer in the report store; "
-            'regenerate it with POST /reports and "regenerate": true',
+            status.HTTP_410_GONE,
+            detail=f"the PDF is no longer in the report store; {regenerate}",
         )
     return FileResponse(path, media_type="application/pdf", filename=f"{report_id}.pdf")
+
+
+TOO_LATE_TO_CANCEL = (
+    "the email is already being sent, so it is too late to cancel; the report will complete"
+)
 
 
 @router.post(
     "/{report_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=StatusDocument,
-    responses={404: problem("No such report"), 409: problem("Already finished")},
+    responses={
+        404: problem("No such report"),
+        409: problem("Already finished, or the email is already being sent"),
+    },
 )
 async def cancel_report(
     report_id: str, request: Request, caller: CallerDep, client: TemporalDep
 ) -> StatusDocument:
-    """Ask the run to stop; it ends as cancelled and sends no email."""
+    """Ask the run to stop before its email step; it ends as cancelled and sends no email.
+
+    Once the email step has started it is too late: 409, and the report completes.
+    """
     doc = await _get(request, report_id, caller)
     if doc.is_final:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"the report is already {doc.status}")
-    await client.get_workflow_handle(report_id).cancel()
-    log.info("cancel requested", extra={"report_id": report_id})
+    if doc.stage in {"emailing", "done"}:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=TOO_LATE_TO_CANCEL)
+    try:
+        # The run the caller saw, never a newer one started since.
+        await client.get_workflow_handle(report_id, run_id=doc.run_id).cancel()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        now = await _get(request, report_id, caller)
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"the report is already {now.status}"
+        ) from err
+    log.info("cancel requested", extra={"report_id": report_id, "run_id": doc.run_id})
     return doc
 
 
@@ -246,9 +279,7 @@ async def list_reports(
         if execution.id in seen:
             continue
         seen.add(execution.id)
-        doc = build_document(
-            execution, await execution.memo(), temporal_ui_url=settings.temporal_ui_url
-        )
+        doc = build_document(execution, await execution.memo(), settings=settings)
         running = execution.status == WorkflowExecutionStatus.RUNNING
         if status_filter in {"queued", "running"} and running and doc.status != status_filter:
             continue

@@ -592,7 +592,8 @@
     }
     renderRetry(doc);
 
-    show(ui.cancel, !final);
+    // Once the email is being sent it is too late to cancel (the API answers 409).
+    show(ui.cancel, !final && doc.stage !== "emailing");
     updateRecentItem(doc);
     if (final && (first || before !== doc.status)) {
       renderOutcome(run, doc);
@@ -732,8 +733,14 @@
     ui.cancel.textContent = "Cancelling…";
     try {
       const response = await api(reportPath(run.id, "/cancel"), { method: "POST" });
-      // 409: it finished meanwhile; the final state arrives on its own.
-      if (!response.ok && response.status !== 409) throw new Error(await problem(response));
+      if (response.status === 409) {
+        // Finished meanwhile, or the email is already being sent: say which.
+        run.cancelling = false;
+        show(ui.cancel, false);
+        showError(ui.generateError, `Not cancelled: ${await problem(response)}.`);
+        return;
+      }
+      if (!response.ok) throw new Error(await problem(response));
       if (run.doc && !FINAL.has(run.doc.status)) setText(ui.statusText, "Cancelling…");
     } catch (err) {
       if (err instanceof SignedOut) return;
