@@ -7,7 +7,13 @@ behind uvicorn, one worker process with its Chromium) and then:
 - the API's answer time for `POST /reports` and `GET /reports/{id}`;
 - reports end to end (click to email sent) with many in flight at once, and
   the throughput that gives;
-- the parts alone: the SQL aggregation, a warm render, a Chromium launch.
+- the parts alone: the SQL aggregation, a warm render, a Chromium launch;
+- what Temporal carries per report: the actions one costs (the server's own
+  `action` counter over the burst) and one completed report's history;
+- the embedded dev server's ceiling: GenerateReport runs with instant stand-in
+  activities, as many as it completes per minute.
+
+These figures feed the capacity model (`reportflow.capacity`, `--capacity N`).
 
 Figures are printed, never asserted: speed is measured here, not in tests.
 """
@@ -15,31 +21,56 @@ Figures are printed, never asserted: speed is measured here, not in tests.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from temporalio import activity
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from reportflow.activities.query import aggregate
+from reportflow.capacity import Figures
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
-from reportflow.models import Backoff, RetrySchedule
+from reportflow.models import (
+    Backoff,
+    CleanupInput,
+    EmailInput,
+    EmailResult,
+    GenerateReportInput,
+    QueryInput,
+    RenderInput,
+    RenderResult,
+    ReportData,
+    RetrySchedule,
+    Timeouts,
+)
 from reportflow.render import Browser, find_chromium, render_html
 from reportflow.seed import seed, user_id_for
+from reportflow.temporal import DEV_NAMESPACE
 from reportflow.testing import (
     RecordingSmtpServer,
     TemporalDevServer,
     WorkerProcess,
+    free_port,
     serve_api,
 )
 from reportflow.tokens import create_token
+from reportflow.workflows.generate_report import GenerateReport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +79,7 @@ class BenchOptions:
     requests: int = 40
     reports: int = 20
     samples: int = 10
+    ceiling_reports: int = 200
 
 
 @dataclass
@@ -82,7 +114,29 @@ async def _timed(n: int, call: Callable[[int], Awaitable[object]]) -> list[float
     return times
 
 
-async def _parts(settings: Settings, options: BenchOptions) -> list[Row]:
+@dataclass
+class BenchResult:
+    rows: list[Row] = field(default_factory=list)
+    # Filled in by the run, for the capacity model.
+    reports_per_minute: float = 0.0
+    actions_per_report: float = 0.0
+    history_events: int = 0
+    history_bytes: int = 0
+    dev_server_reports_per_minute: float = 0.0
+    data: ReportData | None = None
+
+    def figures(self) -> Figures:
+        return Figures(
+            reports_per_minute=self.reports_per_minute,
+            cores=os.cpu_count() or 1,
+            actions_per_report=self.actions_per_report,
+            history_events=self.history_events,
+            history_bytes=self.history_bytes,
+            dev_server_reports_per_minute=self.dev_server_reports_per_minute,
+        )
+
+
+async def _parts(settings: Settings, options: BenchOptions, result: BenchResult) -> list[Row]:
     """The SQL aggregation, a warm render and a cold Chromium launch, alone."""
     engine = create_engine(settings.database_url)
     end = datetime.now(UTC).date()
@@ -95,6 +149,7 @@ async def _parts(settings: Settings, options: BenchOptions) -> list[Row]:
     query_times = await _timed(options.samples, query)
     data = await aggregate(engine, report_id="bench", user_id=user_id_for(1), start=start, end=end)
     await engine.dispose()
+    result.data = data
 
     browser = Browser(find_chromium(settings.chromium_executable))
     began = time.perf_counter()
@@ -110,8 +165,30 @@ async def _parts(settings: Settings, options: BenchOptions) -> list[Row]:
     ]
 
 
+async def _actions(temporal: TemporalDevServer, http: httpx.AsyncClient) -> Counter[str]:
+    """The dev server's `action` counter (Temporal Cloud's billing unit) in our
+    namespace, by action type."""
+    text = (await http.get(f"http://127.0.0.1:{temporal.metrics_port}/metrics")).text
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples if family.name == "action" else []:
+            if sample.labels.get("namespace") == DEV_NAMESPACE:
+                counts[sample.labels.get("action_type", "")] += int(sample.value)
+    return counts
+
+
+async def _history(client: Client, report_id: str) -> tuple[int, int]:
+    """(events, bytes) of a report's history."""
+    history = await client.get_workflow_handle(report_id).fetch_history()
+    return len(history.events), sum(event.ByteSize() for event in history.events)
+
+
 async def _service(
-    settings: Settings, temporal: TemporalDevServer, options: BenchOptions, tokens: list[str]
+    settings: Settings,
+    temporal: TemporalDevServer,
+    options: BenchOptions,
+    tokens: list[str],
+    result: BenchResult,
 ) -> list[Row]:
     """The API's answers, and reports end to end with many in flight."""
     client = await Client.connect(temporal.address)
@@ -153,9 +230,19 @@ async def _service(
             await client.get_workflow_handle(response.json()["report_id"]).result()
             return time.perf_counter() - began
 
+        actions_before = await _actions(temporal, http)
         began = time.perf_counter()
         e2e = await asyncio.gather(*(one(i) for i in range(options.reports)))
         wall = time.perf_counter() - began
+        actions = await _actions(temporal, http)
+        actions.subtract(actions_before)
+        result.reports_per_minute = options.reports / wall * 60
+        result.actions_per_report = actions.total() / options.reports
+        log.info(
+            "temporal actions per report, by type: %s",
+            ", ".join(f"{kind} {n / options.reports:.2f}" for kind, n in actions.most_common()),
+        )
+        result.history_events, result.history_bytes = await _history(client, ids[0])
         rows.append(
             _row(
                 f"report end to end, {options.reports} at once",
@@ -164,14 +251,97 @@ async def _service(
                 unit="s",
             )
         )
+        rows.append(
+            Row(
+                "temporal per report",
+                options.reports,
+                result.actions_per_report,
+                result.actions_per_report,
+                " act",
+                f"{result.history_events} history events, {result.history_bytes / 1000:.1f} kB",
+            )
+        )
     return rows
 
 
-async def run_bench(options: BenchOptions) -> list[Row]:
+class _InstantActivities:
+    """Stand-ins under the real activities' names that return at once, so a run
+    costs only Temporal and the workflow code."""
+
+    def __init__(self, data: ReportData) -> None:
+        self.data = data
+
+    @activity.defn(name="query")
+    async def query(self, input: QueryInput) -> ReportData:
+        return self.data
+
+    @activity.defn(name="render")
+    async def render(self, input: RenderInput) -> RenderResult:
+        return RenderResult(key=f"{input.data.report_id}.pdf", pages=1, bytes=1)
+
+    @activity.defn(name="send_email")
+    async def send_email(self, input: EmailInput) -> EmailResult:
+        return EmailResult(message_id=f"<{input.report_id}@bench>", recipients=["bench@invalid"])
+
+    @activity.defn(name="cleanup")
+    async def cleanup(self, input: CleanupInput) -> None:
+        return None
+
+
+async def _dev_server_ceiling(
+    temporal: TemporalDevServer, data: ReportData, n: int, result: BenchResult
+) -> Row:
+    """`n` GenerateReport runs at once with instant activities (one in-process worker):
+    how many reports a minute the dev server itself completes."""
+    client = await Client.connect(temporal.address)
+    stand_ins = _InstantActivities(data)
+    queue = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
+    worker = Worker(
+        client,
+        task_queue=queue,
+        workflows=[GenerateReport],
+        activities=[stand_ins.query, stand_ins.render, stand_ins.send_email, stand_ins.cleanup],
+    )
+
+    async def one(i: int) -> float:
+        report_id = f"bench-ceiling-{queue}-{i}"
+        began = time.perf_counter()
+        await client.execute_workflow(
+            GenerateReport.run,
+            GenerateReportInput(
+                report_id=report_id,
+                user_id="bench",
+                start=data.start,
+                end=data.end,
+                retry=RetrySchedule(),
+                timeouts=Timeouts(),
+            ),
+            id=report_id,
+            task_queue=queue,
+        )
+        return time.perf_counter() - began
+
+    async with worker:
+        began = time.perf_counter()
+        times = await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - began
+    result.dev_server_reports_per_minute = n / wall * 60
+    return _row(
+        f"dev server ceiling, {n} at once",
+        list(times),
+        f"{result.dev_server_reports_per_minute:.0f} reports/min, instant activities",
+        unit="s",
+    )
+
+
+async def run_bench(options: BenchOptions) -> BenchResult:
+    result = BenchResult()
     with tempfile.TemporaryDirectory(prefix="reportflow-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         smtp = RecordingSmtpServer()
-        temporal = TemporalDevServer(tmp / "temporal.db", tmp / "temporal.log")
+        temporal = TemporalDevServer(
+            tmp / "temporal.db", tmp / "temporal.log", metrics_port=free_port()
+        )
         settings = Settings(
             database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
             report_store_url=str(tmp / "reports"),
@@ -189,18 +359,23 @@ async def run_bench(options: BenchOptions) -> list[Row]:
         ]
         await engine.dispose()
 
-        rows = await _parts(settings, options)
+        result.rows = await _parts(settings, options, result)
         await smtp.start()
         await temporal.start()
         worker = WorkerProcess.start(settings, temporal.address, tmp / "worker.log")
         try:
             await worker.wait_ready()
-            rows += await _service(settings, temporal, options, tokens)
+            result.rows += await _service(settings, temporal, options, tokens, result)
+            worker.stop()
+            assert result.data is not None
+            result.rows.append(
+                await _dev_server_ceiling(temporal, result.data, options.ceiling_reports, result)
+            )
         finally:
             worker.stop()
             await temporal.stop()
             await smtp.stop()
-    return rows
+    return result
 
 
 def print_table(rows: list[Row]) -> None:

@@ -15,8 +15,10 @@ from reportflow.logs import setup_logging
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from reportflow import tracing
     from reportflow.dev import run_dev
 
+    tracing.configure("reportflow")
     asyncio.run(run_dev(get_settings()))
     return 0
 
@@ -24,6 +26,9 @@ def _dev(args: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from reportflow import tracing
+
+    tracing.configure("reportflow-api")
     settings = get_settings()
     uvicorn.run(
         "reportflow.api.app:create_app",
@@ -36,8 +41,10 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from reportflow import tracing
     from reportflow.worker import run_worker
 
+    tracing.configure("reportflow-worker")
     asyncio.run(run_worker(get_settings()))
     return 0
 
@@ -146,13 +153,32 @@ def _chaos(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from reportflow.bench import BenchOptions, print_table, run_bench
+    from reportflow.capacity import estimate, format_estimates
 
+    if (
+        any(n < 0 for n in args.capacity or [])
+        or args.peak_factor < 1
+        or (args.host_cores is not None and args.host_cores < 1)
+    ):
+        sys.stderr.write(
+            "reportflow bench: --capacity takes reports a day (>= 0), --peak-factor a "
+            "factor >= 1, --host-cores a count >= 1\n"
+        )
+        return 2
     options = BenchOptions(
         users=args.users, requests=args.requests, reports=args.reports, samples=args.samples
     )
     if args.quick:
-        options = BenchOptions(users=3, requests=6, reports=3, samples=2)
-    print_table(asyncio.run(run_bench(options)))
+        options = BenchOptions(users=3, requests=6, reports=3, samples=2, ceiling_reports=10)
+    result = asyncio.run(run_bench(options))
+    print_table(result.rows)
+    if args.capacity:
+        figures = result.figures()
+        estimates = [
+            estimate(figures, n, peak_factor=args.peak_factor, host_cores=args.host_cores)
+            for n in args.capacity
+        ]
+        sys.stdout.write("\n" + format_estimates(figures, estimates))
     return 0
 
 
@@ -271,6 +297,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reports", type=int, default=20, help="reports at once (default 20)")
     bench.add_argument("--samples", type=int, default=10, help="query/render samples")
     bench.add_argument("--quick", action="store_true", help="tiny numbers, for a smoke run")
+    bench.add_argument(
+        "--capacity",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="then estimate, from this run's figures, what N reports a day need "
+        "(worker hosts, Temporal actions and history); several N give several rows",
+    )
+    bench.add_argument(
+        "--peak-factor",
+        type=float,
+        default=3.0,
+        help="peak rate over the daily average (default 3: a day's reports in 8 hours)",
+    )
+    bench.add_argument(
+        "--host-cores", type=int, help="cores per worker host (default: this machine's)"
+    )
     bench.set_defaults(func=_bench)
     return parser
 

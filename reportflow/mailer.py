@@ -15,6 +15,7 @@ from email.utils import parseaddr
 import aiosmtplib
 from temporalio.exceptions import ApplicationError
 
+from reportflow import tracing
 from reportflow.config import Settings
 from reportflow.models import SMTP_REJECTED, SMTP_UNAVAILABLE
 
@@ -64,6 +65,10 @@ class Mailer:
         Past the deadline the connection is dropped, not QUIT politely (which would
         wait for a stalled server's reply), and TimeoutError is raised.
         """
+        with tracing.span("smtp send", {"server.address": self.host, "server.port": self.port}):
+            await self._send(message, deadline)
+
+    async def _send(self, message: EmailMessage, deadline: float | None) -> None:
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,

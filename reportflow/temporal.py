@@ -13,6 +13,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from reportflow import tracing
 from reportflow.models import SEARCH_ATTRIBUTE_USER
 
 USER_ID_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_USER)
@@ -33,7 +34,14 @@ def connect_config() -> dict[str, Any]:
 
 
 async def connect(*, lazy: bool = False, runtime: Runtime | None = None) -> Client:
-    return await Client.connect(**connect_config(), lazy=lazy, runtime=runtime)
+    return await Client.connect(
+        **connect_config(),
+        lazy=lazy,
+        runtime=runtime,
+        # Tracing (when configured) continues from the caller into workflows and,
+        # for a worker built on this client, into each activity attempt.
+        interceptors=tracing.temporal_interceptors(),
+    )
 
 
 def metrics_runtime(bind_address: str) -> Runtime:

@@ -19,12 +19,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
 
+import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -108,6 +109,61 @@ async def serve_api(
         await task
 
 
+def _start_api(
+    settings: Settings, temporal_address: str, port: int, log: Path, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "reportflow.cli", "api", "--port", str(port)],
+            env={**settings_env(settings, temporal_address), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _tail(log: Path, chars: int = 2000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+@contextlib.asynccontextmanager
+async def api_process(
+    settings: Settings,
+    temporal_address: str,
+    log: Path,
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[str]:
+    """`reportflow api` as an OS process (for what is per process, like OpenTelemetry's
+    tracer provider); yields its base URL once /healthz answers, SIGTERMs it at the end."""
+    port = free_port()
+    process = _start_api(settings, temporal_address, port, log, extra_env or {})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(30):
+            while not await _answers(f"{url}/healthz"):
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"the API exited with {process.returncode}; its log {log} ends with:\n"
+                        + _tail(log)
+                    )
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            await asyncio.to_thread(process.wait, 15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+
+
+async def _answers(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            return (await http.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 # --------------------------------------------------------------------------- workers
 
 
@@ -160,11 +216,17 @@ class WorkerProcess:
     log: Path
 
     @classmethod
-    def start(cls, settings: Settings, temporal_address: str, log: Path) -> WorkerProcess:
+    def start(
+        cls,
+        settings: Settings,
+        temporal_address: str,
+        log: Path,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> WorkerProcess:
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "reportflow.worker"],
-                env=settings_env(settings, temporal_address),
+                env={**settings_env(settings, temporal_address), **(extra_env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -304,9 +366,14 @@ def kill_chromiums(pids: Iterable[int]) -> None:
 
 
 @contextlib.contextmanager
-def worker_process(settings: Settings, temporal_address: str, log: Path) -> Iterator[WorkerProcess]:
+def worker_process(
+    settings: Settings,
+    temporal_address: str,
+    log: Path,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[WorkerProcess]:
     """A worker process for the block; stopped (drained, else killed) at its end."""
-    worker = WorkerProcess.start(settings, temporal_address, log)
+    worker = WorkerProcess.start(settings, temporal_address, log, extra_env)
     try:
         yield worker
     finally:
@@ -324,10 +391,14 @@ class TemporalDevServer:
     clients and workers reconnecting to the same address.
     """
 
-    def __init__(self, db_file: Path, log: Path, port: int | None = None) -> None:
+    def __init__(
+        self, db_file: Path, log: Path, port: int | None = None, metrics_port: int | None = None
+    ) -> None:
         self.db_file = db_file
         self.log = log
         self.port = port or free_port()
+        # The server's own Prometheus metrics (its `action` counter, ...), when set.
+        self.metrics_port = metrics_port
         self.process: asyncio.subprocess.Process | None = None
 
     @property
@@ -358,6 +429,7 @@ class TemporalDevServer:
                 "warn",
                 "--search-attribute",
                 f"{SEARCH_ATTRIBUTE_USER}=Keyword",
+                *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

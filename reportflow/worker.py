@@ -16,7 +16,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from reportflow import retention
+from reportflow import retention, tracing
 from reportflow.activities.report import ReportActivities
 from reportflow.config import Settings, get_settings
 from reportflow.db import create_engine, create_schema
@@ -92,6 +92,7 @@ async def run_worker(
 
 def main() -> None:
     setup_logging()
+    tracing.configure("reportflow-worker")
     asyncio.run(run_worker(get_settings()))
 
 

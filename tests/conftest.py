@@ -23,7 +23,7 @@ from tests.utils.data import DEFAULT, Txn, create_user
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import free_port, in_process_worker, serve_api
 
-pytest_plugins = ["tests.utils.listener"]
+pytest_plugins = ["tests.utils.listener", "tests.utils.metrics"]
 
 
 def _database_params() -> list[str]:

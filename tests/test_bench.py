@@ -13,14 +13,32 @@ async def test_bench_prints_a_table_of_figures() -> None:
         "reportflow.cli",
         "bench",
         "--quick",
+        "--capacity",
+        "10000",
+        "1000000",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(240):
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode()[-2000:]
-    table = out.decode().splitlines()
-    assert table[0].split()[:4] == ["measure", "n", "p50", "p95"]
-    measures = "\n".join(table[1:])
-    for name in ("query:", "render:", "chromium launch", "POST /reports", "end to end"):
+    table, capacity = out.decode().split("\ncapacity model from this run: ")
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["measure", "n", "p50", "p95"]
+    measures = "\n".join(lines[1:])
+    for name in (
+        "query:",
+        "render:",
+        "chromium launch",
+        "POST /reports",
+        "end to end",
+        "temporal per report",
+        "dev server ceiling",
+    ):
         assert name in measures
+    # The estimate, one row per volume asked for, from this run's figures.
+    assert "reports/min per worker core" in capacity
+    table_lines = capacity.split("reports/day", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    rows = [line.split() for line in table_lines]
+    assert [row[0] for row in rows] == ["10,000", "1,000,000"]
+    assert all(int(row[2]) >= 1 and int(row[3]) >= 2 for row in rows)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from reportflow import tracing
 from reportflow.activities.email import Limits, send_report_email
 from reportflow.activities.query import aggregate
 from reportflow.background import finish_within, heartbeating
@@ -74,16 +75,7 @@ class ReportActivities:
         # mid-read leaves SQLite's lock held for ~30 s and stalls every other
         # report (found by `reportflow chaos`, database-down). The database bounds
         # its statements itself (SQLite's busy timeout, PostgreSQL's command timeout).
-        data = await finish_within(
-            aggregate(
-                self.engine,
-                report_id=input.report_id,
-                user_id=input.user_id,
-                start=date.fromisoformat(input.start),
-                end=date.fromisoformat(input.end),
-            ),
-            None,
-        )
+        data = await finish_within(self._aggregate(input), None)
         log.info(
             "aggregated %d transactions",
             data.transaction_count,
@@ -91,12 +83,24 @@ class ReportActivities:
         )
         return data
 
+    async def _aggregate(self, input: QueryInput) -> ReportData:
+        with tracing.span("sql aggregate", {"db.system.name": self.engine.dialect.name}):
+            return await aggregate(
+                self.engine,
+                report_id=input.report_id,
+                user_id=input.user_id,
+                start=date.fromisoformat(input.start),
+                end=date.fromisoformat(input.end),
+            )
+
     @activity.defn(name="render")
     async def render(self, input: RenderInput) -> RenderResult:
         report_id = input.data.report_id
         activity.heartbeat("rendering html")
         html = render_html(input.data)
-        pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing pdf"))
+        with tracing.span("chromium print") as span:
+            pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing pdf"))
+            span.set_attribute("reportflow.pdf_bytes", len(pdf))
         pages = await asyncio.to_thread(count_pages, pdf)
         key = pdf_key(report_id, _run_id())
         try:

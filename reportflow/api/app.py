@@ -18,6 +18,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
+from reportflow import tracing
 from reportflow.api.ratelimit import RateLimiter
 from reportflow.api.routes import admin, dev, health, metrics, pages, reports
 from reportflow.config import Settings, get_settings
@@ -196,4 +197,5 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if dev_outbox is not None:
         app.include_router(dev.router)
+    tracing.instrument_app(app)
     return app

@@ -81,6 +81,10 @@ class GenerateReport:
             *(r for r in added if r not in input.recipients),
         ]
         pdf_key: str | None = None
+        # Not recorded again when the run is replayed (on another worker, after a crash).
+        workflow.metric_meter().create_counter(
+            "reportflow_reports_started", "Report runs started"
+        ).add(1)
         try:
             self._enter("querying")
             data = await workflow.execute_activity_method(

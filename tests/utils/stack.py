@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from reportflow.testing import (
     WorkerProcess,
+    api_process,
     free_port,
     in_process_worker,
     serve_api,
@@ -17,6 +18,7 @@ from reportflow.testing import (
 
 __all__ = [
     "WorkerProcess",
+    "api_process",
     "free_port",
     "in_process_worker",
     "serve_api",

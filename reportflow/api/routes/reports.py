@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from reportflow import tracing
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
 from reportflow.api.paging import decode_page_token, encode_page_token
 from reportflow.api.schemas import (
@@ -107,6 +108,7 @@ async def create_report(
     report_id, _ = await start_report(
         client, settings, user_id=user_id, start=start, end=end, regenerate=body.regenerate
     )
+    tracing.mark_report(report_id)
     doc = await _get(request, report_id, caller)
     response.headers["Location"] = doc.links.self
     return _with_progress_headers(response, doc)
