@@ -1,4 +1,4 @@
-"""Tables, the async engine, and schema creation.
+"""Tables, the async engine, and bringing the schema up (Alembic migrations).
 
 `users` and `transactions` are the reporting source; `api_tokens` holds hashed
 bearer tokens; `deliveries` is the email ledger that makes sending idempotent.
@@ -72,10 +72,12 @@ deliveries = Table(
 )
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 3) -> AsyncEngine:
     """An async engine for SQLite (aiosqlite) or PostgreSQL (asyncpg) URLs.
 
     Plain `postgresql://` and `sqlite://` URLs are upgraded to their async drivers.
+    Each process holds at most `pool_size + max_overflow` PostgreSQL connections
+    (DATABASE_POOL_SIZE, DATABASE_MAX_OVERFLOW).
     """
     parsed = make_url(url)
     if parsed.drivername in {"postgresql", "postgres"}:
@@ -89,9 +91,24 @@ def create_engine(url: str) -> AsyncEngine:
 
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         return create_async_engine(parsed, connect_args={"timeout": 30})
-    return create_async_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_async_engine(
+        parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
+    )
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+    """Migrate the database to the newest revision (dev, tests, `reportflow db upgrade`)."""
+    from reportflow import migrations
+
+    await migrations.upgrade(engine)
+
+
+async def ensure_schema(engine: AsyncEngine, *, migrate: bool) -> None:
+    """At boot: dev and test (`migrate`) upgrade their own database; production only
+    checks that `reportflow db upgrade` ran (SchemaNotReady says so), creating nothing."""
+    from reportflow import migrations
+
+    if migrate:
+        await migrations.upgrade(engine)
+    else:
+        await migrations.check(engine)

@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 
 from reportflow.activities.report import ReportActivities
 from reportflow.config import Settings, get_settings
-from reportflow.db import create_engine, create_schema
+from reportflow.db import create_engine, ensure_schema
 from reportflow.logs import setup_logging
 from reportflow.mailer import Mailer
 from reportflow.render import Browser, find_chromium
@@ -42,8 +42,12 @@ async def run_worker(
             metrics_runtime(settings.worker_metrics_bind) if settings.worker_metrics_bind else None
         )
         client = await connect(runtime=runtime)
-    engine = create_engine(settings.database_url)
-    await create_schema(engine)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
+    await ensure_schema(engine, migrate=settings.is_dev)
     browser = Browser(
         find_chromium(settings.chromium_executable), timeout_seconds=settings.render_timeout_seconds
     )

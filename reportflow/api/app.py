@@ -21,7 +21,7 @@ from temporalio.service import RPCError
 from reportflow.api.ratelimit import RateLimiter
 from reportflow.api.routes import admin, dev, health, metrics, pages, reports
 from reportflow.config import Settings, get_settings
-from reportflow.db import create_engine, create_schema
+from reportflow.db import create_engine, ensure_schema
 from reportflow.store import ReportStore
 from reportflow.temporal import connect
 
@@ -146,8 +146,12 @@ def create_app(
         # One client per process; lazy, so the API starts (and /readyz says
         # why it is not ready) even while Temporal is still coming up.
         app.state.temporal = await connect(lazy=True)
-        app.state.engine = create_engine(settings.database_url)
-        await create_schema(app.state.engine)
+        app.state.engine = create_engine(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
+        await ensure_schema(app.state.engine, migrate=settings.is_dev)
         yield
         await app.state.engine.dispose()
 
