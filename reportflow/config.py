@@ -42,7 +42,13 @@ class Settings(BaseSettings):
     # server, under PostgreSQL's default max_connections=100 (97 for non-superusers).
     database_pool_size: int = 5
     database_max_overflow: int = 3
+    # A directory, file:// URL or s3://bucket/prefix (endpoint, region, keys: AWS_*).
     report_store_url: str = str(VAR_DIR / "reports")
+    # The S3 endpoint browsers reach when it differs from AWS_ENDPOINT_URL
+    # (compose: http://localhost:9000 outside, http://minio:9000 inside).
+    report_store_public_endpoint: str | None = None
+    # How long a PDF link (S3 presigned, or signed by the API) stays valid.
+    download_link_seconds: int = 300
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025

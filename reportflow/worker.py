@@ -22,7 +22,7 @@ from reportflow.db import create_engine, ensure_schema
 from reportflow.logs import setup_logging
 from reportflow.mailer import Mailer
 from reportflow.render import Browser, find_chromium
-from reportflow.store import ReportStore
+from reportflow.store import open_store
 from reportflow.temporal import connect, metrics_runtime
 from reportflow.workflows.generate_report import GenerateReport
 
@@ -54,7 +54,7 @@ async def run_worker(
     activities = ReportActivities(
         engine=engine,
         browser=browser,
-        store=ReportStore(settings.report_store_path),
+        store=open_store(settings.report_store_url),
         mailer=Mailer.from_settings(settings),
     )
     if stop is None:

@@ -22,7 +22,7 @@ from reportflow.api.ratelimit import RateLimiter
 from reportflow.api.routes import admin, dev, health, metrics, pages, reports
 from reportflow.config import Settings, get_settings
 from reportflow.db import create_engine, ensure_schema
-from reportflow.store import ReportStore
+from reportflow.store import open_store
 from reportflow.temporal import connect
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.store = ReportStore(settings.report_store_path)
+    app.state.store = open_store(
+        settings.report_store_url, public_endpoint=settings.report_store_public_endpoint
+    )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.dev_outbox = dev_outbox
     app.state.demo_token = demo_token
