@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     chromium_executable: str | None = None
     render_timeout_seconds: float = 60.0
 
-    # A user may start at most this many reports a minute (the 429 of the contract).
+    # A user may start at most this many reports a minute (the 429 of the contract),
+    # counted in the database: the limit holds across API replicas and restarts.
     rate_limit_per_minute: int = 30
     max_body_bytes: int = 16 * 1024
 

@@ -1,7 +1,8 @@
 """Tables, the async engine, and bringing the schema up (Alembic migrations).
 
 `users` and `transactions` are the reporting source; `api_tokens` holds hashed
-bearer tokens; `deliveries` is the email ledger that makes sending idempotent.
+bearer tokens; `deliveries` is the email ledger that makes sending idempotent; `rate_limits`
+holds the per-user start limit shared by every API replica.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -69,6 +71,16 @@ deliveries = Table(
     Column("message_id", String(300), nullable=False),
     Column("recipients", Text, nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    # One row per limited key (a user): the GCRA "theoretical arrival time",
+    # seconds since the epoch (see reportflow.api.ratelimit).
+    Column("key", String(200), primary_key=True),
+    Column("tat", Double, nullable=False),
 )
 
 

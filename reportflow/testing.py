@@ -25,6 +25,7 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
 
+import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -131,6 +132,8 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         TEMPORAL_ADDRESS=temporal_address,
+        ENVIRONMENT=settings.environment,
+        SECRET_KEY=settings.secret_key,
         DATABASE_URL=settings.database_url,
         REPORT_STORE_URL=settings.report_store_url,
         SMTP_HOST=settings.smtp_host,
@@ -142,6 +145,7 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
         WORKER_GRACE_SECONDS=str(settings.worker_grace_seconds),
         WORKER_METRICS_BIND=settings.worker_metrics_bind,
         WORKER_MAX_CONCURRENT_ACTIVITIES=str(settings.worker_max_concurrent_activities),
+        RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
     )
     if settings.chromium_executable:
         env["CHROMIUM_EXECUTABLE"] = settings.chromium_executable
@@ -160,7 +164,10 @@ class WorkerProcess:
     log: Path
 
     @classmethod
-    def start(cls, settings: Settings, temporal_address: str, log: Path) -> WorkerProcess:
+    def start(
+        cls, settings: Settings, temporal_address: str, log: Path, *, cwd: Path | None = None
+    ) -> WorkerProcess:
+        """`cwd`: the process's working directory (its own var/, as on a host of its own)."""
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "reportflow.worker"],
@@ -168,6 +175,7 @@ class WorkerProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=cwd,
             )
         return cls(process, log)
 
@@ -251,6 +259,56 @@ class WorkerProcess:
                 self.kill_all()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@dataclass
+class ApiProcess:
+    """`reportflow api` as an OS process (a replica of its own), on a free port."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str
+
+    @classmethod
+    def start(
+        cls, settings: Settings, temporal_address: str, log: Path, *, cwd: Path | None = None
+    ) -> ApiProcess:
+        port = free_port()
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "reportflow.cli", "api", "--port", str(port)],
+                env=settings_env(settings, temporal_address),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=cwd,
+            )
+        return cls(process, log, f"http://127.0.0.1:{port}")
+
+    async def wait_ready(self, within: float = 60.0) -> None:
+        """Until GET /healthz answers 200."""
+        async with asyncio.timeout(within), httpx.AsyncClient(timeout=2) as http:
+            while True:
+                if self.process.poll() is not None:
+                    tail = self.log.read_text(errors="replace").splitlines()[-20:]
+                    raise RuntimeError(
+                        f"API on {self.url} exited with {self.process.returncode}; "
+                        f"its log {self.log} ends with:\n" + "\n".join(tail)
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (uvicorn finishes its requests), then SIGKILL (blocking)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
 
 
 def _parents() -> dict[int, int]:

@@ -152,6 +152,7 @@ def create_app(
             max_overflow=settings.database_max_overflow,
         )
         await ensure_schema(app.state.engine, migrate=settings.is_dev)
+        app.state.rate_limiter = RateLimiter(app.state.engine, settings.rate_limit_per_minute)
         yield
         await app.state.engine.dispose()
 
@@ -165,7 +166,6 @@ def create_app(
     app.state.store = open_store(
         settings.report_store_url, public_endpoint=settings.report_store_public_endpoint
     )
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.dev_outbox = dev_outbox
     app.state.demo_token = demo_token
     app.add_exception_handler(RequestValidationError, _validation_error)

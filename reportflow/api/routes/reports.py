@@ -97,7 +97,7 @@ async def create_report(
     """
     body = body or ReportRequest.model_validate({})
     user_id = _user_of(caller)
-    wait = request.app.state.rate_limiter.retry_after(user_id)
+    wait = await request.app.state.rate_limiter.retry_after(user_id)
     if wait:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,

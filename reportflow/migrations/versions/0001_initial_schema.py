@@ -1,4 +1,4 @@
-"""Initial schema: users, transactions, api_tokens, deliveries.
+"""Initial schema: users, transactions, api_tokens, deliveries, rate_limits.
 
 Revision ID: 0001
 Revises:
@@ -60,9 +60,15 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_deliveries_report_id", "deliveries", ["report_id"])
+    op.create_table(
+        "rate_limits",
+        sa.Column("key", sa.String(200), primary_key=True),
+        sa.Column("tat", sa.Double(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("rate_limits")
     op.drop_table("deliveries")
     op.drop_table("api_tokens")
     op.drop_table("transactions")
