@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # Where a worker serves Prometheus metrics (SDK + report durations); "" = off.
     worker_metrics_bind: str = "127.0.0.1:9464"
     worker_max_concurrent_activities: int = 8
+    # Temporal Worker Versioning (rolling deploys): with both set, the worker joins
+    # deployment WORKER_DEPLOYMENT_NAME as build WORKER_BUILD_ID and every report
+    # stays pinned to the build that started it. Unset: an unversioned worker.
+    worker_deployment_name: str | None = None
+    worker_build_id: str | None = None
 
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:

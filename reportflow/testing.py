@@ -147,6 +147,9 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
         WORKER_MAX_CONCURRENT_ACTIVITIES=str(settings.worker_max_concurrent_activities),
         RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
     )
+    if settings.worker_deployment_name and settings.worker_build_id:
+        env["WORKER_DEPLOYMENT_NAME"] = settings.worker_deployment_name
+        env["WORKER_BUILD_ID"] = settings.worker_build_id
     if settings.chromium_executable:
         env["CHROMIUM_EXECUTABLE"] = settings.chromium_executable
     return env
