@@ -14,10 +14,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
 
 from reportflow import migrations
 from reportflow.db import create_engine, ensure_schema, metadata
+from reportflow.testing import ApiProcess
+from tests.conftest import make_settings
 from tests.utils.postgres import scratch_database
+from tests.utils.smtp import SmtpServer
 
 
 def _diff(connection: Connection) -> list[object]:
@@ -137,3 +141,29 @@ def test_db_commands_upgrade_and_report_current(tmp_path: Path) -> None:
     assert upgraded.returncode == 0, upgraded.stderr
     after = _reportflow("db", "current", env=env)
     assert f"revision {migrations.head()} " in after.stdout
+
+
+async def test_production_api_process_refuses_an_unmigrated_database(
+    tmp_path: Path, temporal_env: WorkflowEnvironment, smtp: SmtpServer
+) -> None:
+    """`reportflow api` with ENVIRONMENT=production on an empty database: it exits,
+    says to run `reportflow db upgrade`, and has created no table."""
+    settings = make_settings(
+        tmp_path,
+        smtp.port,
+        environment="production",
+        secret_key="a-production-secret-for-this-test-only",
+    )
+    address = temporal_env.client.service_client.config.target_host
+    api = ApiProcess.start(settings, address, tmp_path / "api.log")
+    try:
+        with pytest.raises(RuntimeError, match="reportflow db upgrade"):
+            await api.wait_ready()
+    finally:
+        api.stop()
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_tables) == set()
+    finally:
+        await engine.dispose()
