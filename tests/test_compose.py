@@ -252,3 +252,13 @@ def test_dockerfile_passes_hadolint_and_builds_the_locked_app() -> None:
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.MULTILINE):
         for path in source.split():
             assert (ROOT / path).exists(), f"COPY {path}: no such file"
+
+
+def test_default_pools_fit_postgresqls_default_max_connections() -> None:
+    """2 API replicas and 4 workers at full pools, beside the compose Temporal server's
+    two pools (SQL_MAX_CONNS each), the migrate job and an operator's psql."""
+    defaults = Settings.model_validate({})
+    per_process = defaults.database_pool_size + defaults.database_max_overflow
+    temporal = load_compose()["services"]["temporal"]["environment"]
+    temporal_connections = 2 * int(temporal["SQL_MAX_CONNS"])
+    assert (2 + 4) * per_process + temporal_connections + 2 <= 100 - 3  # superuser reserve

@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import Client
 
 from reportflow.db import create_engine, create_schema
-from reportflow.store import S3Store, open_store
+from reportflow.store import FileStore, S3Store, open_store
 from reportflow.tokens import create_token
 from tests.conftest import make_settings
 from tests.utils.data import create_user, sample_transactions
@@ -85,11 +85,14 @@ async def test_public_endpoint_signs_for_the_browsers_host(s3: S3Server) -> None
         assert (await anonymous.get(url)).content == PDF
 
 
-def test_store_url_and_keys_are_checked() -> None:
+def test_store_url_and_keys_are_checked(tmp_path: Path) -> None:
+    for url in (str(tmp_path), f"file://{tmp_path}"):
+        store = open_store(url)
+        assert isinstance(store, FileStore) and store.root == tmp_path
     with pytest.raises(ValueError, match=r"s3://bucket/prefix"):
         open_store("gs://bucket/x")
     with pytest.raises(ValueError, match="invalid report store key"):
-        open_store("/tmp/reports")._path("../etc/passwd")  # type: ignore[attr-defined]
+        FileStore(tmp_path)._path("../etc/passwd")
 
 
 async def test_report_pdf_lives_in_s3_and_downloads_through_the_303(
