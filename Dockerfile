@@ -32,8 +32,10 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends chromium fonts-noto-core fonts-noto-cjk \
     && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --create-home --uid 10001 --user-group reportflow
-COPY --from=build --chown=reportflow:reportflow /app/.venv /app/.venv
+RUN groupadd --gid 10001 reportflow \
+    && useradd --uid 10001 --gid 10001 --create-home reportflow
+# Owned by root: the app cannot rewrite its own code.
+COPY --from=build /app/.venv /app/.venv
 
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
