@@ -50,12 +50,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from reportflow.db import create_engine, create_schema
+    from reportflow.db import create_engine, ensure_schema
     from reportflow.seed import seed
 
     async def go() -> None:
-        engine = create_engine(get_settings().database_url)
-        await create_schema(engine)
+        settings = get_settings()
+        engine = create_engine(settings.database_url)
+        await ensure_schema(engine, migrate=settings.is_dev)
         summary = await seed(engine, users=args.users, days=args.days)
         await engine.dispose()
         sys.stdout.write(
@@ -68,12 +69,13 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from reportflow.db import create_engine, create_schema
+    from reportflow.db import create_engine, ensure_schema
     from reportflow.tokens import create_token
 
     async def go() -> str:
-        engine = create_engine(get_settings().database_url)
-        await create_schema(engine)
+        settings = get_settings()
+        engine = create_engine(settings.database_url)
+        await ensure_schema(engine, migrate=settings.is_dev)
         try:
             return await create_token(engine, user_id=args.user, admin=args.admin, label=args.label)
         finally:
@@ -85,6 +87,24 @@ def _token(args: argparse.Namespace) -> int:
         sys.stderr.write(f"reportflow token: {err}\n")
         return 2
     sys.stdout.write(token + "\n")
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from reportflow import migrations
+    from reportflow.db import create_engine
+
+    async def go() -> str:
+        engine = create_engine(get_settings().database_url)
+        try:
+            if args.db_command == "upgrade":
+                await migrations.upgrade(engine, args.revision)
+            return await migrations.current(engine) or "none (an empty database)"
+        finally:
+            await engine.dispose()
+
+    revision = asyncio.run(go())
+    sys.stdout.write(f"database at revision {revision} (newest: {migrations.head()})\n")
     return 0
 
 
@@ -213,6 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--admin", action="store_true", help="an admin token (all users' reports)")
     create.add_argument("--label", default="", help="a note to remember the token by")
     create.set_defaults(func=_token)
+
+    db = commands.add_parser(
+        "db",
+        help="database migrations (Alembic): upgrade, current",
+        description="Runs on DATABASE_URL. Production processes never create tables: "
+        "run `reportflow db upgrade` (the compose `migrate` job) before each deploy.",
+    )
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser("upgrade", help="migrate to the newest revision")
+    upgrade.add_argument("revision", nargs="?", default="head", help="target (default head)")
+    upgrade.set_defaults(func=_db)
+    db_commands.add_parser("current", help="print the database's revision").set_defaults(func=_db)
 
     from reportflow import client
 

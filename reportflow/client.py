@@ -322,7 +322,8 @@ async def start_report(client: httpx.AsyncClient, start: date | None, end: date 
 
 async def save_pdf(client: httpx.AsyncClient, report_id: str, output: Path) -> int:
     """Download the PDF next to `output`, then move it into place; returns its size."""
-    response = _check(await client.get(f"/reports/{report_id}/pdf"))
+    # 303 to a signed URL (another host for an S3 store; httpx drops the token there).
+    response = _check(await client.get(f"/reports/{report_id}/pdf", follow_redirects=True))
     partial = output.with_name(output.name + ".part")
     await asyncio.to_thread(partial.write_bytes, response.content)
     await asyncio.to_thread(partial.replace, output)

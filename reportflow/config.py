@@ -37,9 +37,20 @@ class Settings(BaseSettings):
     temporal_ui_url: str = "http://localhost:8233"
 
     database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'reportflow.db'}"
+    # PostgreSQL connections per process: at most pool + overflow = 8. With 2 API
+    # replicas and 4 workers that is 48, beside Temporal's 2 x 20 on the same
+    # server, under PostgreSQL's default max_connections=100 (97 for non-superusers).
+    database_pool_size: int = 5
+    database_max_overflow: int = 3
+    # A directory, file:// URL or s3://bucket/prefix (endpoint, region, keys: AWS_*).
     report_store_url: str = str(VAR_DIR / "reports")
     # A completed report's PDF is removed this long after it completed (the email stays).
     report_retention_days: float = Field(default=30.0, gt=0)
+    # The S3 endpoint browsers reach when it differs from AWS_ENDPOINT_URL
+    # (compose: http://localhost:9000 outside, http://minio:9000 inside).
+    report_store_public_endpoint: str | None = None
+    # How long a PDF link (S3 presigned, or signed by the API) stays valid.
+    download_link_seconds: int = 300
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
@@ -52,7 +63,8 @@ class Settings(BaseSettings):
     chromium_executable: str | None = None
     render_timeout_seconds: float = 60.0
 
-    # A user may start at most this many reports a minute (the 429 of the contract).
+    # A user may start at most this many reports a minute (the 429 of the contract),
+    # counted in the database: the limit holds across API replicas and restarts.
     rate_limit_per_minute: int = 30
     max_body_bytes: int = 16 * 1024
 
@@ -65,6 +77,11 @@ class Settings(BaseSettings):
     # Where a worker serves Prometheus metrics (SDK + report durations); "" = off.
     worker_metrics_bind: str = "127.0.0.1:9464"
     worker_max_concurrent_activities: int = 8
+    # Temporal Worker Versioning (rolling deploys): with both set, the worker joins
+    # deployment WORKER_DEPLOYMENT_NAME as build WORKER_BUILD_ID and every report
+    # stays pinned to the build that started it. Unset: an unversioned worker.
+    worker_deployment_name: str | None = None
+    worker_build_id: str | None = None
 
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:

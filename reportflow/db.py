@@ -1,7 +1,8 @@
-"""Tables, the async engine, and schema creation.
+"""Tables, the async engine, and bringing the schema up (Alembic migrations).
 
 `users` and `transactions` are the reporting source; `api_tokens` holds hashed
-bearer tokens; `deliveries` is the email ledger that makes sending idempotent.
+bearer tokens; `deliveries` is the email ledger that makes sending idempotent; `rate_limits`
+holds the per-user start limit shared by every API replica.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -82,10 +84,22 @@ deliveries = Table(
 )
 
 
-def create_engine(url: str) -> AsyncEngine:
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    # One row per limited key (a user): the GCRA "theoretical arrival time",
+    # seconds since the epoch (see reportflow.api.ratelimit).
+    Column("key", String(200), primary_key=True),
+    Column("tat", Double, nullable=False),
+)
+
+
+def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 3) -> AsyncEngine:
     """An async engine for SQLite (aiosqlite) or PostgreSQL (asyncpg) URLs.
 
     Plain `postgresql://` and `sqlite://` URLs are upgraded to their async drivers.
+    Each process holds at most `pool_size + max_overflow` PostgreSQL connections
+    (DATABASE_POOL_SIZE, DATABASE_MAX_OVERFLOW).
     """
     parsed = make_url(url)
     if parsed.drivername in {"postgresql", "postgres"}:
@@ -105,8 +119,8 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(
         parsed,
         pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         connect_args={"command_timeout": 30},
     )
 
@@ -120,5 +134,18 @@ def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+    """Migrate the database to the newest revision (dev, tests, `reportflow db upgrade`)."""
+    from reportflow import migrations
+
+    await migrations.upgrade(engine)
+
+
+async def ensure_schema(engine: AsyncEngine, *, migrate: bool) -> None:
+    """At boot: dev and test (`migrate`) upgrade their own database; production only
+    checks that `reportflow db upgrade` ran (SchemaNotReady says so), creating nothing."""
+    from reportflow import migrations
+
+    if migrate:
+        await migrations.upgrade(engine)
+    else:
+        await migrations.check(engine)

@@ -1,8 +1,18 @@
 """The report store: where PDFs live so that only their keys travel through Temporal.
 
-REPORT_STORE_URL is a directory (or a file:// URL) every API and worker host can
-reach, such as a shared volume. Writes go to a temporary file and are renamed
-into place, so a reader never sees half a PDF and a retried render just replaces it.
+REPORT_STORE_URL names one store that every API and worker host reaches:
+
+- a directory or `file://` URL (the embedded default `var/reports`; on several
+  hosts a shared volume such as NFS or EFS): `FileStore`;
+- `s3://bucket/prefix` for S3, MinIO, R2 or GCS-interop: `S3Store`, through
+  obstore, with endpoint, region and credentials from the standard `AWS_*`
+  variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...).
+
+Both keep one PDF per run under `<report_id>/<run_id>.pdf`, replace an object
+whole (a reader never sees half a PDF; a retried render just writes it again),
+remove what is older than the retention (`delete_older_than`), and never stream
+a download through the API: an S3 store signs a short-lived URL itself, a file
+store answers None and the API signs a URL to its own download route.
 """
 
 from __future__ import annotations
@@ -12,20 +22,53 @@ import contextlib
 import os
 import re
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import obstore
+from obstore.exceptions import NotFoundError
+from obstore.store import S3Store as ObstoreS3
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
-class ReportStore:
+def check_key(key: str) -> str:
+    if not _KEY.match(key) or ".." in key.split("/"):
+        raise ValueError(f"invalid report store key: {key!r}")
+    return key
+
+
+class ReportStore(Protocol):
+    """What the activities and the API need of a store."""
+
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Remove every object last written before `cutoff`; how many were removed."""
+        ...
+
+    async def signed_url(self, key: str, expires_in: timedelta) -> str | None:
+        """A URL that fetches the object with no other credential, or None when
+        the store cannot sign (the API then signs a link to itself)."""
+        ...
+
+
+class FileStore:
+    """A directory; writes go to a temporary file renamed into place."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def _path(self, key: str) -> Path:
-        if not _KEY.match(key) or ".." in key.split("/"):
-            raise ValueError(f"invalid report store key: {key!r}")
-        return self.root / key
+        return self.root / check_key(key)
 
     async def put(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._put, key, data)
@@ -49,6 +92,9 @@ class ReportStore:
         except FileNotFoundError:
             return None
 
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self._path(key).is_file)
+
     def local_path(self, key: str) -> Path | None:
         """The file behind a key, for streaming responses; None if absent."""
         path = self._path(key)
@@ -68,8 +114,7 @@ class ReportStore:
         return True
 
     async def delete_older_than(self, cutoff: datetime) -> int:
-        """Remove every object last written before `cutoff` (and abandoned partial
-        writes); returns how many reports were removed."""
+        """Also removes abandoned partial writes (not counted)."""
         return await asyncio.to_thread(self._delete_older_than, cutoff.timestamp())
 
     def _delete_older_than(self, cutoff: float) -> int:
@@ -83,8 +128,102 @@ class ReportStore:
                     removed += self._delete(path) and not partial
         return removed
 
+    async def signed_url(self, key: str, expires_in: timedelta) -> str | None:
+        return None
+
+
+class S3Store:
+    """An S3 bucket (or prefix of one) through obstore.
+
+    `public_endpoint` is the address browsers use when it differs from the one
+    the hosts use (compose: `http://minio:9000` inside, `http://localhost:9000`
+    outside): a presigned URL signs its host, so it is signed for that one.
+    """
+
+    def __init__(self, url: str, *, public_endpoint: str | None = None) -> None:
+        self.url = url
+        self._store = _s3(url, os.environ.get("AWS_ENDPOINT_URL") or None)
+        self._signer = _s3(url, public_endpoint) if public_endpoint else self._store
+
+    async def put(self, key: str, data: bytes) -> None:
+        name = _download_name(check_key(key))
+        await obstore.put_async(
+            self._store,
+            key,
+            data,
+            attributes={
+                "Content-Type": "application/pdf"
+                if name.endswith(".pdf")
+                else "application/octet-stream",
+                "Content-Disposition": f'attachment; filename="{name}"',
+            },
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            result = await obstore.get_async(self._store, check_key(key))
+        except (NotFoundError, FileNotFoundError):
+            return None
+        return bytes(await result.bytes_async())
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await obstore.head_async(self._store, check_key(key))
+        except (NotFoundError, FileNotFoundError):
+            return False
+        return True
+
+    async def delete(self, key: str) -> bool:
+        # S3 deletes say nothing of whether the object was there: ask first.
+        existed = await self.exists(key)
+        if existed:
+            await obstore.delete_async(self._store, key)
+        return existed
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        removed = 0
+        async for chunk in obstore.list(self._store):
+            old = [meta["path"] for meta in chunk if meta["last_modified"] < cutoff]
+            if old:
+                await obstore.delete_async(self._store, old)
+                removed += len(old)
+        return removed
+
+    async def signed_url(self, key: str, expires_in: timedelta) -> str | None:
+        return await obstore.sign_async(self._signer, "GET", check_key(key), expires_in)
+
+
+def _s3(url: str, endpoint: str | None) -> ObstoreS3:
+    """obstore reads AWS_* itself; plain-HTTP endpoints (MinIO, test servers) are allowed
+    explicitly, since object_store refuses http:// unless told."""
+    if endpoint is None:
+        return ObstoreS3.from_url(url)
+    return ObstoreS3.from_url(
+        url,
+        endpoint=endpoint,
+        client_options={"allow_http": urlsplit(endpoint).scheme == "http"},
+    )
+
+
+def open_store(url: str, *, public_endpoint: str | None = None) -> ReportStore:
+    """The store REPORT_STORE_URL names (see the module docstring)."""
+    scheme = urlsplit(url).scheme
+    if scheme in {"s3", "s3a"}:
+        return S3Store(url, public_endpoint=public_endpoint)
+    if scheme in {"", "file"}:
+        return FileStore(Path(url.removeprefix("file://")))
+    raise ValueError(
+        f"REPORT_STORE_URL={url!r}: use a directory, a file:// URL or s3://bucket/prefix"
+    )
+
 
 def pdf_key(report_id: str, run_id: str) -> str:
     """One PDF per run: a regenerated report never overwrites, nor its cleanup
     removes, the PDF of the run before it."""
     return f"{report_id}/{run_id}.pdf"
+
+
+def _download_name(key: str) -> str:
+    """`<report_id>/<run_id>.pdf` downloads as `<report_id>.pdf`."""
+    folder, _, name = key.rpartition("/")
+    return f"{folder.rpartition('/')[2]}.pdf" if folder and name.endswith(".pdf") else name

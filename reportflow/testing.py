@@ -109,22 +109,6 @@ async def serve_api(
         await task
 
 
-def _start_api(
-    settings: Settings, temporal_address: str, port: int, log: Path, env: Mapping[str, str]
-) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "reportflow.cli", "api", "--port", str(port)],
-            env={**settings_env(settings, temporal_address), **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _tail(log: Path, chars: int = 2000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
-
-
 @contextlib.asynccontextmanager
 async def api_process(
     settings: Settings,
@@ -133,35 +117,13 @@ async def api_process(
     extra_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[str]:
     """`reportflow api` as an OS process (for what is per process, like OpenTelemetry's
-    tracer provider); yields its base URL once /healthz answers, SIGTERMs it at the end."""
-    port = free_port()
-    process = _start_api(settings, temporal_address, port, log, extra_env or {})
-    url = f"http://127.0.0.1:{port}"
+    tracer provider); yields its base URL once /healthz answers, stops it at the end."""
+    api = ApiProcess.start(settings, temporal_address, log, extra_env=extra_env)
     try:
-        async with asyncio.timeout(30):
-            while not await _answers(f"{url}/healthz"):
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"the API exited with {process.returncode}; its log {log} ends with:\n"
-                        + _tail(log)
-                    )
-                await asyncio.sleep(0.1)
-        yield url
+        await api.wait_ready()
+        yield api.url
     finally:
-        process.terminate()
-        try:
-            await asyncio.to_thread(process.wait, 15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait)
-
-
-async def _answers(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(timeout=2) as http:
-            return (await http.get(url)).status_code == 200
-    except httpx.HTTPError:
-        return False
+        await asyncio.to_thread(api.stop)
 
 
 # --------------------------------------------------------------------------- workers
@@ -187,6 +149,8 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         TEMPORAL_ADDRESS=temporal_address,
+        ENVIRONMENT=settings.environment,
+        SECRET_KEY=settings.secret_key,
         DATABASE_URL=settings.database_url,
         REPORT_STORE_URL=settings.report_store_url,
         SMTP_HOST=settings.smtp_host,
@@ -198,7 +162,11 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
         WORKER_GRACE_SECONDS=str(settings.worker_grace_seconds),
         WORKER_METRICS_BIND=settings.worker_metrics_bind,
         WORKER_MAX_CONCURRENT_ACTIVITIES=str(settings.worker_max_concurrent_activities),
+        RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
     )
+    if settings.worker_deployment_name and settings.worker_build_id:
+        env["WORKER_DEPLOYMENT_NAME"] = settings.worker_deployment_name
+        env["WORKER_BUILD_ID"] = settings.worker_build_id
     if settings.chromium_executable:
         env["CHROMIUM_EXECUTABLE"] = settings.chromium_executable
     return env
@@ -221,8 +189,11 @@ class WorkerProcess:
         settings: Settings,
         temporal_address: str,
         log: Path,
+        *,
         extra_env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> WorkerProcess:
+        """`cwd`: the process's working directory (its own var/, as on a host of its own)."""
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "reportflow.worker"],
@@ -230,6 +201,7 @@ class WorkerProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=cwd,
             )
         return cls(process, log)
 
@@ -315,6 +287,62 @@ class WorkerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
+@dataclass
+class ApiProcess:
+    """`reportflow api` as an OS process (a replica of its own), on a free port."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str
+
+    @classmethod
+    def start(
+        cls,
+        settings: Settings,
+        temporal_address: str,
+        log: Path,
+        *,
+        extra_env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> ApiProcess:
+        port = free_port()
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "reportflow.cli", "api", "--port", str(port)],
+                env={**settings_env(settings, temporal_address), **(extra_env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=cwd,
+            )
+        return cls(process, log, f"http://127.0.0.1:{port}")
+
+    async def wait_ready(self, within: float = 60.0) -> None:
+        """Until GET /healthz answers 200."""
+        async with asyncio.timeout(within), httpx.AsyncClient(timeout=2) as http:
+            while True:
+                if self.process.poll() is not None:
+                    tail = self.log.read_text(errors="replace").splitlines()[-20:]
+                    raise RuntimeError(
+                        f"API on {self.url} exited with {self.process.returncode}; "
+                        f"its log {self.log} ends with:\n" + "\n".join(tail)
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (uvicorn finishes its requests), then SIGKILL (blocking)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
 def _parents() -> dict[int, int]:
     """PID -> parent PID of every living process (from /proc)."""
     parents = {}
@@ -373,7 +401,7 @@ def worker_process(
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[WorkerProcess]:
     """A worker process for the block; stopped (drained, else killed) at its end."""
-    worker = WorkerProcess.start(settings, temporal_address, log, extra_env)
+    worker = WorkerProcess.start(settings, temporal_address, log, extra_env=extra_env)
     try:
         yield worker
     finally:

@@ -14,21 +14,41 @@ import signal
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from reportflow import retention, tracing
 from reportflow.activities.report import ReportActivities
 from reportflow.config import Settings, get_settings
-from reportflow.db import create_engine, create_schema
+from reportflow.db import create_engine, ensure_schema
 from reportflow.logs import setup_logging
 from reportflow.mailer import Mailer
 from reportflow.render import Browser, find_chromium
-from reportflow.store import ReportStore
+from reportflow.store import open_store
 from reportflow.temporal import connect, metrics_runtime
 from reportflow.workflows.expire_reports import ExpireReports
 from reportflow.workflows.generate_report import GenerateReport
 
 log = logging.getLogger(__name__)
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker Versioning when WORKER_DEPLOYMENT_NAME and WORKER_BUILD_ID are set.
+
+    Reports are pinned: a run finishes on the build that started it, so a change
+    to GenerateReport never replays an older run's history. New reports go to the
+    deployment's current version (`temporal worker deployment set-current-version`).
+    """
+    name, build = settings.worker_deployment_name, settings.worker_build_id
+    if not name or not build:
+        if name or build:
+            raise ValueError("set both WORKER_DEPLOYMENT_NAME and WORKER_BUILD_ID, or neither")
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name=name, build_id=build),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
 
 
 async def run_worker(
@@ -39,20 +59,25 @@ async def run_worker(
     ready: asyncio.Event | None = None,
 ) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when `stop` is not given)."""
+    versioning = deployment_config(settings)
     if client is None:
         runtime = (
             metrics_runtime(settings.worker_metrics_bind) if settings.worker_metrics_bind else None
         )
         client = await connect(runtime=runtime)
-    engine = create_engine(settings.database_url)
-    await create_schema(engine)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
+    await ensure_schema(engine, migrate=settings.is_dev)
     browser = Browser(
         find_chromium(settings.chromium_executable), timeout_seconds=settings.render_timeout_seconds
     )
     activities = ReportActivities(
         engine=engine,
         browser=browser,
-        store=ReportStore(settings.report_store_path),
+        store=open_store(settings.report_store_url),
         mailer=Mailer.from_settings(settings),
         retention_days=settings.report_retention_days,
     )
@@ -72,6 +97,7 @@ async def run_worker(
         # dead worker's sticky queue before any worker may take it (SDK default
         # 10 s). Report histories are short, so a replay elsewhere costs little.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
+        deployment_config=versioning,
     )
     try:
         await browser.ensure_started()

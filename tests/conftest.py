@@ -20,6 +20,7 @@ from reportflow.models import Backoff, RetrySchedule, Timeouts
 from reportflow.temporal import USER_ID_KEY, temporal_cli_path
 from reportflow.tokens import create_token
 from tests.utils.data import DEFAULT, Txn, create_user
+from tests.utils.postgres import scratch_database
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import free_port, in_process_worker, serve_api
 
@@ -112,15 +113,31 @@ def make_settings(tmp: Path, smtp_port: int, **overrides: object) -> Settings:
 
 
 @pytest.fixture(scope="session")
+async def stack_database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """The running stack's database: a fresh PostgreSQL database of its own when
+    TEST_DATABASE_URL is set (CI), else a SQLite file, as `reportflow dev` uses."""
+    if not os.environ.get("TEST_DATABASE_URL"):
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('stack-db') / 'reportflow.db'}"
+        return
+    async with scratch_database("rf_stack") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def settings(
-    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer, temporal_env: WorkflowEnvironment
+    tmp_path_factory: pytest.TempPathFactory,
+    smtp: SmtpServer,
+    temporal_env: WorkflowEnvironment,
+    stack_database_url: str,
 ) -> Settings:
-    return make_settings(tmp_path_factory.mktemp("stack"), smtp.port)
+    return make_settings(
+        tmp_path_factory.mktemp("stack"), smtp.port, database_url=stack_database_url
+    )
 
 
 @pytest.fixture(scope="session")
 async def app_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """The database the running API and worker use (SQLite, as `reportflow dev`)."""
+    """The database the running API and worker use (see `stack_database_url`)."""
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     yield engine

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from reportflow.activities.email import Limits, send_report_email
 from reportflow.mailer import Mailer
 from reportflow.models import EmailInput
-from reportflow.store import ReportStore
+from reportflow.store import FileStore
 from tests.conftest import MakeUser
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, wait_status
@@ -48,7 +48,7 @@ async def test_email_step_run_twice_for_one_run_sends_once(
     """The ledger: a retried email step (same run) finds its delivery and skips it."""
     limits = Limits.for_attempt(10.0)
     user_id = await create_user(engine)
-    store = ReportStore(tmp_path)
+    store = FileStore(tmp_path)
     await store.put("r.pdf", b"%PDF-1.4 test")
     mailer = Mailer(host="127.0.0.1", port=smtp.port, mail_from="r <r@example.com>")
     data = EmailInput(

@@ -12,7 +12,14 @@ from temporalio.client import Client
 from reportflow.render import format_cents
 from tests.conftest import MakeUser
 from tests.utils.data import expected_totals, sample_transactions
-from tests.utils.reportflow_http import FINAL, last_90_days, latest_run, pdf_text, wait_status
+from tests.utils.reportflow_http import (
+    FINAL,
+    download_pdf,
+    last_90_days,
+    latest_run,
+    pdf_text,
+    wait_status,
+)
 from tests.utils.smtp import SmtpServer
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -36,11 +43,9 @@ async def test_report_completes_with_pdf_and_one_email(
     assert done["status"] == "completed", done
     assert done["stage"] == "done" and done["progress"] == 100
 
-    pdf = await http.get(f"/reports/{report_id}/pdf", headers=user.headers)
-    assert pdf.status_code == 200
-    assert pdf.headers["content-type"] == "application/pdf"
+    pdf = await download_pdf(http, user, report_id)
     net, count = await expected_totals(app_engine, user.id, start, end)
-    text = pdf_text(pdf.content)
+    text = pdf_text(pdf)
     assert format_cents(net, "EUR") in text
     assert str(count) in text
 
@@ -48,7 +53,7 @@ async def test_report_completes_with_pdf_and_one_email(
     assert len(smtp.messages_to(user.email or "")) == 1
     attachments = list(message.iter_attachments())
     assert [a.get_content_type() for a in attachments] == ["application/pdf"]
-    assert attachments[0].get_content() == pdf.content
+    assert attachments[0].get_content() == pdf
     assert done["result"]["emailed_to"] == [user.email]
     assert done["result"]["message_id"] == message["Message-ID"]
 

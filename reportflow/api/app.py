@@ -22,8 +22,8 @@ from reportflow import tracing
 from reportflow.api.ratelimit import RateLimiter
 from reportflow.api.routes import admin, dev, health, metrics, pages, reports
 from reportflow.config import Settings, get_settings
-from reportflow.db import create_engine, create_schema
-from reportflow.store import ReportStore
+from reportflow.db import create_engine, ensure_schema
+from reportflow.store import open_store
 from reportflow.temporal import connect
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,13 @@ def create_app(
         # One client per process; lazy, so the API starts (and /readyz says
         # why it is not ready) even while Temporal is still coming up.
         app.state.temporal = await connect(lazy=True)
-        app.state.engine = create_engine(settings.database_url)
-        await create_schema(app.state.engine)
+        app.state.engine = create_engine(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
+        await ensure_schema(app.state.engine, migrate=settings.is_dev)
+        app.state.rate_limiter = RateLimiter(app.state.engine, settings.rate_limit_per_minute)
         yield
         await app.state.engine.dispose()
 
@@ -180,8 +185,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.store = ReportStore(settings.report_store_path)
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.store = open_store(
+        settings.report_store_url, public_endpoint=settings.report_store_public_endpoint
+    )
     app.state.dev_outbox = dev_outbox
     app.state.demo_token = demo_token
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,28 +1,58 @@
-"""A per-user sliding-window limit on starting reports (the contract's 429).
+"""A per-user limit on starting reports (the contract's 429), kept in the database
+so it holds across API replicas and restarts.
 
-In-process state: with several API processes each enforces its own window, which
-bounds abuse well enough for a button that starts at most one report per range.
+The algorithm is GCRA (a token bucket in one number): each user's row holds a
+"theoretical arrival time" `tat`. A start at `now` is allowed while
+`tat - now <= window - interval` (so `per_minute` starts may come at once, then
+one every `interval` = 60 s / per_minute) and moves `tat` on by one interval.
+The check and the move are one conditional UPDATE, which the database applies
+atomically per row, so two replicas cannot both take the last slot.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections import defaultdict, deque
+
+from sqlalchemy import case, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reportflow.db import rate_limits
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, window_seconds: float = 60.0) -> None:
+    def __init__(self, engine: AsyncEngine, per_minute: int, window_seconds: float = 60.0) -> None:
+        self.engine = engine
         self.per_minute = per_minute
         self.window = window_seconds
-        self._hits: defaultdict[str, deque[float]] = defaultdict(deque)
+        self.interval = window_seconds / per_minute
 
-    def retry_after(self, key: str) -> int:
-        """0 and counts the hit if allowed; else the seconds until the next one is."""
-        now = time.monotonic()
-        hits = self._hits[key]
-        while hits and now - hits[0] >= self.window:
-            hits.popleft()
-        if len(hits) >= self.per_minute:
-            return max(1, int(self.window - (now - hits[0])) + 1)
-        hits.append(now)
-        return 0
+    async def retry_after(self, key: str) -> int:
+        """0 and counts the start if allowed; else the seconds until the next one is."""
+        now = time.time()
+        tolerance = self.window - self.interval
+        for _ in range(2):  # a second pass only when another replica inserted the row first
+            async with self.engine.begin() as conn:
+                moved = await conn.execute(
+                    update(rate_limits)
+                    .where(rate_limits.c.key == key, rate_limits.c.tat - now <= tolerance)
+                    .values(
+                        tat=case((rate_limits.c.tat > now, rate_limits.c.tat), else_=now)
+                        + self.interval
+                    )
+                )
+                if moved.rowcount:
+                    return 0
+                tat: float | None = await conn.scalar(
+                    select(rate_limits.c.tat).where(rate_limits.c.key == key)
+                )
+                if tat is not None:
+                    return max(1, math.ceil(tat - now - tolerance))
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(insert(rate_limits).values(key=key, tat=now + self.interval))
+                return 0
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"rate limit row for {key!r} neither updated nor inserted")

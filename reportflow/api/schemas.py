@@ -172,3 +172,23 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     422: problem("Invalid input: `detail` says what to change"),
     503: problem("Temporal is unavailable; retry after `Retry-After` seconds"),
 }
+
+
+class PdfLink(BaseModel):
+    """A short-lived URL of the PDF that needs no Bearer header (S3 presigned, or signed
+    by the API for a file store); ask again once `expires_at` has passed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "/reports/report-u0001-2026-08-30-2026-11-27/pdf/download"
+                    "?key=report-u0001-2026-08-30-2026-11-27.pdf&expires=1795900000&sig=...",
+                    "expires_at": "2026-11-28T12:05:00Z",
+                }
+            ]
+        }
+    )
+
+    url: str
+    expires_at: datetime

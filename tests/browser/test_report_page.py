@@ -20,7 +20,7 @@ from tests.browser.page_actions import (
 )
 from tests.conftest import MakeUser
 from tests.utils.data import sample_transactions
-from tests.utils.reportflow_http import last_90_days, latest_run
+from tests.utils.reportflow_http import download_pdf, last_90_days, latest_run
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import serve_api
 from tests.utils.wait import wait_until
@@ -54,8 +54,7 @@ async def test_generate_follows_stages_to_download_and_email(
     path = await download.path()
     pdf = path.read_bytes()
     assert pdf.startswith(b"%PDF")
-    served = await http.get(f"/reports/{report_id}/pdf", headers=user.headers)
-    assert pdf == served.content
+    assert pdf == await download_pdf(http, user, report_id)
     state = await page_state(page)
     assert state["transport"] == "events" and state["pollDelays"] == []
     progress = [int(step.split(":")[2]) for step in state["seen"]]

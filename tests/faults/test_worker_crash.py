@@ -37,7 +37,7 @@ from reportflow.testing import WorkerProcess, kill_chromiums, serve_api, worker_
 from reportflow.tokens import create_token
 from tests.conftest import User, make_settings
 from tests.utils.data import create_user, sample_transactions
-from tests.utils.reportflow_http import FINAL, last_90_days, wait_status
+from tests.utils.reportflow_http import FINAL, download_pdf, last_90_days, wait_status
 from tests.utils.smtp import SmtpServer
 from tests.utils.wait import wait_until
 
@@ -230,9 +230,8 @@ async def assert_one_email_with_the_pdf(stack: Stack, report_id: str) -> EmailMe
     assert len(sent) == 1, f"{len(sent)} emails to {address}: {[m['Message-ID'] for m in sent]}"
     attachments = list(message.iter_attachments())
     assert [a.get_content_type() for a in attachments] == ["application/pdf"]
-    pdf = await stack.http.get(f"/reports/{report_id}/pdf", headers=stack.user.headers)
-    assert pdf.status_code == 200, pdf.text
-    assert attachments[0].get_content() == pdf.content
+    pdf = await download_pdf(stack.http, stack.user, report_id)
+    assert attachments[0].get_content() == pdf
     return message
 
 

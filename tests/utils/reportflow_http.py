@@ -82,3 +82,18 @@ def report_id_for(user_id: str) -> str:
     """The report ID of a request with no body (the last 90 days)."""
     start, end = last_90_days()
     return f"report-{user_id}-{start}-{end}"
+
+
+async def download_pdf(http: httpx.AsyncClient, who: HasHeaders, report_id: str) -> bytes:
+    """GET /reports/{id}/pdf answers 303 to a signed URL, which serves the PDF to a
+    client that sends no token at all (a plain link in a page or an email)."""
+    redirect = await http.get(f"/reports/{report_id}/pdf", headers=who.headers)
+    assert redirect.status_code == 303, redirect.text
+    assert redirect.headers["Cache-Control"] == "no-store"
+    location = redirect.headers["Location"]
+    async with httpx.AsyncClient(base_url=str(http.base_url), timeout=30) as anonymous:
+        pdf = await anonymous.get(location)
+    assert pdf.status_code == 200, pdf.text
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF")
+    return pdf.content

@@ -6,18 +6,20 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow import tracing
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
+from reportflow.api.downloads import DownloadLink, download_link, verify
 from reportflow.api.paging import decode_page_token, encode_page_token
 from reportflow.api.schemas import (
     COMMON_ERRORS,
+    PdfLink,
     ReportList,
     ReportRequest,
     StatusDocument,
@@ -28,7 +30,7 @@ from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE
 from reportflow.ops import STATUS_FILTERS
 from reportflow.starter import start_report
-from reportflow.store import pdf_key
+from reportflow.store import FileStore, ReportStore, pdf_key
 from reportflow.temporal import USER_ID_KEY
 from reportflow.tokens import Caller
 
@@ -97,7 +99,7 @@ async def create_report(
     """
     body = body or ReportRequest.model_validate({})
     user_id = _user_of(caller)
-    wait = request.app.state.rate_limiter.retry_after(user_id)
+    wait = await request.app.state.rate_limiter.retry_after(user_id)
     if wait:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -169,20 +171,9 @@ async def _status_events(
             return
 
 
-@router.get(
-    "/{report_id}/pdf",
-    response_class=FileResponse,
-    responses={
-        200: {"content": {"application/pdf": {}}, "description": "The report"},
-        404: problem("No such report"),
-        409: problem("Not completed yet"),
-        410: problem("The PDF has expired (REPORT_RETENTION_DAYS) or is gone"),
-    },
-)
-async def get_pdf(
-    report_id: str, request: Request, caller: CallerDep, store: StoreDep
-) -> FileResponse:
-    """The PDF of a completed report."""
+async def _pdf_link(
+    request: Request, report_id: str, caller: Caller, store: ReportStore, settings: Settings
+) -> DownloadLink:
     doc = await _get(request, report_id, caller)
     if doc.status != "completed" or doc.result is None or doc.run_id is None:
         raise HTTPException(
@@ -190,20 +181,94 @@ async def get_pdf(
             detail=f"the report is {doc.status} (stage {doc.stage}); "
             "the PDF is available once its status is completed",
         )
-    regenerate = 'regenerate it with POST /reports and "regenerate": true'
     if doc.result.pdf_expired:
         raise HTTPException(
             status.HTTP_410_GONE,
             detail=f"the PDF expired on {doc.result.pdf_expires_at:%Y-%m-%d} and was removed "
-            f"(it is kept for {request.app.state.settings.report_retention_days:g} days; "
-            f"the email was sent); {regenerate}",
+            f"(it is kept for {settings.report_retention_days:g} days; the email was sent); "
+            f"{REGENERATE}",
         )
-    # Older runs kept one PDF per report; runs now keep one each.
-    path = store.local_path(pdf_key(report_id, doc.run_id)) or store.local_path(f"{report_id}.pdf")
+    key = pdf_key(report_id, doc.run_id)
+    if not await store.exists(key):
+        raise HTTPException(
+            status.HTTP_410_GONE, detail=f"the PDF is no longer in the report store; {REGENERATE}"
+        )
+    return await download_link(
+        store,
+        secret=settings.secret_key,
+        report_id=report_id,
+        key=key,
+        lifetime_seconds=settings.download_link_seconds,
+    )
+
+
+REGENERATE = 'regenerate it with POST /reports and "regenerate": true'
+PDF_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: problem("No such report"),
+    409: problem("Not completed yet"),
+    410: problem("The PDF has expired (REPORT_RETENTION_DAYS) or is gone"),
+}
+
+
+@router.get(
+    "/{report_id}/pdf",
+    status_code=status.HTTP_303_SEE_OTHER,
+    response_class=RedirectResponse,
+    responses={
+        303: {
+            "description": "`Location` is a short-lived URL of the PDF that needs no token",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+        **PDF_ERRORS,
+    },
+)
+async def get_pdf(
+    report_id: str, request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep
+) -> RedirectResponse:
+    """The PDF of a completed report: `303` to a short-lived signed URL."""
+    link = await _pdf_link(request, report_id, caller, store, settings)
+    return RedirectResponse(
+        link.url, status_code=status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/{report_id}/pdf/link", response_model=PdfLink, responses=PDF_ERRORS)
+async def get_pdf_link(
+    report_id: str, request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep
+) -> PdfLink:
+    """The URL `GET /reports/{id}/pdf` redirects to, as JSON (for pages that show a link)."""
+    link = await _pdf_link(request, report_id, caller, store, settings)
+    return PdfLink(url=link.url, expires_at=link.expires_at)
+
+
+@router.get(
+    "/{report_id}/pdf/download",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/pdf": {}}, "description": "The report"},
+        403: problem("The link expired or was not signed by this service"),
+        410: problem("The PDF is gone"),
+    },
+)
+async def download_pdf(
+    report_id: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    key: Annotated[str, Query(max_length=400)],
+    expires: Annotated[int, Query()],
+    sig: Annotated[str, Query(max_length=100)],
+) -> FileResponse:
+    """A file store's PDF through a signed link (no token: the signature is the grant)."""
+    if not verify(settings.secret_key, report_id, key, expires, sig):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="this download link has expired or is not valid; "
+            f"get a fresh one from GET /reports/{report_id}/pdf",
+        )
+    path = store.local_path(key) if isinstance(store, FileStore) else None
     if path is None:
         raise HTTPException(
-            status.HTTP_410_GONE,
-            detail=f"the PDF is no longer in the report store; {regenerate}",
+            status.HTTP_410_GONE, detail=f"the PDF is no longer in the report store; {REGENERATE}"
         )
     return FileResponse(path, media_type="application/pdf", filename=f"{report_id}.pdf")
 

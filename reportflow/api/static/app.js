@@ -96,7 +96,6 @@
     posting: false, // a POST /reports is on its way
     run: null, // the report being followed (see follow())
     retryTicker: null,
-    downloadUrl: null,
   };
 
   // For tests and the curious: the polling schedule and how updates arrive.
@@ -536,8 +535,6 @@
     show(ui.cancel, false);
     ui.cancel.disabled = false;
     ui.cancel.textContent = "Cancel report";
-    if (state.downloadUrl) URL.revokeObjectURL(state.downloadUrl);
-    state.downloadUrl = null;
     markCurrentInRecent(reportId);
   }
 
@@ -701,22 +698,34 @@
   }
 
   async function prepareDownload(run, doc, link) {
-    // The PDF needs the bearer token, so it is fetched here and offered as a file.
-    try {
-      const response = await api(doc.links.pdf);
+    // GET /reports/{id}/pdf redirects to a short-lived signed URL that needs no
+    // token; its /link twin hands that URL over as JSON, so the link is a plain
+    // link (to the API for a file store, to S3 for an S3 store). An expired link
+    // is swapped for a fresh one when clicked.
+    let expiresAt = 0;
+    const refresh = async () => {
+      const response = await api(`${doc.links.pdf}/link`);
       if (!response.ok) {
         const why = await problem(response);
         link.replaceWith(el("span", { class: "error", text: `The PDF is not available: ${why}` }));
-        return;
+        return false;
       }
-      const blob = await response.blob();
-      if (state.run !== null && state.run !== run) return; // another report is shown now
-      if (state.downloadUrl) URL.revokeObjectURL(state.downloadUrl);
-      state.downloadUrl = URL.createObjectURL(blob);
-      link.href = state.downloadUrl;
+      const body = await response.json();
+      if (state.run !== null && state.run !== run) return false; // another report is shown now
+      expiresAt = Date.parse(body.expires_at);
+      link.href = body.url;
+      return true;
+    };
+    try {
+      if (!(await refresh())) return;
       link.download = `${doc.report_id}.pdf`;
       link.removeAttribute("aria-disabled");
       link.textContent = "Download PDF";
+      link.addEventListener("click", async (event) => {
+        if (Date.now() < expiresAt - 5000) return;
+        event.preventDefault();
+        if (await refresh()) link.click();
+      });
     } catch (err) {
       if (!(err instanceof SignedOut)) {
         const why = "The PDF could not be downloaded. Reload the page to try again.";

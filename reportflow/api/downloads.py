@@ -1,0 +1,51 @@
+"""Short-lived download links, so the PDF never streams through an API that holds
+it for an S3 store, and a plain link (page, email) works without a Bearer header.
+
+An S3 store presigns its own URL. A file store cannot, so the API signs a link
+to its own `/reports/{id}/pdf/download` with SECRET_KEY (HMAC-SHA256 over the
+report, the key and the expiry); any API replica with the same secret serves it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from reportflow.store import ReportStore
+
+
+@dataclass
+class DownloadLink:
+    url: str
+    expires_at: datetime
+
+
+def signature(secret: str, report_id: str, key: str, expires: int) -> str:
+    message = f"reportflow-download\n{report_id}\n{key}\n{expires}".encode()
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def verify(secret: str, report_id: str, key: str, expires: int, sig: str) -> bool:
+    """True while the link is unexpired and was signed for this report and key."""
+    if expires < time.time():
+        return False
+    return hmac.compare_digest(signature(secret, report_id, key, expires).encode(), sig.encode())
+
+
+async def download_link(
+    store: ReportStore, *, secret: str, report_id: str, key: str, lifetime_seconds: int
+) -> DownloadLink:
+    expires = int(time.time()) + lifetime_seconds
+    url = await store.signed_url(key, timedelta(seconds=lifetime_seconds))
+    if url is None:
+        query = urlencode(
+            {"key": key, "expires": expires, "sig": signature(secret, report_id, key, expires)}
+        )
+        url = f"/reports/{report_id}/pdf/download?{query}"
+    return DownloadLink(url=url, expires_at=datetime.fromtimestamp(expires, UTC))
