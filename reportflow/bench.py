@@ -28,6 +28,7 @@ import httpx
 from temporalio.client import Client
 
 from reportflow.activities.query import aggregate
+from reportflow.codec import data_converter
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.models import Backoff, RetrySchedule
@@ -37,6 +38,7 @@ from reportflow.testing import (
     RecordingSmtpServer,
     TemporalDevServer,
     WorkerProcess,
+    harness_secrets,
     serve_api,
 )
 from reportflow.tokens import create_token
@@ -114,7 +116,9 @@ async def _service(
     settings: Settings, temporal: TemporalDevServer, options: BenchOptions, tokens: list[str]
 ) -> list[Row]:
     """The API's answers, and reports end to end with many in flight."""
-    client = await Client.connect(temporal.address)
+    client = await Client.connect(
+        temporal.address, data_converter=data_converter(settings.keyring())
+    )
     end = datetime.now(UTC).date()
     rows: list[Row] = []
     api = serve_api(settings, temporal_address=temporal.address)
@@ -180,6 +184,7 @@ async def run_bench(options: BenchOptions) -> list[Row]:
             rate_limit_per_minute=100_000,
             worker_metrics_bind="",
             retry=RetrySchedule(email=Backoff(initial_seconds=0.5)),
+            **harness_secrets(),
         )
         engine = create_engine(settings.database_url)
         await create_schema(engine)

@@ -10,7 +10,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 # Fields a record may carry through `extra=` that belong in the JSON line.
-_FIELDS = ("report_id", "user_id", "message_id", "attempt", "stage")
+_FIELDS = (
+    "report_id",
+    "user_id",
+    "message_id",
+    "attempt",
+    "stage",
+    "actor",
+    "action",
+    "target",
+    "run_id",
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from reportflow.activities.report import ReportActivities
-from reportflow.config import Settings, get_settings
+from reportflow.config import Settings, get_settings, require_secrets
 from reportflow.db import create_engine, create_schema
 from reportflow.logs import setup_logging
 from reportflow.mailer import Mailer
@@ -41,7 +41,7 @@ async def run_worker(
         runtime = (
             metrics_runtime(settings.worker_metrics_bind) if settings.worker_metrics_bind else None
         )
-        client = await connect(runtime=runtime)
+        client = await connect(settings, runtime=runtime)
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     browser = Browser(
@@ -88,7 +88,9 @@ async def run_worker(
 
 def main() -> None:
     setup_logging()
-    asyncio.run(run_worker(get_settings()))
+    settings = get_settings()
+    require_secrets(settings, "worker")
+    asyncio.run(run_worker(settings))
 
 
 if __name__ == "__main__":

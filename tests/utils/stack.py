@@ -9,6 +9,7 @@ from __future__ import annotations
 from reportflow.testing import (
     WorkerProcess,
     free_port,
+    harness_secrets,
     in_process_worker,
     serve_api,
     settings_env,
@@ -18,6 +19,7 @@ from reportflow.testing import (
 __all__ = [
     "WorkerProcess",
     "free_port",
+    "harness_secrets",
     "in_process_worker",
     "serve_api",
     "settings_env",
