@@ -117,39 +117,39 @@ async def test_revoked_and_expired_tokens_get_401_on_every_replica(
                 assert answer.headers["WWW-Authenticate"] == "Bearer"
 
 
-async def test_last_use_is_written_at_most_once_a_minute(app_engine: AsyncEngine) -> None:
-    user_id = await create_user(app_engine)
-    token = await create_token(app_engine, user_id=user_id)
+async def test_last_use_is_written_at_most_once_a_minute(engine: AsyncEngine) -> None:
+    user_id = await create_user(engine)
+    token = await create_token(engine, user_id=user_id)
     tid = token_id(hash_token(token))
 
     async def last_used() -> datetime | None:
-        return next(t for t in await list_tokens(app_engine) if t.id == tid).last_used_at
+        return next(t for t in await list_tokens(engine) if t.id == tid).last_used_at
 
     assert await last_used() is None
-    caller = await lookup(app_engine, token)
+    caller = await lookup(engine, token)
     assert caller is not None and caller.token_id == tid and caller.user_id == user_id
     first = await last_used()
     assert first is not None
-    await lookup(app_engine, token)
+    await lookup(engine, token)
     assert await last_used() == first  # within the minute: no write
-    async with app_engine.begin() as conn:
+    async with engine.begin() as conn:
         await conn.execute(
             update(api_tokens)
             .where(api_tokens.c.token_hash == hash_token(token))
             .values(last_used_at=datetime.now(UTC) - timedelta(minutes=2))
         )
-    await lookup(app_engine, token)
+    await lookup(engine, token)
     later = await last_used()
     assert later is not None and later > first - timedelta(seconds=1)
 
 
-async def test_token_lifetimes_and_legacy_rows(app_engine: AsyncEngine) -> None:
-    user_id = await create_user(app_engine)
+async def test_token_lifetimes_and_legacy_rows(engine: AsyncEngine) -> None:
+    user_id = await create_user(engine)
     now = datetime.now(UTC)
-    user_token = await create_token(app_engine, user_id=user_id)
-    admin_token = await create_token(app_engine, admin=True)
-    short = await create_token(app_engine, user_id=user_id, lifetime=timedelta(days=1))
-    tokens = {t.id: t for t in await list_tokens(app_engine)}
+    user_token = await create_token(engine, user_id=user_id)
+    admin_token = await create_token(engine, admin=True)
+    short = await create_token(engine, user_id=user_id, lifetime=timedelta(days=1))
+    tokens = {t.id: t for t in await list_tokens(engine)}
 
     def days_left(token: str) -> float:
         return (tokens[token_id(hash_token(token))].expires_at - now) / timedelta(days=1)
@@ -159,14 +159,14 @@ async def test_token_lifetimes_and_legacy_rows(app_engine: AsyncEngine) -> None:
     assert round(days_left(short)) == 1
 
     # A token minted before expiry existed: created_at + its kind's default lifetime.
-    async with app_engine.begin() as conn:
+    async with engine.begin() as conn:
         for digest, created in (("a" * 64, now - timedelta(days=91)), ("b" * 64, now)):
             await conn.execute(
                 insert(api_tokens).values(
                     token_hash=digest, user_id=user_id, is_admin=False, label="", created_at=created
                 )
             )
-    states = {t.id: t.state(now) for t in await list_tokens(app_engine)}
+    states = {t.id: t.state(now) for t in await list_tokens(engine)}
     assert states[token_id("a" * 64)] == "expired"
     assert states[token_id("b" * 64)] == "active"
 
@@ -175,7 +175,7 @@ async def test_token_lifetimes_and_legacy_rows(app_engine: AsyncEngine) -> None:
         {"admin": True, "user_id": user_id},
     ):
         try:
-            await create_token(app_engine, **bad)  # type: ignore[arg-type]
+            await create_token(engine, **bad)  # type: ignore[arg-type]
         except TokenError:
             continue
         raise AssertionError(f"create_token accepted {bad}")
