@@ -7,14 +7,12 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from google.protobuf.message import Message
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.common.v1 import Payload
@@ -27,29 +25,11 @@ from reportflow.temporal import temporal_cli_path, with_codec
 from reportflow.tokens import create_token
 from tests.conftest import make_settings
 from tests.utils.data import create_user
+from tests.utils.payloads import payloads_in
 from tests.utils.reportflow_http import FINAL, Bearer, last_90_days, wait_status
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import in_process_worker
 from tests.utils.wait import wait_until
-
-
-def payloads_in(message: Message, skip: frozenset[str] = frozenset()) -> Iterator[Payload]:
-    """Every Payload anywhere inside a protobuf message (history events, descriptions),
-    except under fields named in `skip`."""
-    if isinstance(message, Payload):
-        yield message
-        return
-    for field, value in message.ListFields():
-        if field.message_type is None or field.name in skip:
-            continue
-        if field.message_type.GetOptions().map_entry:
-            items = [v for v in value.values() if isinstance(v, Message)]
-        elif isinstance(value, Message):
-            items = [value]
-        else:
-            items = list(value)  # a repeated field
-        for item in items:
-            yield from payloads_in(item, skip)
 
 
 class Secrets:
