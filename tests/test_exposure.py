@@ -171,8 +171,8 @@ async def test_admin_token_powers_and_audit_lines(
         ("POST", f"/admin/reports/{report_id}/redrive"),
         ("POST", "/codec/decode"),
     ):
-        body = {"json": {"payloads": []}} if path.startswith("/codec") else {}
-        answer = await http.request(method, path, headers=user.headers, **body)  # type: ignore[arg-type]
+        body: dict[str, object] | None = {"payloads": []} if path.startswith("/codec") else None
+        answer = await http.request(method, path, headers=user.headers, json=body)
         assert answer.status_code == 403, (path, answer.text)
 
     redriven = await http.post(f"/admin/reports/{report_id}/redrive", headers=admin.headers)

@@ -14,12 +14,12 @@ from tests.utils.reports import make_report_data
 
 
 def test_sandbox_choice_follows_the_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(render.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert render.sandbox_choice() == (
         False,
         "--no-sandbox: running as root (run the worker as a non-root user)",
     )
-    monkeypatch.setattr(render.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert render.sandbox_choice() == (True, "sandbox on")
 
 
