@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,17 @@ def temporal_cli(temporal_env: WorkflowEnvironment) -> Any:
 
     async def run(*args: str, codec: tuple[str, str] | None = None) -> str:
         """`codec` = (API URL, admin token): payloads go through the API's /codec,
-        as the README's commands do."""
-        codec_args = (
-            ["--codec-endpoint", f"{codec[0]}/codec", "--codec-auth", f"Bearer {codec[1]}"]
-            if codec
-            else []
-        )
+        set in the environment as the README's Operating section does."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_CODEC_")}
+        if codec:
+            env["TEMPORAL_CODEC_ENDPOINT"] = f"{codec[0]}/codec"
+            env["TEMPORAL_CODEC_AUTH"] = f"Bearer {codec[1]}"
         process = await asyncio.create_subprocess_exec(
             temporal_cli_path(),
             *args,
-            *codec_args,
             "--address",
             address,
+            env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
