@@ -55,23 +55,29 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def start_temporal(codec_endpoint: str | None = None) -> WorkflowEnvironment:
+async def start_temporal(
+    codec_endpoint: str | None = None,
+    *,
+    port: int = DEV_TEMPORAL_PORT,
+    ui_port: int = DEV_UI_PORT,
+    var: Path = VAR_DIR,
+) -> WorkflowEnvironment:
     """The Temporal dev server, keeping its state across restarts; its Web UI
     decodes payloads through `codec_endpoint` (the API's /codec)."""
-    VAR_DIR.mkdir(exist_ok=True)
-    for port in (DEV_TEMPORAL_PORT, DEV_UI_PORT):
-        if _port_in_use(port):
+    var.mkdir(exist_ok=True)  # noqa: ASYNC240 - once at start
+    for taken in (port, ui_port):
+        if _port_in_use(taken):
             raise SystemExit(
-                f"port {port} is taken: is another `reportflow dev` or Temporal server running? "
+                f"port {taken} is taken: is another `reportflow dev` or Temporal server running? "
                 "Stop it, or set TEMPORAL_ADDRESS to use that server instead."
             )
     return await WorkflowEnvironment.start_local(
         ip="127.0.0.1",
-        port=DEV_TEMPORAL_PORT,
+        port=port,
         ui=True,
-        ui_port=DEV_UI_PORT,
+        ui_port=ui_port,
         dev_server_existing_path=temporal_cli_path(),
-        dev_server_database_filename=str(VAR_DIR / "temporal.db"),
+        dev_server_database_filename=str(var / "temporal.db"),
         search_attributes=[USER_ID_KEY],
         dev_server_log_level="error",
         dev_server_extra_args=["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else [],

@@ -10,12 +10,14 @@ import stat
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
+from reportflow.api.app import create_app
 from reportflow.codec import Keyring
 from reportflow.config import DEV_SECRET, Settings
-from reportflow.dev import dev_secrets, is_loopback, run_dev
+from reportflow.dev import dev_secrets, is_loopback, run_dev, start_temporal
 from reportflow.testing import free_port
 
 
@@ -104,3 +106,38 @@ async def test_dev_refuses_a_public_host_unless_told(tmp_path: Path) -> None:
     )
     assert code != 0 and "--public" in out
     assert not (tmp_path / "var").exists()  # refused before anything started
+
+
+async def test_dev_web_ui_decodes_through_the_api_codec(tmp_path: Path) -> None:
+    """`reportflow dev` starts the Web UI with --ui-codec-endpoint; the UI says so."""
+    ui_port = free_port()
+    env = await start_temporal(
+        "http://localhost:8000/codec", port=free_port(), ui_port=ui_port, var=tmp_path
+    )
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            settings = (await http.get(f"http://127.0.0.1:{ui_port}/api/v1/settings")).json()
+    finally:
+        await env.shutdown()
+    assert settings["Codec"]["Endpoint"] == "http://localhost:8000/codec"
+
+
+async def test_dev_codec_takes_the_dev_ui_without_a_token_and_nobody_else(
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import make_settings
+
+    ui = "http://localhost:8233"
+    app = create_app(make_settings(tmp_path, 25), dev_codec_origin=ui)
+    body = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "MQ=="}]}
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as http,
+    ):
+        from_ui = await http.post("/codec/decode", json=body, headers={"Origin": ui})
+        no_origin = await http.post("/codec/decode", json=body)
+        other = await http.post("/codec/decode", json=body, headers={"Origin": "http://x.test"})
+    assert from_ui.status_code == 200 and from_ui.json() == body
+    assert no_origin.status_code == 401
+    assert other.status_code == 403
