@@ -15,7 +15,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,7 +42,7 @@ class Keyring:
     """Keys by ID; `current` encrypts."""
 
     current: str
-    keys: dict[str, bytes]
+    keys: dict[str, bytes] = field(repr=False)  # never in a log line or traceback
 
     @classmethod
     def parse(cls, text: str) -> Keyring:
