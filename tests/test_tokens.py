@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -159,16 +160,17 @@ async def test_token_lifetimes_and_legacy_rows(engine: AsyncEngine) -> None:
     assert round(days_left(short)) == 1
 
     # A token minted before expiry existed: created_at + its kind's default lifetime.
+    old, new = secrets.token_hex(32), secrets.token_hex(32)  # the database outlives runs
     async with engine.begin() as conn:
-        for digest, created in (("a" * 64, now - timedelta(days=91)), ("b" * 64, now)):
+        for digest, created in ((old, now - timedelta(days=91)), (new, now)):
             await conn.execute(
                 insert(api_tokens).values(
                     token_hash=digest, user_id=user_id, is_admin=False, label="", created_at=created
                 )
             )
     states = {t.id: t.state(now) for t in await list_tokens(engine)}
-    assert states[token_id("a" * 64)] == "expired"
-    assert states[token_id("b" * 64)] == "active"
+    assert states[token_id(old)] == "expired"
+    assert states[token_id(new)] == "active"
 
     for bad in (
         {"user_id": user_id, "lifetime": timedelta(0)},
