@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: setup dev test test-fast lint bench clean
+.PHONY: setup dev test test-fast lint bench audit clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -29,6 +29,13 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy reportflow tests
+
+# Known vulnerabilities in every locked dependency (all groups), checked by
+# pip-audit against PyPI's advisory data; --strict fails when a package cannot
+# be checked, so an unreachable advisory service is an error, not a pass.
+audit: setup
+	$(UV) export --frozen --no-emit-project --all-groups --quiet -o $(VENV)/audit-requirements.txt
+	$(VENV)/bin/pip-audit -r $(VENV)/audit-requirements.txt --disable-pip --strict --progress-spinner off
 
 bench: setup
 	$(VENV)/bin/reportflow bench

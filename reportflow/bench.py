@@ -42,6 +42,7 @@ from temporalio.worker import Worker
 
 from reportflow.activities.query import aggregate
 from reportflow.capacity import Figures
+from reportflow.codec import data_converter
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.models import (
@@ -65,6 +66,7 @@ from reportflow.testing import (
     TemporalDevServer,
     WorkerProcess,
     free_port,
+    harness_secrets,
     serve_api,
 )
 from reportflow.tokens import create_token
@@ -191,7 +193,9 @@ async def _service(
     result: BenchResult,
 ) -> list[Row]:
     """The API's answers, and reports end to end with many in flight."""
-    client = await Client.connect(temporal.address)
+    client = await Client.connect(
+        temporal.address, data_converter=data_converter(settings.keyring())
+    )
     end = datetime.now(UTC).date()
     rows: list[Row] = []
     api = serve_api(settings, temporal_address=temporal.address)
@@ -350,6 +354,7 @@ async def run_bench(options: BenchOptions) -> BenchResult:
             rate_limit_per_minute=100_000,
             worker_metrics_bind="",
             retry=RetrySchedule(email=Backoff(initial_seconds=0.5)),
+            **harness_secrets(),
         )
         engine = create_engine(settings.database_url)
         await create_schema(engine)

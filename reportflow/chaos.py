@@ -45,6 +45,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from reportflow.codec import data_converter
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema, users
 from reportflow.models import Backoff, RetrySchedule, Timeouts
@@ -56,6 +57,7 @@ from reportflow.testing import (
     TcpProxy,
     TemporalDevServer,
     WorkerProcess,
+    harness_secrets,
     kill_chromiums,
     serve_api,
 )
@@ -389,6 +391,7 @@ def chaos_settings(root: Path, *, smtp_port: int, database_url: str, reports: in
         worker_metrics_bind="",  # workers would share the port
         # Every report's render can be in flight at once on one worker.
         worker_max_concurrent_activities=max(8, reports),
+        **harness_secrets(),
     )
 
 
@@ -571,7 +574,11 @@ async def open_world(
         await temporal.start()
         stack.push_async_callback(smtp.stop)
         await smtp.start()
-        client = await Client.connect(temporal.address, namespace=DEV_NAMESPACE)
+        client = await Client.connect(
+            temporal.address,
+            namespace=DEV_NAMESPACE,
+            data_converter=data_converter(settings.keyring()),
+        )
         api_settings = settings.model_copy(update={"database_url": database.api_url})
         url = await stack.enter_async_context(
             serve_api(api_settings, temporal_address=temporal.address)

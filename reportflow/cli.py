@@ -8,10 +8,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reportflow.config import get_settings
+from reportflow.config import get_settings, require_secrets
 from reportflow.logs import setup_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from reportflow.tokens import TokenInfo
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -19,7 +26,7 @@ def _dev(args: argparse.Namespace) -> int:
     from reportflow.dev import run_dev
 
     tracing.configure("reportflow")
-    asyncio.run(run_dev(get_settings()))
+    asyncio.run(run_dev(get_settings(), public=args.public))
     return 0
 
 
@@ -30,6 +37,7 @@ def _api(args: argparse.Namespace) -> int:
 
     tracing.configure("reportflow-api")
     settings = get_settings()
+    require_secrets(settings, "api")
     uvicorn.run(
         "reportflow.api.app:create_app",
         factory=True,
@@ -45,6 +53,7 @@ def _worker(args: argparse.Namespace) -> int:
     from reportflow.worker import run_worker
 
     tracing.configure("reportflow-worker")
+    require_secrets(get_settings(), "worker")
     asyncio.run(run_worker(get_settings()))
     return 0
 
@@ -69,24 +78,83 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
+    from reportflow import tokens
     from reportflow.db import create_engine, ensure_schema
-    from reportflow.tokens import create_token
 
-    async def go() -> str:
-        settings = get_settings()
+    settings = get_settings()
+
+    async def go() -> int:
         engine = create_engine(settings.database_url)
         await ensure_schema(engine, migrate=settings.is_dev)
         try:
-            return await create_token(engine, user_id=args.user, admin=args.admin, label=args.label)
+            if args.token_command == "create":
+                return await _token_create(engine, args)
+            if args.token_command == "list":
+                _token_table(await tokens.list_tokens(engine))
+                return 0
+            revoked = await tokens.revoke_token(engine, args.id_or_token)
+            from reportflow.audit import audit, operator
+
+            audit(operator(), "token revoke", revoked)
+            sys.stdout.write(f"revoked {revoked}\n")
+            return 0
         finally:
             await engine.dispose()
 
     try:
-        token = asyncio.run(go())
-    except ValueError as err:
+        return asyncio.run(go())
+    except tokens.TokenError as err:
         sys.stderr.write(f"reportflow token: {err}\n")
         return 2
+
+
+async def _token_create(engine: AsyncEngine, args: argparse.Namespace) -> int:
+    from reportflow.tokens import create_token, hash_token, token_id
+
+    settings = get_settings()
+    days = args.days or (settings.admin_token_days if args.admin else settings.user_token_days)
+    token = await create_token(
+        engine,
+        user_id=args.user,
+        admin=args.admin,
+        label=args.label,
+        lifetime=timedelta(days=days),
+    )
+    # The token alone on stdout (scripts capture it); its ID for list/revoke on stderr.
     sys.stdout.write(token + "\n")
+    sys.stderr.write(
+        f"token ID {token_id(hash_token(token))}, expires in {days} days; "
+        "it is shown only this once\n"
+    )
+    return 0
+
+
+def _token_table(rows: Sequence[TokenInfo]) -> None:
+    def when(moment: datetime | None) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+    now = datetime.now(UTC)
+    sys.stdout.write(
+        f"{'ID':<17} {'FOR':<22} {'STATE':<8} {'CREATED':<16}  {'EXPIRES':<16}  "
+        f"{'LAST USED':<16}  LABEL\n"
+    )
+    for row in rows:
+        who = "admin" if row.is_admin else f"user {row.user_id}"
+        sys.stdout.write(
+            f"{row.id:<17} {who:<22} {row.state(now):<8} {when(row.created_at):<16}  "
+            f"{when(row.expires_at):<16}  {when(row.last_used_at):<16}  {row.label}\n"
+        )
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    import secrets
+
+    from reportflow.codec import new_key_entry
+
+    sys.stdout.write(
+        f"SECRET_KEY={secrets.token_urlsafe(32)}\n"
+        f"PAYLOAD_ENCRYPTION_KEYS={new_key_entry(args.key_id)}\n"
+    )
     return 0
 
 
@@ -209,9 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser(
+    dev = commands.add_parser(
         "dev", help="run everything locally: Temporal, SMTP sink, worker, API, demo data"
-    ).set_defaults(func=_dev)
+    )
+    dev.add_argument(
+        "--public",
+        action="store_true",
+        help="allow a non-loopback HOST (the outbox stays loopback-only)",
+    )
+    dev.set_defaults(func=_dev)
 
     api = commands.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", help="address to bind (default HOST or 127.0.0.1)")
@@ -227,12 +301,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    create = token_commands.add_parser("create", help="mint a token and print it once")
+    create = token_commands.add_parser(
+        "create", help="mint a token and print it once (its ID goes to stderr)"
+    )
     who = create.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="the user the token belongs to")
     who.add_argument("--admin", action="store_true", help="an admin token (all users' reports)")
     create.add_argument("--label", default="", help="a note to remember the token by")
+    create.add_argument(
+        "--days",
+        type=int,
+        metavar="N",
+        help="valid for N days (default USER_TOKEN_DAYS=90, ADMIN_TOKEN_DAYS=7)",
+    )
     create.set_defaults(func=_token)
+    token_commands.add_parser(
+        "list", help="every token: ID, user or admin, state, created, expires, last used, label"
+    ).set_defaults(func=_token)
+    revoke = token_commands.add_parser(
+        "revoke", help="revoke a token at once, on every API replica"
+    )
+    revoke.add_argument("id_or_token", metavar="ID|TOKEN", help="a token ID (tok_…) or the token")
+    revoke.set_defaults(func=_token)
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="print a random SECRET_KEY and a PAYLOAD_ENCRYPTION_KEYS entry",
+        description="To rotate the payload key, put the new entry first in "
+        "PAYLOAD_ENCRYPTION_KEYS and keep the old ones after it: they still decrypt.",
+    )
+    keygen.add_argument(
+        "--key-id",
+        default=f"k{date.today():%Y%m%d}",
+        help="the new key's ID (default k<today>)",
+    )
+    keygen.set_defaults(func=_keygen)
 
     db = commands.add_parser(
         "db",

@@ -305,7 +305,8 @@ async def follow(
     except (httpx.TransportError, httpx.StreamError, ValueError) as err:
         progress.say(f"live updates stopped ({err or type(err).__name__}); polling instead")
     except ApiError as err:
-        if err.status_code < 500:
+        # 429: this token holds too many event streams; polling still works.
+        if err.status_code < 500 and err.status_code != 429:
             raise
         progress.say(f"live updates unavailable ({err}); polling instead")
     else:

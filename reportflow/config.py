@@ -11,9 +11,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from reportflow.codec import Keyring
 from reportflow.models import RetrySchedule, Timeouts
 
 VAR_DIR = Path("var")
@@ -29,6 +30,14 @@ class Settings(BaseSettings):
 
     # Signs page tokens; must be set (SECRET_KEY) outside dev and test.
     secret_key: str = DEV_SECRET
+    # `key_id:base64-key,...`: the first encrypts every Temporal payload, all decrypt.
+    payload_encryption_keys: SecretStr = SecretStr("")
+    # Token lifetimes (days) given by `reportflow token create` unless told otherwise.
+    user_token_days: int = Field(default=90, ge=1)
+    admin_token_days: int = Field(default=7, ge=1)
+    # Server-Sent Events: open streams per token, and how long one stream may live.
+    events_max_streams_per_token: int = Field(default=4, ge=1)
+    events_max_stream_seconds: float = Field(default=900.0, gt=0)
 
     task_queue: str = "reports"
     # GET /reports/{id}/events reads the status this often and sends it on change.
@@ -92,6 +101,28 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("payload_encryption_keys")
+    @classmethod
+    def _keys_parse(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value().strip():
+            Keyring.parse(value.get_secret_value())
+        return value
+
+    def keyring(self) -> Keyring:
+        """The payload keys; an actionable error when PAYLOAD_ENCRYPTION_KEYS is unset."""
+        return Keyring.parse(self.payload_encryption_keys.get_secret_value())
+
+    def missing_secrets(self) -> list[str]:
+        """What `reportflow api` and `reportflow worker` refuse to start without."""
+        missing = []
+        if not self.secret_key or self.secret_key == DEV_SECRET:
+            missing.append(
+                "SECRET_KEY (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if not self.payload_encryption_keys.get_secret_value().strip():
+            missing.append("PAYLOAD_ENCRYPTION_KEYS (`reportflow keygen` prints one)")
+        return missing
+
     @property
     def is_dev(self) -> bool:
         return self.environment in {"dev", "test"}
@@ -105,6 +136,18 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def require_secrets(settings: Settings, command: str) -> None:
+    """`reportflow api` and `reportflow worker` have no default secret: outside
+    `reportflow dev` (which makes its own under var/) they stop here, saying what to set."""
+    missing = settings.missing_secrets()
+    if missing:
+        raise SystemExit(
+            f"reportflow {command}: refusing to start without {' and '.join(missing)}. "
+            "Set them in the environment or .env (`reportflow keygen` prints both); "
+            "`reportflow dev` makes development ones under var/."
+        )
 
 
 def temporal_address_configured() -> bool:

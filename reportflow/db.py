@@ -62,6 +62,11 @@ api_tokens = Table(
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("label", String(200), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # NULL (a token minted before expiry existed): created_at + its kind's default lifetime.
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # Written at most once a minute per token (see tokens.lookup).
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
 )
 
 deliveries = Table(

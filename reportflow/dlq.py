@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from reportflow.audit import audit, operator
 from reportflow.config import Settings
 from reportflow.ops import NotRedrivable, failed_reports, redrive
 from reportflow.temporal import connect
 
 
 async def list_failed(settings: Settings) -> int:
-    client = await connect()
+    client = await connect(settings)
     token: bytes | None = None
     rows = []
     while True:
@@ -34,7 +35,7 @@ async def list_failed(settings: Settings) -> int:
 
 
 async def redrive_reports(settings: Settings, report_ids: list[str], every: bool) -> int:
-    client = await connect()
+    client = await connect(settings)
     if every:
         report_ids, token = [], None
         while True:
@@ -50,6 +51,7 @@ async def redrive_reports(settings: Settings, report_ids: list[str], every: bool
             sys.stderr.write(f"{report_id}: not redriven: {err}\n")
             code = 1
             continue
+        audit(operator(), "redrive", report_id, run_id=run_id)
         sys.stdout.write(f"{report_id}: redriven (run {run_id})\n")
     if not report_ids:
         sys.stdout.write("no failed reports to redrive\n")

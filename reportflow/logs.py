@@ -12,7 +12,17 @@ from typing import Any
 from reportflow.tracing import log_ids
 
 # Fields a record may carry through `extra=` that belong in the JSON line.
-_FIELDS = ("report_id", "user_id", "message_id", "attempt", "stage")
+_FIELDS = (
+    "report_id",
+    "user_id",
+    "message_id",
+    "attempt",
+    "stage",
+    "actor",
+    "action",
+    "target",
+    "run_id",
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -7,6 +7,7 @@ Dates travel as ISO strings (YYYY-MM-DD); money as integer cents.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 TASK_QUEUE = "reports"
@@ -193,6 +194,13 @@ class ReportResult:
     message_id: str
 
 
+# `add_recipient`: at most this many extra recipients per report, each a plain
+# address (local@domain.tld: no display name, no spaces, no list separators).
+MAX_EXTRA_RECIPIENTS = 5
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = re.compile(rf"[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+")
+
+
 @dataclass
 class Progress:
     """What the `progress` query returns and what the memo carries."""
@@ -201,3 +209,13 @@ class Progress:
     progress: int = 0
     updated_at: str | None = None
     recipients: list[str] = field(default_factory=list)
+
+    def recipient_refusal(self, address: str) -> str | None:
+        """Why `address` may not be added as a recipient now; None when it may."""
+        if len(address) > 254 or not _ADDRESS.fullmatch(address):
+            return "not a well-formed address (local@domain.tld)"
+        if self.stage in {"emailing", "done"}:
+            return "arrived after the email step"
+        if address not in self.recipients and len(self.recipients) >= MAX_EXTRA_RECIPIENTS:
+            return f"the report already has {MAX_EXTRA_RECIPIENTS} extra recipients"
+        return None

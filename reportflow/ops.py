@@ -16,6 +16,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
+from reportflow.codec import readable_failure
 from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE
 from reportflow.starter import start_report
@@ -98,7 +99,9 @@ async def activity_starts(
                     activity=scheduled.get(started.scheduled_event_id, "?"),
                     attempt=started.attempt,
                     identity=started.identity,
-                    last_failure=started.last_failure,
+                    last_failure=await readable_failure(
+                        client.data_converter, started.last_failure
+                    ),
                 )
             )
     return starts

@@ -54,8 +54,8 @@ __all__ = [
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 
+# No --no-sandbox here: Browser decides (see `sandbox_choice`).
 LAUNCH_ARGS = [
-    "--no-sandbox",  # needed when running as root (containers)
     "--disable-gpu",
     "--disable-dev-shm-usage",
     "--disable-background-networking",
@@ -313,6 +313,15 @@ def _is_browser_gone(exc: BaseException) -> bool:
     )
 
 
+def sandbox_choice() -> tuple[bool, str]:
+    """Chromium's own sandbox where the runtime allows it: not as root, where
+    Chromium refuses to start with it (a non-root user with user namespaces, as in
+    the container image, keeps it)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return False, "--no-sandbox: running as root (run the worker as a non-root user)"
+    return True, "sandbox on"
+
+
 class Browser:
     """One long-lived headless Chromium for this process; one fresh context per PDF."""
 
@@ -332,6 +341,8 @@ class Browser:
         self._playwright: Playwright | None = None
         self._browser: PlaywrightBrowser | None = None
         self.launches = 0
+        self.sandbox: bool | None = None  # decided at the first launch
+        self.sandbox_note = ""
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -431,6 +442,25 @@ class Browser:
         )
 
     async def _do_launch(self, playwright: Playwright) -> PlaywrightBrowser:
+        first = self.sandbox is None
+        if self.sandbox is None:
+            self.sandbox, self.sandbox_note = sandbox_choice()
+        try:
+            browser = await self._launch_with(playwright, sandbox=self.sandbox)
+        except PlaywrightError as err:
+            if not (first and self.sandbox):
+                raise
+            # No user namespaces (or a seccomp profile that forbids them): say so, go on.
+            self.sandbox = False
+            self.sandbox_note = f"--no-sandbox: the sandbox could not start ({_first_line(err)})"
+            browser = await self._launch_with(playwright, sandbox=False)
+        if first:  # once per process, at start
+            log = logger.info if self.sandbox else logger.warning
+            log("chromium sandbox: %s", self.sandbox_note)
+        return browser
+
+    async def _launch_with(self, playwright: Playwright, *, sandbox: bool) -> PlaywrightBrowser:
+        # Playwright adds --no-sandbox unless chromium_sandbox is set.
         return await playwright.chromium.launch(
             executable_path=self.executable,
             headless=True,
@@ -440,6 +470,7 @@ class Browser:
                 self.marker,
             ],
             timeout=self.timeout_seconds * 1000,
+            chromium_sandbox=sandbox,
         )
 
     async def _current(self) -> PlaywrightBrowser:

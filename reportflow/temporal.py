@@ -14,6 +14,8 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from reportflow import tracing
+from reportflow.codec import data_converter
+from reportflow.config import Settings, get_settings
 from reportflow.models import SEARCH_ATTRIBUTE_USER
 
 USER_ID_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_USER)
@@ -33,15 +35,28 @@ def connect_config() -> dict[str, Any]:
     return config
 
 
-async def connect(*, lazy: bool = False, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: Settings | None = None, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
+    """The process's client; every payload it writes or reads goes through the
+    encryption codec keyed by PAYLOAD_ENCRYPTION_KEYS (refused when unset)."""
+    settings = settings or get_settings()
     return await Client.connect(
         **connect_config(),
         lazy=lazy,
         runtime=runtime,
+        data_converter=data_converter(settings.keyring()),
         # Tracing (when configured) continues from the caller into workflows and,
         # for a worker built on this client, into each activity attempt.
         interceptors=tracing.temporal_interceptors(),
     )
+
+
+def with_codec(client: Client, settings: Settings) -> Client:
+    """The same connection, with the encryption codec of `settings` (tests, harnesses)."""
+    config = client.config()
+    config["data_converter"] = data_converter(settings.keyring())
+    return Client(**config)
 
 
 def metrics_runtime(bind_address: str) -> Runtime:

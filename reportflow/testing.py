@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,15 +25,18 @@ from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from pydantic import SecretStr
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from reportflow.api.app import create_app
+from reportflow.codec import new_key_entry
 from reportflow.config import Settings
 from reportflow.dev import Server
 from reportflow.models import SEARCH_ATTRIBUTE_USER
@@ -44,6 +48,15 @@ log = logging.getLogger(__name__)
 
 # What a worker logs once it has launched Chromium and polls its task queue.
 WORKER_READY_LINE = "worker polling task queue"
+
+
+def harness_secrets() -> dict[str, Any]:
+    """A random SECRET_KEY and payload key for a private stack (tests, chaos, bench):
+    set explicitly, as `reportflow api` and `reportflow worker` demand."""
+    return {
+        "secret_key": secrets.token_urlsafe(32),
+        "payload_encryption_keys": SecretStr(new_key_entry("harness")),
+    }
 
 
 def free_port() -> int:
@@ -163,6 +176,7 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
         WORKER_METRICS_BIND=settings.worker_metrics_bind,
         WORKER_MAX_CONCURRENT_ACTIVITIES=str(settings.worker_max_concurrent_activities),
         RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
+        PAYLOAD_ENCRYPTION_KEYS=settings.payload_encryption_keys.get_secret_value(),
     )
     if settings.worker_deployment_name and settings.worker_build_id:
         env["WORKER_DEPLOYMENT_NAME"] = settings.worker_deployment_name

@@ -19,7 +19,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from reportflow import retention, tracing
 from reportflow.activities.report import ReportActivities
-from reportflow.config import Settings, get_settings
+from reportflow.config import Settings, get_settings, require_secrets
 from reportflow.db import create_engine, ensure_schema
 from reportflow.logs import setup_logging
 from reportflow.mailer import Mailer
@@ -64,7 +64,7 @@ async def run_worker(
         runtime = (
             metrics_runtime(settings.worker_metrics_bind) if settings.worker_metrics_bind else None
         )
-        client = await connect(runtime=runtime)
+        client = await connect(settings, runtime=runtime)
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
@@ -119,7 +119,9 @@ async def run_worker(
 def main() -> None:
     setup_logging()
     tracing.configure("reportflow-worker")
-    asyncio.run(run_worker(get_settings()))
+    settings = get_settings()
+    require_secrets(settings, "worker")
+    asyncio.run(run_worker(settings))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ from temporalio.testing import WorkflowEnvironment
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.models import Backoff, RetrySchedule, Timeouts
-from reportflow.temporal import USER_ID_KEY, temporal_cli_path
+from reportflow.temporal import USER_ID_KEY, temporal_cli_path, with_codec
 from reportflow.tokens import create_token
 from tests.utils.data import DEFAULT, Txn, create_user
 from tests.utils.postgres import scratch_database
 from tests.utils.smtp import SmtpServer
-from tests.utils.stack import free_port, in_process_worker, serve_api
+from tests.utils.stack import free_port, harness_secrets, in_process_worker, serve_api
 
 pytest_plugins = ["tests.utils.listener", "tests.utils.metrics"]
 
@@ -76,7 +76,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
-    return temporal_env.client
+    """The dev server's client with the suite's encryption codec, like the API's."""
+    return with_codec(temporal_env.client, make_settings(Path("."), 0))
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +95,9 @@ def _smtp_accepting(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("smtp").reset()
 
 
+SECRETS = harness_secrets()
+
+
 def make_settings(tmp: Path, smtp_port: int, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "environment": "test",
@@ -107,6 +111,8 @@ def make_settings(tmp: Path, smtp_port: int, **overrides: object) -> Settings:
         "rate_limit_per_minute": 10,
         "worker_metrics_bind": "",  # off unless a test asks: workers would share a port
         "worker_grace_seconds": 5.0,
+        # Set explicitly, as in production: one random key per test process.
+        **SECRETS,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from reportflow.db import create_engine, create_schema
@@ -18,11 +19,14 @@ from tests.utils.reportflow_http import Bearer
 from tests.utils.smtp import SmtpServer
 
 
-async def test_health_ready_and_docs(http: httpx.AsyncClient) -> None:
+async def test_health_ready_and_docs(http: httpx.AsyncClient, app_engine: AsyncEngine) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok", "checks": {}}
     ready = await http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"temporal": "ok", "database": "ok"}
+    assert ready.json() == {"status": "ready", "checks": {}}  # anonymous: the status only
+    admin = Bearer(await create_token(app_engine, admin=True))
+    detailed = await http.get("/readyz", headers=admin.headers)
+    assert detailed.json()["checks"] == {"temporal": "ok", "database": "ok"}
     assert (await http.get("/docs")).status_code == 200
     schema = (await http.get("/openapi.json")).json()
     post = schema["paths"]["/reports"]["post"]
@@ -33,15 +37,22 @@ async def test_health_ready_and_docs(http: httpx.AsyncClient) -> None:
 
 async def test_not_ready_while_temporal_is_unreachable(tmp_path: Path, smtp: SmtpServer) -> None:
     settings = make_settings(tmp_path, smtp.port)
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    admin = Bearer(await create_token(engine, admin=True))
+    await engine.dispose()
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     async with (
         serve_api(settings, temporal_address=dead) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as http,
     ):
         live = await http.get("/healthz")
-        ready = await http.get("/readyz")
+        anonymous = await http.get("/readyz")
+        ready = await http.get("/readyz", headers=admin.headers)
 
     assert live.status_code == 200
+    assert anonymous.status_code == 503
+    assert anonymous.json() == {"status": "not ready", "checks": {}}  # no error text
     assert ready.status_code == 503
     assert ready.json()["status"] == "not ready"
     assert ready.json()["checks"]["temporal"].startswith("unavailable")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -150,7 +151,11 @@ async def reportflow_cli(*args: str, settings: Settings) -> tuple[int, str]:
         "-m",
         "reportflow.cli",
         *args,
-        env={**os.environ, "TASK_QUEUE": settings.task_queue},
+        env={
+            **os.environ,
+            "TASK_QUEUE": settings.task_queue,
+            "PAYLOAD_ENCRYPTION_KEYS": settings.payload_encryption_keys.get_secret_value(),
+        },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -185,6 +190,9 @@ async def test_dlq_command_lists_and_redrives(
 
     assert code == 0, out
     assert f"{report_id}: redriven" in out
+    audit = [json.loads(line) for line in out.splitlines() if '"reportflow.audit"' in line]
+    assert [(a["action"], a["target"]) for a in audit] == [("redrive", report_id)]
+    assert audit[0]["actor"].startswith("os-user ")
     assert (await wait_status(http, user, report_id, FINAL))["status"] == "completed"
     assert len(smtp.messages_to(address)) == 1
     code, out = await reportflow_cli("dlq", "redrive", report_id, settings=settings)

@@ -34,7 +34,7 @@ from reportflow.mailer import Mailer
 from reportflow.models import Backoff, RenderInput, RetrySchedule, Timeouts
 from reportflow.render import Browser, find_chromium
 from reportflow.retention import schedule_id
-from reportflow.store import ReportStore
+from reportflow.store import FileStore
 from reportflow.tokens import create_token
 from tests.conftest import FAST_BACKOFF, make_settings
 from tests.utils.data import create_user
@@ -395,7 +395,7 @@ async def test_worker_shutdown_waits_for_an_email_finishing_past_the_grace(
     assert len(smtp.messages_to(address)) == 1
 
 
-class SlowStore(ReportStore):
+class SlowStore(FileStore):
     """A real file store whose writes take a while, so a cancel can land mid-write."""
 
     def __init__(self, root: Path) -> None:

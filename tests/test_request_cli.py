@@ -160,7 +160,7 @@ async def test_request_with_a_bad_token_exits_2_with_the_api_detail(api_url: str
 
     assert command.process.returncode == 2
     assert "401" in command.stderr
-    assert "missing or unknown bearer token" in command.stderr
+    assert "missing, unknown, expired or revoked bearer token" in command.stderr
 
 
 @through_the_stack

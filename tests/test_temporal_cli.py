@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,19 @@ from tests.utils.wait import wait_until
 def temporal_cli(temporal_env: WorkflowEnvironment) -> Any:
     address = temporal_env.client.service_client.config.target_host
 
-    async def run(*args: str) -> str:
+    async def run(*args: str, codec: tuple[str, str] | None = None) -> str:
+        """`codec` = (API URL, admin token): payloads go through the API's /codec,
+        set in the environment as the README's Operating section does."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_CODEC_")}
+        if codec:
+            env["TEMPORAL_CODEC_ENDPOINT"] = f"{codec[0]}/codec"
+            env["TEMPORAL_CODEC_AUTH"] = f"Bearer {codec[1]}"
         process = await asyncio.create_subprocess_exec(
             temporal_cli_path(),
             *args,
             "--address",
             address,
+            env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -55,6 +63,7 @@ async def test_list_describe_query_and_reset_a_failed_report(
     temporal_cli: Any,
 ) -> None:
     user = await make_user(email=None)
+    codec = (str(http.base_url).rstrip("/"), await create_token(app_engine, admin=True))
     report_id = (await http.post("/reports", json={}, headers=user.headers)).json()["report_id"]
     await wait_status(http, user, report_id, FINAL)
 
@@ -68,17 +77,29 @@ async def test_list_describe_query_and_reset_a_failed_report(
     )
     assert json.loads(listed)[0]["execution"]["workflowId"] == report_id
 
-    described = await temporal_cli("workflow", "describe", "--workflow-id", report_id)
+    described = await temporal_cli("workflow", "describe", "--workflow-id", report_id, codec=codec)
     assert f"Report for user {user.id}" in described  # the static summary
     assert "NoEmailAddress" in described
+    # Without the codec, the summary and memo are ciphertext.
+    assert "Report for user" not in await temporal_cli(
+        "workflow", "describe", "--workflow-id", report_id
+    )
 
     # What the Web UI shows as the run's current details.
-    metadata = await temporal_cli("workflow", "metadata", "--workflow-id", report_id)
+    metadata = await temporal_cli("workflow", "metadata", "--workflow-id", report_id, codec=codec)
     assert "Stage:** querying" in metadata
 
     progress = json.loads(
         await temporal_cli(
-            "workflow", "query", "--workflow-id", report_id, "--name", "progress", "-o", "json"
+            "workflow",
+            "query",
+            "--workflow-id",
+            report_id,
+            "--name",
+            "progress",
+            "-o",
+            "json",
+            codec=codec,
         )
     )
     assert progress["queryResult"][0]["stage"] == "querying"
@@ -116,6 +137,7 @@ async def test_signal_add_recipient_and_cancel(
     keep_id, drop_id = await create_user(engine), await create_user(engine)
     keep = Bearer(await create_token(engine, user_id=keep_id))
     drop = Bearer(await create_token(engine, user_id=drop_id))
+    admin = await create_token(engine, admin=True)
     await engine.dispose()
 
     async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as http:
@@ -131,6 +153,7 @@ async def test_signal_add_recipient_and_cancel(
             "add_recipient",
             "--input",
             '"ops@example.com"',
+            codec=(url, admin),  # the address is encrypted on its way in
         )
         await temporal_cli("workflow", "cancel", "--workflow-id", dropped)
         async with in_process_worker(settings, temporal_client):

@@ -19,8 +19,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow import tracing
+from reportflow.api.events import StreamCounter
 from reportflow.api.ratelimit import RateLimiter
 from reportflow.api.routes import admin, dev, health, metrics, pages, reports
+from reportflow.api.routes import codec as codec_routes
+from reportflow.api.security import SecurityHeaders
+from reportflow.codec import EncryptionCodec
 from reportflow.config import Settings, get_settings
 from reportflow.db import create_engine, ensure_schema
 from reportflow.store import open_store
@@ -38,16 +42,23 @@ class BodyLimit:
     `max_bytes`) and replayed to the app.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, by_prefix: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.by_prefix = by_prefix or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
+        limit = next(
+            (n for prefix, n in self.by_prefix.items() if scope["path"].startswith(prefix)),
+            self.max_bytes,
+        )
         too_large = JSONResponse(
-            {"detail": f"the request body is over {self.max_bytes} bytes; send a smaller one"},
+            {"detail": f"the request body is over {limit} bytes; send a smaller one"},
             status_code=status.HTTP_413_CONTENT_TOO_LARGE,
         )
         body = b""
@@ -56,7 +67,7 @@ class BodyLimit:
             if message["type"] != "http.request":
                 return  # the client went away
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
+            if len(body) > limit:
                 await too_large(scope, receive, send)
                 return
             if not message.get("more_body", False):
@@ -158,16 +169,20 @@ def create_app(
     *,
     dev_outbox: Path | None = None,
     demo_token: str | None = None,
+    dev_codec_origin: str | None = None,
 ) -> FastAPI:
-    """The app; `dev_outbox` (set by `reportflow dev`) serves the SMTP sink at /dev/outbox,
-    and `demo_token` (dev only) is filled in on the web page's sign-in form."""
+    """The app; `dev_outbox` (set by `reportflow dev`) serves the SMTP sink at /dev/outbox
+    to loopback callers, `demo_token` (dev only) is filled in on the web page's sign-in
+    form, and `dev_codec_origin` (dev on loopback only) lets the embedded Web UI use the
+    codec without a token."""
     settings = settings or get_settings()
+    codec = EncryptionCodec(settings.keyring())  # no keys, no app: nothing goes out in clear
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One client per process; lazy, so the API starts (and /readyz says
         # why it is not ready) even while Temporal is still coming up.
-        app.state.temporal = await connect(lazy=True)
+        app.state.temporal = await connect(settings, lazy=True)
         app.state.engine = create_engine(
             settings.database_url,
             pool_size=settings.database_pool_size,
@@ -190,16 +205,27 @@ def create_app(
     )
     app.state.dev_outbox = dev_outbox
     app.state.demo_token = demo_token
+    app.state.dev_codec_origin = dev_codec_origin
+    app.state.codec = codec
+    app.state.event_streams = StreamCounter(
+        settings.events_max_streams_per_token, settings.events_max_stream_seconds
+    )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RPCError, _temporal_unavailable)
     app.add_exception_handler(RuntimeError, _temporal_not_connected)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        by_prefix={"/codec/": codec_routes.MAX_BODY_BYTES},
+    )
+    app.add_middleware(SecurityHeaders)
     app.include_router(reports.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
     app.include_router(health.router)
     app.include_router(pages.router)
+    app.include_router(codec_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if dev_outbox is not None:
         app.include_router(dev.router)

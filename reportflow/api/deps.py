@@ -13,7 +13,7 @@ from reportflow.config import Settings
 from reportflow.store import ReportStore
 from reportflow.tokens import Caller, lookup
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `reportflow token create`")
+bearer = HTTPBearer(auto_error=False, description="A token from `reportflow token create`")
 
 
 def _settings(request: Request) -> Settings:
@@ -42,13 +42,15 @@ EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 StoreDep = Annotated[ReportStore, Depends(_store)]
 
 
-async def _caller(
-    engine: EngineDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def authenticate(
+    engine: AsyncEngine, credentials: HTTPAuthorizationCredentials | None
 ) -> Caller:
+    """The caller of a live token, else 401 (unknown, expired or revoked: the
+    database says so on every replica, at once)."""
     unauthorized = HTTPException(
         status.HTTP_401_UNAUTHORIZED,
-        detail="missing or unknown bearer token; send `Authorization: Bearer <token>` "
+        detail="missing, unknown, expired or revoked bearer token; send "
+        "`Authorization: Bearer <token>` "
         "with a token from `reportflow token create --user ID`",
         headers={"WWW-Authenticate": "Bearer"},
     )
@@ -58,6 +60,13 @@ async def _caller(
     if caller is None:
         raise unauthorized
     return caller
+
+
+async def _caller(
+    engine: EngineDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    return await authenticate(engine, credentials)
 
 
 async def _admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:

@@ -31,6 +31,7 @@ from reportflow.api.schemas import (
     Status,
     StatusDocument,
 )
+from reportflow.codec import readable_failure
 from reportflow.config import Settings
 from reportflow.models import STAGES, WORKFLOW_TYPE
 from reportflow.retention import pdf_expires_at
@@ -172,7 +173,9 @@ async def _close_error(client: Client, report_id: str, run_id: str) -> ErrorDoc 
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
             return ErrorDoc(type="TimedOut", message="the run exceeded its time limit")
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            failure = event.workflow_execution_failed_event_attributes.failure
+            failure = await readable_failure(
+                client.data_converter, event.workflow_execution_failed_event_attributes.failure
+            )
             kind = failure.application_failure_info.type or "Failed"
             return ErrorDoc(type=kind, message=failure.message)
     return None
@@ -197,7 +200,15 @@ async def describe_report(
     memo = await description.memo()
     if not caller.is_admin and memo.get("user_id") != caller.user_id:
         return None
-    pending = description.raw_description.pending_activities
+    pending = list(description.raw_description.pending_activities[:1])
+    if pending and pending[0].HasField("last_failure"):
+        # Failure messages are encrypted like payloads: decrypt a copy to show it.
+        first = PendingActivityInfo()
+        first.CopyFrom(pending[0])
+        first.last_failure.CopyFrom(
+            await readable_failure(client.data_converter, first.last_failure)
+        )
+        pending = [first]
     close_error = None
     failed = description.status is not None and _FINAL.get(description.status) == "failed"
     if failed and not memo.get("error"):

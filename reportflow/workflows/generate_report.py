@@ -183,13 +183,11 @@ class GenerateReport:
 
     @workflow.signal
     def add_recipient(self, email: str) -> None:
-        """Add a recipient; too late once the email step has started."""
-        address = email.strip()
-        if "@" not in address or any(c.isspace() or c in "<>,;" for c in address):
-            workflow.logger.warning("add_recipient ignored an invalid address: %r", email)
-            return
-        if self._progress.stage in {"emailing", "done"}:
-            workflow.logger.warning("add_recipient arrived after the email step: %r", email)
+        """Add a recipient (well-formed, a handful at most); too late once emailing."""
+        address = email.strip() if isinstance(email, str) else ""
+        refusal = self._progress.recipient_refusal(address)
+        if refusal is not None:
+            workflow.logger.warning("add_recipient ignored %r: %s", email, refusal)
             return
         if address not in self._progress.recipients:
             self._progress.recipients.append(address)

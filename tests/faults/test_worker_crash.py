@@ -33,6 +33,7 @@ from reportflow.db import create_engine, create_schema
 from reportflow.models import Timeouts
 from reportflow.ops import ActivityStart, activity_starts
 from reportflow.render import CLOSE_TIMEOUT_SECONDS
+from reportflow.temporal import with_codec
 from reportflow.testing import WorkerProcess, kill_chromiums, serve_api, worker_process
 from reportflow.tokens import create_token
 from tests.conftest import User, make_settings
@@ -126,7 +127,7 @@ async def own_stack(
             settings=settings,
             http=http,
             user=user,
-            client=temporal_env.client,
+            client=with_codec(temporal_env.client, settings),
             smtp=smtp,
             temporal_address=temporal_env.client.service_client.config.target_host,
             tmp=tmp_path,

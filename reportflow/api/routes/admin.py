@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from reportflow.api.deps import AdminDep, SettingsDep, TemporalDep
 from reportflow.api.paging import decode_page_token, encode_page_token
 from reportflow.api.schemas import COMMON_ERRORS, problem
+from reportflow.audit import audit
 from reportflow.ops import (
     FAILED_QUERY,
     FailedReport,
@@ -63,13 +64,14 @@ async def list_failed(
     responses={409: problem("The report's latest run did not fail")},
 )
 async def redrive_report(
-    report_id: str, _: AdminDep, client: TemporalDep, settings: SettingsDep
+    report_id: str, caller: AdminDep, client: TemporalDep, settings: SettingsDep
 ) -> RedriveDoc:
     """Run a failed report again under the same ID."""
     try:
         run_id = await redrive(client, settings, report_id)
     except NotRedrivable as err:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from None
+    audit(caller.name, "redrive", report_id, run_id=run_id)
     return RedriveDoc(report_id=report_id, run_id=run_id, status_url=f"/reports/{report_id}")
 
 

@@ -15,11 +15,24 @@ from reportflow.smtp_sink import list_outbox
 router = APIRouter(prefix="/dev", tags=["dev"], include_in_schema=False)
 
 
+OUTBOX_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
 def _outbox(request: Request) -> Path:
     outbox: Path | None = request.app.state.dev_outbox
-    if outbox is None:
+    # Even under `reportflow dev --public`, the sink is for this machine only.
+    if outbox is None or request.client is None or request.client.host not in LOOPBACK:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no SMTP sink in this setup")
     return outbox
+
+
+def _safe(filename: str | None) -> str:
+    name = "".join(c for c in (filename or "attachment") if c.isalnum() or c in "._-")
+    return name or "attachment"
 
 
 @router.get("/outbox", response_class=HTMLResponse)
@@ -28,7 +41,10 @@ async def outbox_page(request: Request) -> Response:
     messages = list_outbox(_outbox(request))
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse(messages)
-    return templates.TemplateResponse(request, "outbox.html.j2", {"messages": messages})
+    page = templates.TemplateResponse(request, "outbox.html.j2", {"messages": messages})
+    # Subjects and names are untrusted text: no script may run here.
+    page.headers["Content-Security-Policy"] = OUTBOX_CSP
+    return page
 
 
 @router.get("/outbox/{name}/attachment", response_class=Response)
@@ -45,6 +61,10 @@ async def outbox_attachment(name: str, request: Request) -> Response:
             return Response(
                 payload,
                 media_type=part.get_content_type(),
-                headers={"Content-Disposition": f'inline; filename="{part.get_filename()}"'},
+                # Download, never render: attachments are untrusted bytes.
+                headers={
+                    "Content-Disposition": f'attachment; filename="{_safe(part.get_filename())}"',
+                    "Content-Security-Policy": "default-src 'none'; sandbox",
+                },
             )
     raise HTTPException(status.HTTP_404_NOT_FOUND, detail="that message has no attachment")

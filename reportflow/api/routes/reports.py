@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from reportflow import tracing
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
 from reportflow.api.downloads import DownloadLink, download_link, verify
+from reportflow.api.events import StreamCounter
 from reportflow.api.paging import decode_page_token, encode_page_token
 from reportflow.api.schemas import (
     COMMON_ERRORS,
@@ -25,7 +26,8 @@ from reportflow.api.schemas import (
     StatusDocument,
     problem,
 )
-from reportflow.api.status import build_document, describe_report
+from reportflow.api.status import build_document, describe_report, owner_of
+from reportflow.audit import audit
 from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE
 from reportflow.ops import STATUS_FILTERS
@@ -137,23 +139,47 @@ async def get_report(
             "description": "One `status` event per change; closes after the final one",
         },
         404: problem("No such report"),
+        429: problem("Too many streams open with this token; wait `Retry-After` seconds"),
     },
 )
 async def report_events(report_id: str, request: Request, caller: CallerDep) -> StreamingResponse:
-    """Server-Sent Events: the status document each time it changes."""
+    """Server-Sent Events: the status document each time it changes.
+
+    A stream lasts at most EVENTS_MAX_STREAM_SECONDS (then reconnect); a token may
+    hold EVENTS_MAX_STREAMS_PER_TOKEN open at once."""
     first = await _get(request, report_id, caller)
+    streams: StreamCounter = request.app.state.event_streams
+    stream = streams.open(caller.token_id)
+    if isinstance(stream, int):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"this token already has {streams.max_per_token} event streams open; "
+            f"close one, or poll GET /reports/{{id}}, and try again in {stream} s",
+            headers={"Retry-After": str(stream)},
+        )
     return StreamingResponse(
-        _status_events(request, first, caller),
+        _status_events(request, first, caller, stream),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _status_events(
+    request: Request, doc: StatusDocument, caller: Caller, stream: str
+) -> AsyncIterator[str]:
+    try:
+        async for event in _status_changes(request, doc, caller):
+            yield event
+    finally:
+        request.app.state.event_streams.close(caller.token_id, stream)
+
+
+async def _status_changes(
     request: Request, doc: StatusDocument, caller: Caller
 ) -> AsyncIterator[str]:
     settings: Settings = request.app.state.settings
     last_sent, last_beat = "", time.monotonic()
+    ends = last_beat + settings.events_max_stream_seconds
     while True:
         payload = doc.model_dump_json()
         if payload != last_sent:
@@ -163,6 +189,10 @@ async def _status_events(
             yield ": keep-alive\n\n"  # a comment line keeps proxies from closing the stream
             last_beat = time.monotonic()
         if doc.is_final or await request.is_disconnected():
+            return
+        if time.monotonic() >= ends:
+            # Long enough: the client reconnects (with Last-Event-ID) and counts afresh.
+            yield "retry: 1000\n\n"
             return
         await asyncio.sleep(settings.events_poll_seconds)
         try:
@@ -310,6 +340,8 @@ async def cancel_report(
             status.HTTP_409_CONFLICT, detail=f"the report is already {now.status}"
         ) from err
     log.info("cancel requested", extra={"report_id": report_id, "run_id": doc.run_id})
+    if caller.is_admin or owner_of(report_id) != caller.user_id:
+        audit(caller.name, "cancel", report_id)
     return doc
 
 

@@ -1,0 +1,183 @@
+"""Tokens expire, can be listed and revoked, and record their last use; a revoked or
+expired token gets 401 at once on every API replica (the state is in the database)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reportflow.config import Settings
+from reportflow.db import api_tokens
+from reportflow.tokens import (
+    TokenError,
+    create_token,
+    hash_token,
+    list_tokens,
+    lookup,
+    revoke_token,
+    token_id,
+)
+from tests.conftest import MakeUser
+from tests.utils.data import create_user
+from tests.utils.stack import serve_api
+
+
+async def reportflow(settings: Settings, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "reportflow.cli",
+        *args,
+        env={**os.environ, "DATABASE_URL": settings.database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_token_create_list_revoke_through_the_command(
+    settings: Settings, app_engine: AsyncEngine, http: httpx.AsyncClient
+) -> None:
+    user_id = await create_user(app_engine)
+    code, out, err = await reportflow(
+        settings, "token", "create", "--user", user_id, "--label", "ci laptop"
+    )
+    assert code == 0, err
+    token = out.strip()
+    assert token.startswith("rf_") and "\n" not in token  # alone on stdout, for scripts
+    tid = token_id(hash_token(token))
+    assert f"token ID {tid}, expires in 90 days" in err
+
+    code, out, err = await reportflow(settings, "token", "create", "--admin")
+    assert code == 0, err
+    assert "expires in 7 days" in err
+
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await http.get("/reports", headers=headers)).status_code == 200
+    code, listing, _ = await reportflow(settings, "token", "list")
+    assert code == 0
+    header, *rows = listing.splitlines()
+    assert header.split()[:4] == ["ID", "FOR", "STATE", "CREATED"]
+    assert "LAST USED" in header and "EXPIRES" in header
+    [row] = [r for r in rows if r.startswith(tid)]
+    assert f"user {user_id}" in row and "active" in row and row.endswith("ci laptop")
+    expires = datetime.now(UTC) + timedelta(days=90)
+    assert expires.strftime("%Y-%m-%d") in row
+    assert row.count(datetime.now(UTC).strftime("%Y-%m-%d")) == 2  # created and last used today
+
+    code, out, err = await reportflow(settings, "token", "revoke", tid)
+    assert code == 0, err
+    assert out.strip() == f"revoked {tid}"
+    [line] = [json.loads(x) for x in err.splitlines() if '"reportflow.audit"' in x]
+    assert (line["action"], line["target"]) == ("token revoke", tid)
+    assert line["actor"].startswith("os-user ")
+    refused = await http.get("/reports", headers=headers)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
+    code, listing, _ = await reportflow(settings, "token", "list")
+    assert "revoked" in next(r for r in listing.splitlines() if r.startswith(tid))
+
+    code, _, err = await reportflow(settings, "token", "revoke", "tok_000000000000")
+    assert code == 2 and "no token" in err and "reportflow token list" in err
+
+
+async def test_revoked_and_expired_tokens_get_401_on_every_replica(
+    settings: Settings, app_engine: AsyncEngine, make_user: MakeUser, http: httpx.AsyncClient
+) -> None:
+    revoked, expired = await make_user(), await make_user()
+    async with (
+        serve_api(settings) as other_url,
+        httpx.AsyncClient(base_url=other_url, timeout=30) as other,
+    ):
+        for replica in (http, other):
+            for user in (revoked, expired):
+                assert (await replica.get("/reports", headers=user.headers)).status_code == 200
+
+        await revoke_token(app_engine, revoked.token)  # the token itself works as well as its ID
+        async with app_engine.begin() as conn:
+            await conn.execute(
+                update(api_tokens)
+                .where(api_tokens.c.token_hash == hash_token(expired.token))
+                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+
+        for replica in (http, other):
+            for user in (revoked, expired):
+                answer = await replica.get("/reports", headers=user.headers)
+                assert answer.status_code == 401, answer.text
+                assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_last_use_is_written_at_most_once_a_minute(engine: AsyncEngine) -> None:
+    user_id = await create_user(engine)
+    token = await create_token(engine, user_id=user_id)
+    tid = token_id(hash_token(token))
+
+    async def last_used() -> datetime | None:
+        return next(t for t in await list_tokens(engine) if t.id == tid).last_used_at
+
+    assert await last_used() is None
+    caller = await lookup(engine, token)
+    assert caller is not None and caller.token_id == tid and caller.user_id == user_id
+    first = await last_used()
+    assert first is not None
+    await lookup(engine, token)
+    assert await last_used() == first  # within the minute: no write
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.token_hash == hash_token(token))
+            .values(last_used_at=datetime.now(UTC) - timedelta(minutes=2))
+        )
+    await lookup(engine, token)
+    later = await last_used()
+    assert later is not None and later > first - timedelta(seconds=1)
+
+
+async def test_token_lifetimes_and_legacy_rows(engine: AsyncEngine) -> None:
+    user_id = await create_user(engine)
+    now = datetime.now(UTC)
+    user_token = await create_token(engine, user_id=user_id)
+    admin_token = await create_token(engine, admin=True)
+    short = await create_token(engine, user_id=user_id, lifetime=timedelta(days=1))
+    tokens = {t.id: t for t in await list_tokens(engine)}
+
+    def days_left(token: str) -> float:
+        return (tokens[token_id(hash_token(token))].expires_at - now) / timedelta(days=1)
+
+    assert round(days_left(user_token)) == 90
+    assert round(days_left(admin_token)) == 7
+    assert round(days_left(short)) == 1
+
+    # A token minted before expiry existed: created_at + its kind's default lifetime.
+    old, new = secrets.token_hex(32), secrets.token_hex(32)  # the database outlives runs
+    async with engine.begin() as conn:
+        for digest, created in ((old, now - timedelta(days=91)), (new, now)):
+            await conn.execute(
+                insert(api_tokens).values(
+                    token_hash=digest, user_id=user_id, is_admin=False, label="", created_at=created
+                )
+            )
+    states = {t.id: t.state(now) for t in await list_tokens(engine)}
+    assert states[token_id(old)] == "expired"
+    assert states[token_id(new)] == "active"
+
+    for bad in (
+        {"user_id": user_id, "lifetime": timedelta(0)},
+        {"admin": True, "user_id": user_id},
+    ):
+        try:
+            await create_token(engine, **bad)  # type: ignore[arg-type]
+        except TokenError:
+            continue
+        raise AssertionError(f"create_token accepted {bad}")
