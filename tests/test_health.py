@@ -94,6 +94,7 @@ async def test_a_misconfigured_temporal_is_a_500_with_the_cause_not_a_503(
     await create_schema(engine)
     user_id = await create_user(engine)
     user = Bearer(await create_token(engine, user_id=user_id))
+    admin = Bearer(await create_token(engine, admin=True))
     await engine.dispose()
     bare = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(), dev_server_log_level="error"
@@ -105,7 +106,7 @@ async def test_a_misconfigured_temporal_is_a_500_with_the_cause_not_a_503(
             httpx.AsyncClient(base_url=url, timeout=30) as http,
         ):
             created = await http.post("/reports", json={}, headers=user.headers)
-            ready = await http.get("/readyz")
+            ready = await http.get("/readyz", headers=admin.headers)  # details for admins
     finally:
         await bare.shutdown()
 

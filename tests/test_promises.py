@@ -38,7 +38,14 @@ from reportflow.store import FileStore
 from reportflow.tokens import create_token
 from tests.conftest import FAST_BACKOFF, make_settings
 from tests.utils.data import create_user
-from tests.utils.reportflow_http import FINAL, Bearer, render_held, report_id_for, wait_status
+from tests.utils.reportflow_http import (
+    FINAL,
+    Bearer,
+    download_pdf,
+    render_held,
+    report_id_for,
+    wait_status,
+)
 from tests.utils.reports import make_report_data
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import WorkerProcess, in_process_worker, serve_api
@@ -220,7 +227,7 @@ async def test_cancel_while_the_email_is_sent_is_refused_and_the_report_complete
     assert "the email is already being sent" in refused.json()["detail"]
     assert done["status"] == "completed", done
     assert len(smtp.messages_to(address)) == 1
-    assert (await patient.http.get(f"/reports/{report_id}/pdf", headers=user.headers)).is_success
+    assert (await download_pdf(patient.http, user, report_id)).startswith(b"%PDF")
 
 
 async def test_cancel_before_the_email_step_sends_nothing_and_leaves_no_pdf(
