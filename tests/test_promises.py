@@ -337,8 +337,14 @@ async def test_an_expired_pdf_answers_410_and_the_email_stays_sent(
         )
         await handle.trigger()
         await wait_for(lambda: not pdf.exists(), what="the schedule to remove the PDF")
+        # The store dates a PDF by its write, the status by the report's completion
+        # (a moment later): wait for the status to agree.
+        status = await wait_until(
+            lambda: _status(s, user, report_id),
+            lambda doc: doc["result"]["pdf_expired"],
+            what="the status to say the PDF expired",
+        )
         download = await s.http.get(f"/reports/{report_id}/pdf", headers=user.headers)
-        status = (await s.http.get(f"/reports/{report_id}", headers=user.headers)).json()
 
     assert download.status_code == 410
     assert "expired" in download.json()["detail"]
@@ -346,6 +352,11 @@ async def test_an_expired_pdf_answers_410_and_the_email_stays_sent(
     assert status["result"]["pdf_expired"] is True
     assert status["result"]["emailed_to"] == [f"{user_id}@example.com"]
     assert len(smtp.messages_to(f"{user_id}@example.com")) == 1
+
+
+async def _status(s: Stack, user: Bearer, report_id: str) -> dict[str, Any]:
+    doc: dict[str, Any] = (await s.http.get(f"/reports/{report_id}", headers=user.headers)).json()
+    return doc
 
 
 def _older_than(path: Path, seconds: float) -> bool:

@@ -48,11 +48,6 @@ def _run_id() -> str:
     return activity.info().workflow_run_id or ""
 
 
-def _inside_attempt() -> float:
-    """A deadline for work that must end before its attempt's timeout does."""
-    return max(1.0, 0.75 * _attempt_seconds())
-
-
 class ReportActivities:
     def __init__(
         self,
@@ -104,9 +99,10 @@ class ReportActivities:
         pages = await asyncio.to_thread(count_pages, pdf)
         key = pdf_key(report_id, _run_id())
         try:
-            # The write runs in a thread that a cancellation cannot stop: wait for
-            # it, then remove what it wrote, so a cancelled run leaves no file.
-            await finish_within(self.store.put(key, pdf), _inside_attempt())
+            # A file store writes in a thread that neither a cancellation nor a
+            # deadline can stop: wait for it, then remove what it wrote, so a
+            # cancelled run leaves no file.
+            await finish_within(self.store.put(key, pdf), None)
         except asyncio.CancelledError:
             await asyncio.shield(self.store.delete(key))
             raise
