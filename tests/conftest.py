@@ -35,12 +35,17 @@ def _database_params() -> list[str]:
 
 
 @pytest.fixture(scope="session", params=_database_params())
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """SQLite always; PostgreSQL too when TEST_DATABASE_URL is set."""
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """SQLite always; PostgreSQL too when TEST_DATABASE_URL is set (a database of
+    its own on that server, so what earlier runs left there cannot interfere)."""
     if request.param == "postgresql":
-        return os.environ["TEST_DATABASE_URL"]
+        async with scratch_database("rf_session") as url:
+            yield url
+        return
     path: Path = tmp_path_factory.mktemp("db") / "reportflow.db"
-    return f"sqlite+aiosqlite:///{path}"
+    yield f"sqlite+aiosqlite:///{path}"
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,13 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 BIN = Path(sys.executable).parent
 
-REQUIRED_SECRETS = {"SECRET_KEY", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"}
+REQUIRED_SECRETS = {
+    "SECRET_KEY",
+    "PAYLOAD_ENCRYPTION_KEYS",
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+}
 OUR_SERVICES = {"migrate", "api", "worker"}
 ONE_SHOTS = {"temporal-schema", "temporal-namespace", "minio-bucket", "migrate"}
 # Temporal's environment configuration (docs.temporal.io, "Environment configuration").
@@ -123,6 +129,8 @@ def test_services_are_the_ones_the_issue_lists() -> None:
         "migrate",
         "api",
         "worker",
+        "prometheus",
+        "grafana",
     }
     assert services["temporal-schema"]["image"].startswith("temporalio/admin-tools:")
     assert services["temporal"]["image"].startswith("temporalio/server:")

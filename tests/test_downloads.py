@@ -16,7 +16,7 @@ from tests.utils.data import sample_transactions
 from tests.utils.reportflow_http import FINAL, download_pdf, last_90_days, wait_status
 
 
-async def _completed(http: httpx.AsyncClient, make_user: MakeUser) -> tuple[str, str]:
+async def _completed(http: httpx.AsyncClient, make_user: MakeUser) -> tuple[str, str, str]:
     start, _ = last_90_days()
     user = await make_user(sample_transactions(start, 30, 3))
     created = await http.post("/reports", headers=user.headers)
@@ -25,17 +25,17 @@ async def _completed(http: httpx.AsyncClient, make_user: MakeUser) -> tuple[str,
     assert done["status"] == "completed", done
     redirect = await http.get(f"/reports/{report_id}/pdf", headers=user.headers)
     assert redirect.status_code == 303
-    return report_id, redirect.headers["Location"]
+    return report_id, done["run_id"], redirect.headers["Location"]
 
 
 async def test_signed_link_serves_the_pdf_without_a_token(
     http: httpx.AsyncClient, make_user: MakeUser, worker: None, settings: Settings
 ) -> None:
-    report_id, location = await _completed(http, make_user)
+    report_id, run_id, location = await _completed(http, make_user)
     parts = urlsplit(location)
     assert parts.path == f"/reports/{report_id}/pdf/download"
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-    assert query["key"] == f"{report_id}.pdf"
+    assert query["key"] == f"{report_id}/{run_id}.pdf"
     assert 0 < int(query["expires"]) - time.time() <= settings.download_link_seconds
 
     response = await http.get(location)  # no Authorization header
@@ -47,8 +47,8 @@ async def test_signed_link_serves_the_pdf_without_a_token(
 async def test_tampered_expired_or_borrowed_links_are_403(
     http: httpx.AsyncClient, make_user: MakeUser, worker: None, settings: Settings
 ) -> None:
-    report_id, location = await _completed(http, make_user)
-    other_id, _ = await _completed(http, make_user)
+    report_id, _, location = await _completed(http, make_user)
+    other_id, _, _ = await _completed(http, make_user)
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
     key, expires, sig = query["key"], int(query["expires"]), query["sig"]
     past = int(time.time()) - 1

@@ -121,10 +121,11 @@ async def test_report_pdf_lives_in_s3_and_downloads_through_the_303(
         redirect = await http.get(f"/reports/{report_id}/pdf", headers=user.headers)
         assert redirect.status_code == 303, redirect.text
         location = redirect.headers["Location"]
-        assert location.startswith(f"{s3.endpoint}/{bucket}/pdfs/{report_id}.pdf?")
+        key = f"{report_id}/{done['run_id']}.pdf"
+        assert location.startswith(f"{s3.endpoint}/{bucket}/pdfs/{key}?")
         verify_presigned(location)
         link = (await http.get(f"/reports/{report_id}/pdf/link", headers=user.headers)).json()
-        assert link["url"].startswith(f"{s3.endpoint}/{bucket}/pdfs/{report_id}.pdf?")
+        assert link["url"].startswith(f"{s3.endpoint}/{bucket}/pdfs/{key}?")
 
     # The API is gone: the link alone serves the PDF, straight from the bucket.
     async with httpx.AsyncClient() as anonymous:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import MakeUser
 from tests.utils.listener import Listener, hostile_strings
-from tests.utils.reportflow_http import FINAL, pdf_text, wait_status
+from tests.utils.reportflow_http import FINAL, download_pdf, pdf_text, wait_status
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -27,12 +27,12 @@ async def test_hostile_merchant_names_are_text_and_reach_nothing(
     created = await http.post("/reports", json={}, headers=user.headers)
     done = await wait_status(http, user, created.json()["report_id"], FINAL)
     assert done["status"] == "completed", done
-    pdf = await http.get(done["result"]["pdf_url"], headers=user.headers)
+    pdf = await download_pdf(http, user, done["report_id"])
 
     # Any fetch would have happened while Chromium printed, before the report completed.
     assert listener.hits == 0, listener.paths
     # NFKC: fonts with ligatures extract "file" as "ﬁle".
-    flat = " ".join(unicodedata.normalize("NFKC", pdf_text(pdf.content)).split())
+    flat = " ".join(unicodedata.normalize("NFKC", pdf_text(pdf)).split())
     assert "iframe src=file:///etc/passwd" in flat
     assert "link rel=prefetch" in flat
     assert "meta http-equiv=refresh" in flat

@@ -32,7 +32,9 @@ class RateLimiter:
         """0 and counts the start if allowed; else the seconds until the next one is."""
         now = time.time()
         tolerance = self.window - self.interval
-        for _ in range(2):  # a second pass only when another replica inserted the row first
+        # More than one pass only when another replica's start changed the row
+        # between this one's statements (it inserted the row, or moved it).
+        for _ in range(4):
             async with self.engine.begin() as conn:
                 moved = await conn.execute(
                     update(rate_limits)
@@ -47,8 +49,10 @@ class RateLimiter:
                 tat: float | None = await conn.scalar(
                     select(rate_limits.c.tat).where(rate_limits.c.key == key)
                 )
-                if tat is not None:
+            if tat is not None:
+                if tat - now > tolerance:
                     return max(1, math.ceil(tat - now - tolerance))
+                continue  # the row appeared after the UPDATE looked: take a slot in it
             try:
                 async with self.engine.begin() as conn:
                     await conn.execute(insert(rate_limits).values(key=key, tat=now + self.interval))

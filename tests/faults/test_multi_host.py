@@ -167,7 +167,9 @@ async def test_reports_spread_over_two_worker_hosts_and_download_through_the_api
                 pdf = await download_pdf(http, user, report_id)
                 await _assert_one_email_with(smtp, user, pdf)
 
-        assert hosts.s3.keys(hosts.bucket) == sorted(f"pdfs/{rid}.pdf" for rid in ids)
+        assert hosts.s3.keys(hosts.bucket) == sorted(
+            f"pdfs/{d['report_id']}/{d['run_id']}.pdf" for d in done
+        )
         for path in hosts.dirs:  # nothing landed on a host's own disk
             assert not (path / "var" / "reports").exists(), path
 
