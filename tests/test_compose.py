@@ -7,6 +7,7 @@ obstore's AWS_* names and the `reportflow` command line."""
 
 from __future__ import annotations
 
+import base64
 import graphlib
 import os
 import re
@@ -93,6 +94,8 @@ def obstore_aws_names() -> set[str]:
 
 
 SECRETS = {name: f"test-{name.lower()}-0123456789" for name in REQUIRED_SECRETS}
+# A well-formed keyring (key ID and a base64 32-byte key), as `reportflow keygen` prints.
+SECRETS["PAYLOAD_ENCRYPTION_KEYS"] = "k1:" + base64.b64encode(bytes(32)).decode()
 
 
 def test_compose_file_matches_the_official_compose_schema(tmp_path: Path) -> None:

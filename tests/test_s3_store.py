@@ -132,6 +132,6 @@ async def test_report_pdf_lives_in_s3_and_downloads_through_the_303(
         pdf = await anonymous.get(location)
     assert pdf.status_code == 200
     assert "Test User" in pdf_text(pdf.content)
-    assert s3.keys(bucket) == [f"pdfs/{report_id}.pdf"]
+    assert s3.keys(bucket) == [f"pdfs/{key}"]
     message = await smtp.wait_for_message(f"{user_id}@example.com")
     assert [a.get_content() for a in message.iter_attachments()] == [pdf.content]
