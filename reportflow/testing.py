@@ -186,6 +186,27 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
     return env
 
 
+def _spawn(
+    argv: list[str],
+    settings: Settings,
+    temporal_address: str,
+    log: Path,
+    extra_env: Mapping[str, str] | None,
+    cwd: Path | None,
+) -> subprocess.Popen[bytes]:
+    """`python <argv>` with these settings, output to `log`, in a session of its own
+    (so it can be killed whole)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, *argv],
+            env={**settings_env(settings, temporal_address), **(extra_env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
+
+
 def _json(settings: Settings, field: str) -> str:
     return settings.model_dump_json(include={field})[len(f'{{"{field}":') : -1]
 
@@ -208,16 +229,8 @@ class WorkerProcess:
         cwd: Path | None = None,
     ) -> WorkerProcess:
         """`cwd`: the process's working directory (its own var/, as on a host of its own)."""
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "reportflow.worker"],
-                env={**settings_env(settings, temporal_address), **(extra_env or {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=cwd,
-            )
-        return cls(process, log)
+        argv = ["-m", "reportflow.worker"]
+        return cls(_spawn(argv, settings, temporal_address, log, extra_env, cwd), log)
 
     @property
     def pid(self) -> int:
@@ -320,15 +333,8 @@ class ApiProcess:
         cwd: Path | None = None,
     ) -> ApiProcess:
         port = free_port()
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "reportflow.cli", "api", "--port", str(port)],
-                env={**settings_env(settings, temporal_address), **(extra_env or {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=cwd,
-            )
+        argv = ["-m", "reportflow.cli", "api", "--port", str(port)]
+        process = _spawn(argv, settings, temporal_address, log, extra_env, cwd)
         return cls(process, log, f"http://127.0.0.1:{port}")
 
     async def wait_ready(self, within: float = 60.0) -> None:

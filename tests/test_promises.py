@@ -106,13 +106,9 @@ async def patient(
 
 
 async def _stage(s: Stack, user: Bearer, report_id: str, stage: str) -> dict[str, Any]:
-    async def probe() -> dict[str, Any]:
-        doc: dict[str, Any] = (
-            await s.http.get(f"/reports/{report_id}", headers=user.headers)
-        ).json()
-        return doc
-
-    return await wait_until(probe, lambda d: d["stage"] == stage, what=f"stage {stage}")
+    return await wait_until(
+        lambda: _status(s, user, report_id), lambda d: d["stage"] == stage, what=f"stage {stage}"
+    )
 
 
 async def _post(s: Stack, user: Bearer, body: dict[str, Any] | None = None) -> dict[str, Any]:
