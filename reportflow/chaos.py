@@ -85,6 +85,7 @@ INJECTION = "injection"
 FAULT_END = "fault end"
 
 QUERY, RENDER, EMAIL = "query", "render", "send_email"
+SLOT = "acquire_slot"  # a run's first step, and its first database write
 
 
 class ChaosError(RuntimeError):
@@ -257,12 +258,12 @@ class SqliteDatabase:
     A local file cannot drop off a network, and moving it (or its directory) away
     does not reach a running worker: its pooled connection keeps the file open and
     reads on. In WAL mode readers never wait on a writer, so a held lock stops the
-    step that writes: the email step's delivery claim waits on it, its attempt
-    times out and is retried.
+    first step that writes: taking the user's running-report slot waits on it, its
+    attempt times out and is retried.
     """
 
     outage = "the SQLite file's write lock held by another connection"
-    stage = EMAIL
+    stage = SLOT
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -302,7 +303,7 @@ class PostgresDatabase:
     """
 
     outage = "the workers' TCP path to PostgreSQL cut (connections refused and reset)"
-    stage = QUERY
+    stage = SLOT
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url

@@ -195,15 +195,149 @@ def _request(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from reportflow import dlq
+    from reportflow import bulk, dlq
 
     settings = get_settings()
     if args.dlq_command == "list":
         return asyncio.run(dlq.list_failed(settings))
-    if not args.ids and not args.all:
-        sys.stderr.write("reportflow dlq redrive: name report IDs or pass --all\n")
+    where = bulk.Filter(user=args.user, since=args.since, reason=args.reason, query=args.query)
+    if args.dlq_command == "cancel":
+        if not where.any and not args.all:
+            sys.stderr.write(
+                "reportflow dlq cancel: give a filter (--user, --since, --query) or --all\n"
+            )
+            return 2
+        return asyncio.run(bulk.cancel_matching(settings, where, yes=args.yes))
+    if args.ids:
+        return asyncio.run(dlq.redrive_reports(settings, args.ids, False))
+    if not where.any and not args.all:
+        sys.stderr.write("reportflow dlq redrive: name report IDs, give a filter, or pass --all\n")
         return 2
-    return asyncio.run(dlq.redrive_reports(settings, args.ids, args.all))
+    return asyncio.run(bulk.redrive_matching(settings, where, yes=args.yes))
+
+
+def _since(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date or time; write YYYY-MM-DD or YYYY-MM-DDTHH:MM"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _bulk_options(parser: argparse.ArgumentParser, reason_help: str) -> None:
+    parser.add_argument("--all", action="store_true", help="no filter: every matching report")
+    parser.add_argument("--user", help="only this user's reports")
+    parser.add_argument("--since", type=_since, metavar="WHEN", help="started at or after (UTC)")
+    parser.add_argument("--reason", help=reason_help)
+    parser.add_argument(
+        "--query", metavar="VISIBILITY", help="any Temporal visibility clause, ANDed"
+    )
+    parser.add_argument("--yes", action="store_true", help="act (without it: count and list)")
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    """Operators' front door to reportflow.schedules (straight to Temporal, like dlq)."""
+    from pydantic import ValidationError
+
+    from reportflow import schedules
+    from reportflow.temporal import connect
+
+    action = args.schedule_command
+    try:
+        request = (
+            schedules.ScheduleRequest(
+                every=args.every,
+                day=args.day,
+                time=args.time,
+                timezone=args.timezone,
+                backfill=args.backfill,
+            )
+            if action == "create"
+            else None
+        )
+    except ValidationError as err:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in err.errors())
+        sys.stderr.write(f"reportflow schedule: {reasons}\n")
+        return 2
+
+    async def go() -> int:
+        client = await connect()
+        if request is not None:
+            docs = [
+                await schedules.create_schedule(
+                    client, get_settings(), user_id=args.user, request=request
+                )
+            ]
+        elif action == "list":
+            docs = await schedules.list_schedules(client, user_id=args.user)
+        elif action == "delete":
+            await schedules.delete_schedule(client, args.id, user_id=None)
+            sys.stdout.write(f"{args.id}: deleted\n")
+            return 0
+        else:
+            docs = [
+                await schedules.pause_schedule(
+                    client, args.id, user_id=None, paused=action == "pause"
+                )
+            ]
+        for doc in docs:
+            when = doc.next_run_at.strftime("%Y-%m-%d %H:%M UTC") if doc.next_run_at else "-"
+            state = "paused" if doc.paused else f"next {when}"
+            sys.stdout.write(
+                f"{doc.id}  every {doc.every} on {doc.day} at {doc.time} {doc.timezone}  {state}\n"
+            )
+        if not docs:
+            sys.stdout.write("no schedules\n")
+        return 0
+
+    try:
+        return asyncio.run(go())
+    except schedules.ScheduleNotFound:
+        sys.stderr.write(
+            f"reportflow schedule: no schedule {args.id!r}; see `reportflow schedule list`\n"
+        )
+        return 1
+
+
+def _render(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from temporalio.exceptions import ApplicationError
+
+    from reportflow.api.schemas import ReportRequest
+    from reportflow.local_render import render_locally
+
+    if args.html is None and args.pdf is None:
+        sys.stderr.write(
+            "reportflow render: say where to write it: --html FILE and/or --pdf FILE\n"
+        )
+        return 2
+    try:  # the range rules of POST /reports: defaults, no future, at most 366 days
+        start, end = ReportRequest.model_validate({"start": args.start, "end": args.end}).dates()
+    except ValidationError as err:
+        reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in err.errors())
+        sys.stderr.write(f"reportflow render: {reason}\n")
+        return 2
+    try:
+        done = asyncio.run(
+            render_locally(
+                get_settings(),
+                user_id=args.user,
+                start=start,
+                end=end,
+                html_path=args.html,
+                pdf_path=args.pdf,
+            )
+        )
+    except ApplicationError as err:
+        sys.stderr.write(f"reportflow render: {err.message}\n")
+        return 1
+    written = [f"{args.html} ({done.html_bytes} bytes of HTML)"] if args.html else []
+    if args.pdf:
+        written.append(f"{args.pdf} ({done.pages} pages, {done.pdf_bytes} bytes)")
+    sys.stdout.write(f"{done.report_id}: wrote {' and '.join(written)} in {done.seconds:.2f} s\n")
+    return 0
 
 
 CHAOS_SCENARIOS = "worker-sigkill, temporal-restart, smtp-down, database-down, chromium-kill"
@@ -241,6 +375,7 @@ def _chaos(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from reportflow.bench import BenchOptions, print_table, run_bench
+    from reportflow.bench_status import RatioOptions, print_ratios, ratios_report, run_ratios
     from reportflow.capacity import estimate, format_estimates
 
     if (
@@ -256,17 +391,32 @@ def _bench(args: argparse.Namespace) -> int:
     options = BenchOptions(
         users=args.users, requests=args.requests, reports=args.reports, samples=args.samples
     )
+    ratio_options = RatioOptions()
     if args.quick:
         options = BenchOptions(users=3, requests=6, reports=3, samples=2, ceiling_reports=10)
-    result = asyncio.run(run_bench(options))
-    print_table(result.rows)
-    if args.capacity:
-        figures = result.figures()
+        ratio_options = RatioOptions(users=4, reports=4, starts=4, pollers=10)
+    for noisy in ("httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    result = None if args.ratios else asyncio.run(run_bench(options))
+    rows = result.rows if result is not None else []
+    # The ratios are the slow part: `--quick` alone skips them.
+    run_them = args.ratios or args.json or not args.quick
+    figures = asyncio.run(run_ratios(ratio_options)) if run_them else []
+    if args.json:
+        sys.stdout.write(ratios_report(figures, rows) + "\n")
+        return 0
+    if rows:
+        print_table(rows)
+        sys.stdout.write("\n")
+    if figures:
+        print_ratios(figures)
+    if args.capacity and result is not None:
+        measured = result.figures()
         estimates = [
-            estimate(figures, n, peak_factor=args.peak_factor, host_cores=args.host_cores)
+            estimate(measured, n, peak_factor=args.peak_factor, host_cores=args.host_cores)
             for n in args.capacity
         ]
-        sys.stdout.write("\n" + format_estimates(figures, estimates))
+        sys.stdout.write("\n" + format_estimates(measured, estimates))
     return 0
 
 
@@ -380,6 +530,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up following after this long (default 600)",
     )
     request.set_defaults(func=_request)
+    render = commands.add_parser(
+        "render",
+        help="render one report here (database + Chromium), no Temporal, no email",
+        description="The worker's query and render steps on this machine, for template work. "
+        "Reads DATABASE_URL (and CHROMIUM_EXECUTABLE for --pdf).",
+    )
+    render.add_argument("--user", required=True, help="the user whose transactions to report")
+    render.add_argument("--start", type=client.parse_day, metavar="YYYY-MM-DD", help="first day")
+    render.add_argument("--end", type=client.parse_day, metavar="YYYY-MM-DD", help="last day")
+    render.add_argument("--html", type=Path, metavar="FILE", help="write the report's HTML here")
+    render.add_argument("--pdf", type=Path, metavar="FILE", help="write the PDF here")
+    render.set_defaults(func=_render)
+
     dlq = commands.add_parser(
         "dlq",
         help="failed reports (the dead-letter queue): list them, run them again",
@@ -391,8 +554,42 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=_dlq)
     redrive = dlq_commands.add_parser("redrive", help="run failed reports again (same IDs)")
     redrive.add_argument("ids", nargs="*", metavar="ID", help="report IDs")
-    redrive.add_argument("--all", action="store_true", help="every failed report")
+    _bulk_options(redrive, "only failed reports with this reason code, e.g. SmtpRejected")
     redrive.set_defaults(func=_dlq)
+    cancel = dlq_commands.add_parser(
+        "cancel", help="cancel running reports that match a filter (one batch operation)"
+    )
+    _bulk_options(cancel, "a note recorded with the batch operation")
+    cancel.set_defaults(func=_dlq)
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="reports sent every week or month: create, list, pause, unpause, delete",
+        description="Talks to Temporal directly (TEMPORAL_ADDRESS etc.), like dlq.",
+    )
+    schedule_commands = schedule.add_subparsers(
+        dest="schedule_command", required=True, metavar="ACTION"
+    )
+    screate = schedule_commands.add_parser("create", help="schedule a user's report")
+    screate.add_argument("--user", required=True, help="whose report")
+    screate.add_argument("--every", required=True, choices=["week", "month"])
+    screate.add_argument("--day", required=True, help="monday..sunday, or 1-28 for a month")
+    screate.add_argument("--time", default="06:00", help="local time HH:MM (default 06:00)")
+    screate.add_argument("--timezone", default="UTC", help="IANA zone (default UTC)")
+    screate.add_argument(
+        "--backfill",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also send the N past periods now (default 0: none)",
+    )
+    slist = schedule_commands.add_parser("list", help="schedules (one user's with --user)")
+    slist.add_argument("--user", help="only this user's")
+    for action in ("pause", "unpause", "delete"):
+        sub = schedule_commands.add_parser(action, help=f"{action} a schedule")
+        sub.add_argument("id", metavar="ID", help="the schedule ID")
+    for sub in schedule_commands.choices.values():
+        sub.set_defaults(func=_schedule)
 
     chaos = commands.add_parser(
         "chaos",
@@ -449,6 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--host-cores", type=int, help="cores per worker host (default: this machine's)"
     )
+    bench.add_argument(
+        "--ratios", action="store_true", help="only the ratios (P1, P2, P4), not the parts"
+    )
+    bench.add_argument("--json", action="store_true", help="JSON instead of tables")
     bench.set_defaults(func=_bench)
     return parser
 

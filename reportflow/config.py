@@ -40,9 +40,23 @@ class Settings(BaseSettings):
     events_max_stream_seconds: float = Field(default=900.0, gt=0)
 
     task_queue: str = "reports"
-    # GET /reports/{id}/events reads the status this often and sends it on change.
-    events_poll_seconds: float = 0.5
     events_keepalive_seconds: float = 15.0
+    # Each API process keeps one watcher per report being read (GET or SSE); it
+    # re-describes on a history event, when a retry is due, and every
+    # STATUS_REFRESH_SECONDS while an activity runs (a failed attempt writes no
+    # event); it ends this long after its last reader.
+    status_watch_idle_seconds: float = Field(default=10.0, gt=0)
+    status_refresh_seconds: float = Field(default=10.0, gt=0)
+    # A token lookup may be kept this long in each API process. Off by default, so
+    # a revoked or expired token is refused at once on every replica; a few
+    # seconds spare pollers a database query each, and let a revoked token work
+    # that much longer.
+    token_cache_seconds: float = Field(default=0.0, ge=0)
+    # /metrics reads Temporal at most once per this many seconds, whoever asks.
+    metrics_cache_seconds: float = Field(default=10.0, ge=0)
+    # Bearer token Prometheus sends to /metrics (an admin token works too);
+    # unset, /metrics is open in dev and test and needs an admin token otherwise.
+    metrics_token: str | None = None
     temporal_ui_url: str = "http://localhost:8233"
 
     database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'reportflow.db'}"
@@ -71,16 +85,27 @@ class Settings(BaseSettings):
 
     chromium_executable: str | None = None
     render_timeout_seconds: float = 60.0
+    # PDFs printed at once per worker; default: one per CPU core.
+    render_concurrency: int | None = Field(default=None, ge=1)
 
     # A user may start at most this many reports a minute (the 429 of the contract),
     # counted in the database: the limit holds across API replicas and restarts.
     rate_limit_per_minute: int = 30
     max_body_bytes: int = 16 * 1024
+    # Emails sent per second across all workers (Temporal's task-queue rate limit).
+    email_rate_per_second: float = Field(default=5.0, gt=0)
+    # Reports of one user running at once; more wait `queued` (0 = no cap).
+    max_running_reports_per_user: int = Field(default=3, ge=0)
 
     # Backoff per activity, e.g. RETRY__EMAIL__INITIAL_SECONDS=30.
     retry: RetrySchedule = Field(default_factory=RetrySchedule)
     # Per-attempt limits, e.g. TIMEOUTS__RENDER_HEARTBEAT=10.
     timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    # Webhook deliveries refuse private, loopback and link-local addresses unless the
+    # URL's host is named here (comma-separated host names or IPs).
+    webhook_allowed_hosts: str = ""
+    webhook_timeout_seconds: float = 10.0
 
     worker_grace_seconds: float = 30.0
     # Where a worker serves Prometheus metrics (SDK + report durations); "" = off.
@@ -126,6 +151,12 @@ class Settings(BaseSettings):
     @property
     def is_dev(self) -> bool:
         return self.environment in {"dev", "test"}
+
+    @property
+    def webhook_allowed(self) -> frozenset[str]:
+        return frozenset(
+            h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()
+        )
 
     @property
     def report_store_path(self) -> Path:

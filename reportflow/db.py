@@ -2,7 +2,8 @@
 
 `users` and `transactions` are the reporting source; `api_tokens` holds hashed
 bearer tokens; `deliveries` is the email ledger that makes sending idempotent; `rate_limits`
-holds the per-user start limit shared by every API replica.
+holds the per-user start limit shared by every API replica; `webhooks` holds users'
+endpoints for report events.
 """
 
 from __future__ import annotations
@@ -86,6 +87,33 @@ deliveries = Table(
     Column("claim_id", String(64), nullable=False),
     Column("claimed_until", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=True),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    # A user's endpoints for report events. The secret signs each delivery, so it
+    # is kept (not hashed); it is shown to the user only when the endpoint is made.
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(64), ForeignKey("users.id"), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Set when the receiver answered 410 Gone: nothing more is sent there.
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+)
+
+report_slots = Table(
+    "report_slots",
+    metadata,
+    # MAX_RUNNING_REPORTS_PER_USER: a run holds a row from before its first step
+    # until it ends. A run that ended without giving it back (terminated) is
+    # found by asking Temporal once its slot is old, and its row removed.
+    Column("run_key", String(300), primary_key=True),  # report_id/run_id
+    Column("user_id", String(64), nullable=False, index=True),
+    Column("report_id", String(200), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
 )
 
 

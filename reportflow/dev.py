@@ -31,7 +31,7 @@ from reportflow.config import DEV_SECRET, VAR_DIR, Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.seed import ensure_seeded
 from reportflow.smtp_sink import start_sink
-from reportflow.temporal import USER_ID_KEY, temporal_cli_path
+from reportflow.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path
 from reportflow.tokens import create_token, lookup
 from reportflow.worker import run_worker
 
@@ -80,7 +80,10 @@ async def start_temporal(
         dev_server_database_filename=str(var / "temporal.db"),
         search_attributes=[USER_ID_KEY],
         dev_server_log_level="error",
-        dev_server_extra_args=["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else [],
+        dev_server_extra_args=[
+            *FAIRNESS_DEV_ARGS,
+            *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []),
+        ],
     )
 
 
@@ -175,7 +178,8 @@ async def run_dev(settings: Settings, *, public: bool = False) -> None:
         "\nreportflow is running\n"
         f"  web page       {base}/\n"
         f"  API docs       {base}/docs\n"
-        f"  Temporal UI    {settings.temporal_ui_url}  (decodes through {codec_endpoint})\n"
+        f"  Temporal UI    {settings.temporal_ui_url}  (decodes through {codec_endpoint}"
+        + ("; task-queue fairness on)\n" if temporal else ")\n")
         + (f"  outbox         {base}/dev/outbox  (files in var/outbox/)\n" if sink else "")
         + f"  demo user      {DEMO_USER}\n"
         f"  demo token     {token}\n\n"

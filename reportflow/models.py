@@ -14,6 +14,12 @@ TASK_QUEUE = "reports"
 WORKFLOW_TYPE = "GenerateReport"
 SEARCH_ATTRIBUTE_USER = "ReportUserId"
 
+
+def email_queue(task_queue: str) -> str:
+    """The email step's task queue, rate-limited across workers (EMAIL_RATE_PER_SECOND)."""
+    return f"{task_queue}-email"
+
+
 # Stages in order, with the progress (percent) a report has when it enters each.
 STAGES: dict[str, int] = {
     "queued": 0,
@@ -48,11 +54,18 @@ class Backoff:
     maximum_attempts: int = 6
 
 
+def webhook_backoff() -> Backoff:
+    """Webhook deliveries: 5 s, 10 s, ... capped at 30 min, 20 tries: about 6 hours."""
+    return Backoff(initial_seconds=5.0, coefficient=2.0, maximum_seconds=1800.0,
+                   maximum_attempts=20)  # fmt: skip
+
+
 @dataclass
 class RetrySchedule:
     query: Backoff = field(default_factory=Backoff)
     render: Backoff = field(default_factory=Backoff)
     email: Backoff = field(default_factory=Backoff)
+    webhook: Backoff = field(default_factory=webhook_backoff)
 
 
 @dataclass
@@ -64,6 +77,8 @@ class Timeouts:
     render: float = 120.0
     render_heartbeat: float = 20.0
     email: float = 60.0
+    # One webhook delivery attempt; a worker killed mid-delivery is retried after it.
+    webhook: float = 30.0
 
 
 @dataclass
@@ -219,3 +234,96 @@ class Progress:
         if address not in self.recipients and len(self.recipients) >= MAX_EXTRA_RECIPIENTS:
             return f"the report already has {MAX_EXTRA_RECIPIENTS} extra recipients"
         return None
+
+
+SCHEDULED_WORKFLOW_TYPE = "ScheduledReport"
+
+
+@dataclass
+class ScheduledReportInput:
+    """What a user's Schedule runs: the report of the period before each run."""
+
+    user_id: str
+    every: str  # week | month
+    timezone: str
+
+
+@dataclass
+class StartScheduledInput:
+    user_id: str
+    every: str
+    timezone: str
+    # The run's nominal time (the Schedule's TemporalScheduledStartTime), ISO 8601.
+    nominal_time: str
+
+
+@dataclass
+class ScheduledReportResult:
+    report_id: str
+    started: bool
+    start: str
+    end: str
+
+
+DELIVER_WEBHOOKS_WORKFLOW_TYPE = "DeliverWebhooks"
+
+
+@dataclass
+class WebhookEvent:
+    """A report's outcome, announced to each of its user's webhook endpoints."""
+
+    report_id: str
+    run_id: str
+    user_id: str
+    outcome: str  # completed | failed | cancelled
+    start: str
+    end: str
+    occurred_at: str
+    error: dict[str, str] | None = None
+    retry: Backoff = field(default_factory=webhook_backoff)
+    attempt_seconds: float = 30.0
+
+    @property
+    def event_id(self) -> str:
+        """The `webhook-id`: the same on every retry, so receivers can deduplicate."""
+        return f"{self.report_id}.{self.outcome}.{self.run_id}"
+
+
+@dataclass
+class WebhookTargetsInput:
+    user_id: str
+
+
+@dataclass
+class WebhookTargets:
+    endpoint_ids: list[str]
+
+
+@dataclass
+class WebhookDeliveryInput:
+    endpoint_id: str
+    event: WebhookEvent
+
+
+@dataclass
+class WebhookDeliveryResult:
+    endpoint_id: str
+    outcome: str  # delivered | disabled | gone
+    status_code: int | None = None
+
+
+@dataclass
+class WebhookDeliveries:
+    delivered: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+# Retried (no history grows) while the user has MAX_RUNNING_REPORTS_PER_USER running.
+USER_AT_CAPACITY = "UserAtCapacity"
+
+
+@dataclass
+class SlotInput:
+    user_id: str
+    report_id: str
+    run_id: str

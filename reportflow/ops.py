@@ -10,16 +10,20 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from temporalio.api.common.v1 import WorkflowExecution as ProtoExecution
 from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    GetWorkflowExecutionHistoryReverseRequest,
+)
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from reportflow.codec import readable_failure
 from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE
-from reportflow.starter import start_report
+from reportflow.starter import BACKGROUND, start_report
 
 # The visibility filter for each status word of the contract ("queued" and
 # "running" are both open runs; the memo's stage tells them apart).
@@ -107,9 +111,37 @@ async def activity_starts(
     return starts
 
 
+# How far back from a failed run's end to look for its failing activity's last
+# start (the stage's activity, then at most a cleanup and the close).
+_TAIL_EVENTS = 50
+_STAGE_ACTIVITIES = {"query", "render", "send_email"}
+
+
+async def _attempts(client: Client, execution: WorkflowExecution) -> int:
+    """Tries of the activity the run failed in: one reverse read of its history's tail."""
+    response = await client.workflow_service.get_workflow_execution_history_reverse(
+        GetWorkflowExecutionHistoryReverseRequest(
+            namespace=client.namespace,
+            execution=ProtoExecution(workflow_id=execution.id, run_id=execution.run_id),
+            maximum_page_size=_TAIL_EVENTS,
+        )
+    )
+    activity_of: dict[int, str] = {}
+    starts: list[tuple[int, int]] = []  # (scheduled event id, attempt), newest first
+    for event in response.history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attributes = event.activity_task_scheduled_event_attributes
+            activity_of[event.event_id] = attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            starts.append((started.scheduled_event_id, started.attempt))
+    return next(
+        (attempt for sid, attempt in starts if activity_of.get(sid) in _STAGE_ACTIVITIES), 0
+    )
+
+
 async def _failed_report(client: Client, execution: WorkflowExecution) -> FailedReport:
     memo: dict[str, Any] = dict(await execution.memo())
-    starts = await activity_starts(client, execution.id, execution.run_id)
     error = memo.get("error") or {}
     if not error:
         status = execution.status
@@ -122,29 +154,55 @@ async def _failed_report(client: Client, execution: WorkflowExecution) -> Failed
         message=str(error.get("message")),
         stage=error.get("stage"),
         retry_state=error.get("retry_state"),
-        attempts=max((start.attempt for start in starts), default=0),
+        attempts=await _attempts(client, execution),
         failed_at=execution.close_time,
     )
 
 
+async def _superseded(client: Client, page: list[WorkflowExecution]) -> set[tuple[str, str]]:
+    """(report ID, run ID) of the listed runs that a later run of the same report
+    replaced: one visibility listing of every run of the page's reports."""
+    ids = sorted({e.id for e in page if "'" not in e.id})
+    if not ids:
+        return set()
+    quoted = ", ".join(f"'{i}'" for i in ids)
+    latest: dict[str, datetime] = {}
+    async for run in client.list_workflows(
+        f"WorkflowType = '{WORKFLOW_TYPE}' AND WorkflowId IN ({quoted})",
+        page_size=1000,
+        limit=_RUNS_LOOKED_AT,
+    ):
+        if run.id not in latest or run.start_time > latest[run.id]:
+            latest[run.id] = run.start_time
+    return {(e.id, e.run_id) for e in page if latest.get(e.id, e.start_time) > e.start_time}
+
+
+# The newest runs of one page's reports read to tell which failed run is latest.
+_RUNS_LOOKED_AT = 2000
+
+
 async def failed_reports(
-    client: Client, *, page_size: int = 50, page_token: bytes | None = None
+    client: Client,
+    *,
+    page_size: int = 50,
+    page_token: bytes | None = None,
+    narrower: str | None = None,
 ) -> tuple[list[FailedReport], bytes | None]:
     """Failed reports of every user, newest first: the dead-letter queue.
 
     Only reports whose latest run failed are listed: a redriven report leaves it.
+    A page costs one listing, one listing of the same reports' other runs, and
+    one short reverse history read per failed report (its attempts).
+
+    `narrower` is a visibility clause ANDed to the query (`reportflow dlq` filters).
     """
-    listing = client.list_workflows(FAILED_QUERY, page_size=page_size, next_page_token=page_token)
+    query = f"{FAILED_QUERY} AND ({narrower})" if narrower else FAILED_QUERY
+    listing = client.list_workflows(query, page_size=page_size, next_page_token=page_token)
     await listing.fetch_next_page(page_size=page_size)
-    reports = []
-    for execution in listing.current_page or []:
-        latest = await client.get_workflow_handle(execution.id).describe()
-        if latest.run_id != execution.run_id or latest.status in {
-            WorkflowExecutionStatus.RUNNING,
-            WorkflowExecutionStatus.COMPLETED,
-        }:
-            continue
-        reports.append(await _failed_report(client, execution))
+    page = list(listing.current_page or [])
+    superseded = await _superseded(client, page)
+    latest = [e for e in page if (e.id, e.run_id) not in superseded]
+    reports = [await _failed_report(client, e) for e in latest]
     return reports, listing.next_page_token
 
 
@@ -175,6 +233,7 @@ async def redrive(client: Client, settings: Settings, report_id: str) -> str:
         start=date.fromisoformat(str(memo["start"])),
         end=date.fromisoformat(str(memo["end"])),
         recipients=[str(r) for r in memo.get("recipients") or []],
+        priority_key=BACKGROUND,
     )
     return (await handle.describe()).run_id
 

@@ -331,10 +331,14 @@ class Browser:
         *,
         timeout_seconds: float = 60.0,
         isolation: Isolation = Isolation(),
+        max_concurrent: int | None = None,
     ) -> None:
         self.executable = executable
         self.timeout_seconds = timeout_seconds
         self.isolation = isolation
+        # More PDFs at once than cores only adds context switches and memory:
+        # Chromium's printing is CPU-bound.
+        self._slots = asyncio.Semaphore(max_concurrent or os.cpu_count() or 1)
         self.instance_id = uuid.uuid4().hex
         self._lock = asyncio.Lock()
         self._closed = False
@@ -504,7 +508,7 @@ class Browser:
 
         `heartbeat` is called every few seconds for the whole call, relaunch included.
         """
-        async with heartbeating(heartbeat):
+        async with heartbeating(heartbeat), self._slots:
             browser = await self._current()
             try:
                 return await self._render(browser, html)

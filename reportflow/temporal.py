@@ -26,6 +26,16 @@ DEV_ADDRESS = "127.0.0.1:7233"
 DEV_NAMESPACE = "default"
 
 
+# Task-queue fairness is off on the dev server unless its dynamic config turns it
+# on; one partition keeps the dispatch order exact on a small local server.
+FAIRNESS_DEV_ARGS = [
+    "--dynamic-config-value", "matching.enableFairness=true",
+    "--dynamic-config-value", "matching.useNewMatcher=true",
+    "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
+]  # fmt: skip
+
+
 def connect_config() -> dict[str, Any]:
     """Temporal's own settings (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY,
     TEMPORAL_TLS_*, or a profile file) through the SDK's envconfig."""

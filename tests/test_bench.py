@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 
@@ -42,3 +43,28 @@ async def test_bench_prints_a_table_of_figures() -> None:
     rows = [line.split() for line in table_lines]
     assert [row[0] for row in rows] == ["10,000", "1,000,000"]
     assert all(int(row[2]) >= 1 and int(row[3]) >= 2 for row in rows)
+
+
+async def test_bench_ratios_come_as_json() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "reportflow.cli",
+        "bench",
+        "--ratios",
+        "--quick",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(240):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-2000:]
+    report = json.loads(out)
+    assert report["machine"]["cores"] >= 1
+    figures = {f["key"] for f in report["ratios"]}
+    assert figures == {"P1", "P2", "P4"}
+    for figure in report["ratios"]:
+        assert figure["value"] and figure["baseline"]
+    polled = next(f for f in report["ratios"] if f["what"].startswith("GET /reports"))
+    assert polled["detail"]["requests"] > 0

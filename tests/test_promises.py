@@ -8,13 +8,11 @@ a redrive that keeps what operators added.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +21,10 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from reportflow.activities.report import ReportActivities
-from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema, deliveries
 from reportflow.mailer import Mailer
 from reportflow.models import Backoff, RenderInput, RetrySchedule, Timeouts
@@ -42,59 +38,14 @@ from tests.utils.reportflow_http import (
     FINAL,
     Bearer,
     download_pdf,
-    render_held,
     report_id_for,
     wait_status,
 )
 from tests.utils.reports import make_report_data
+from tests.utils.service import Stack, stack
 from tests.utils.smtp import SmtpServer
-from tests.utils.stack import WorkerProcess, in_process_worker, serve_api
+from tests.utils.stack import WorkerProcess, serve_api
 from tests.utils.wait import wait_for, wait_until
-
-# Renders may fail for a long while without the report failing, so a test can
-# hold a report in its render step (see `hold_render`) as long as it needs.
-PATIENT_RENDER = Backoff(initial_seconds=0.2, coefficient=2.0, maximum_seconds=1.0,
-                         maximum_attempts=200)  # fmt: skip
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    engine: AsyncEngine
-    http: httpx.AsyncClient
-
-    async def user(self) -> tuple[str, Bearer]:
-        user_id = await create_user(self.engine)
-        return user_id, Bearer(await create_token(self.engine, user_id=user_id))
-
-    async def admin(self) -> Bearer:
-        return Bearer(await create_token(self.engine, admin=True))
-
-    def report_dir(self, report_id: str) -> Path:
-        return self.settings.report_store_path / report_id
-
-    def hold_render(self, report_id: str) -> contextlib.AbstractContextManager[None]:
-        return render_held(self.settings.report_store_path, report_id)
-
-
-@contextlib.asynccontextmanager
-async def stack(
-    tmp_path: Path, smtp: SmtpServer, client: Client, *, worker: bool = True, **overrides: Any
-) -> AsyncIterator[Stack]:
-    """API and (unless `worker=False`) an in-process worker on a task queue of their own."""
-    overrides.setdefault(
-        "retry", RetrySchedule(query=FAST_BACKOFF, render=PATIENT_RENDER, email=FAST_BACKOFF)
-    )
-    settings = make_settings(tmp_path, smtp.port, **overrides)
-    engine = create_engine(settings.database_url)
-    await create_schema(engine)
-    async with contextlib.AsyncExitStack() as stack:
-        if worker:
-            await stack.enter_async_context(in_process_worker(settings, client))
-        url = await stack.enter_async_context(serve_api(settings))
-        http = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
-        yield Stack(settings, engine, http)
-    await engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,10 @@
 
 `tests/histories/<version>-<outcome>.json` are histories of real runs saved from
 each version of GenerateReport (v1: before the email step was shielded and failed
-runs removed their PDF; v2: now). A change that breaks determinism for them fails
-here instead of in production. To save the current code's runs as a new version:
-`RECORD_HISTORIES=v3 pytest tests/test_replay.py -k fresh`.
+runs removed their PDF; v2: before webhooks; v3: now). A change that breaks
+determinism for them fails here instead of in production. To save the current
+code's runs as a new version:
+`RECORD_HISTORIES=v4 pytest tests/test_replay.py -k fresh`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def test_histories_are_saved() -> None:
     assert {"v2-completed", "v2-failed-at-email", "v2-cancelled", "v2-cancel-while-emailing"} <= (
         names
     )
+    # v3: each outcome is announced to webhooks by a DeliverWebhooks child.
+    assert {"v3-completed", "v3-failed", "v3-cancelled", "v3-cancel-while-emailing"} <= names
 
 
 @pytest.mark.usefixtures("worker")

@@ -26,11 +26,12 @@ from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from reportflow import starter
 from reportflow.config import Settings
 from reportflow.models import (
     NO_EMAIL_ADDRESS,
@@ -46,10 +47,15 @@ from reportflow.models import (
     ReportData,
     ReportResult,
     RetrySchedule,
+    SlotInput,
+    WebhookTargets,
+    WebhookTargetsInput,
+    email_queue,
 )
 from reportflow.starter import start_report
 from reportflow.temporal import USER_ID_KEY
 from reportflow.temporal import test_server_path as find_test_server
+from reportflow.workflows.deliver_webhooks import DeliverWebhooks
 from reportflow.workflows.generate_report import GenerateReport, retry_policy
 from tests.utils.reports import make_report_data
 
@@ -110,9 +116,28 @@ class StandIns:
     async def cleanup(self, input: CleanupInput) -> None:
         """Only a cancelled run cleans up, and no run here is cancelled."""
 
+    @activity.defn(name="acquire_slot")
+    async def acquire_slot(self, input: SlotInput) -> None:
+        """No per-user cap here."""
+
+    @activity.defn(name="release_slot")
+    async def release_slot(self, input: SlotInput) -> None:
+        """No per-user cap here."""
+
+    @activity.defn(name="webhook_targets")
+    async def webhook_targets(self, input: WebhookTargetsInput) -> WebhookTargets:
+        return WebhookTargets([])
+
     @property
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
-        return [self.query, self.render, self.send_email, self.cleanup]
+        return [
+            self.query,
+            self.render,
+            self.cleanup,
+            self.acquire_slot,
+            self.release_slot,
+            self.webhook_targets,
+        ]
 
     @property
     def gaps(self) -> list[float]:
@@ -148,11 +173,18 @@ async def run_report(env: WorkflowEnvironment, stand_ins: StandIns, start: Start
     """
     task_queue = f"retry-schedule-{uuid.uuid4().hex[:8]}"
     worker = Worker(
-        env.client, task_queue=task_queue, workflows=[GenerateReport], activities=stand_ins.all
+        env.client,
+        task_queue=task_queue,
+        workflows=[GenerateReport, DeliverWebhooks],
+        activities=stand_ins.all,
+    )
+    # The email step has its own (rate-limited) task queue, as in reportflow.worker.
+    email_worker = Worker(
+        env.client, task_queue=email_queue(task_queue), activities=[stand_ins.send_email]
     )
     server_began = await env.get_current_time()
     wall_began = time.monotonic()
-    async with worker:
+    async with worker, email_worker:
         handle = await start(task_queue)
         result: ReportResult | None = None
         failure: WorkflowFailureError | None = None
@@ -328,10 +360,14 @@ def test_retry_policy_comes_from_the_environment(email_backoff_from_env: Backoff
 
 
 async def test_report_started_by_the_service_uses_the_configured_backoff(
-    env: WorkflowEnvironment, email_backoff_from_env: Backoff
+    env: WorkflowEnvironment, email_backoff_from_env: Backoff, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """End to end from the environment: Settings -> start_report (what POST /reports
     calls) -> the workflow's RetryPolicy -> where the attempts land."""
+    # The time-skipping test server runs no workflow started with a fairness key
+    # (found here: the start succeeds, no task ever arrives); the dev server and
+    # clusters take it. Priority keys alone are fine.
+    monkeypatch.setattr(starter, "priority_for", lambda user_id, key: Priority(priority_key=key))
     stand_ins = StandIns(failures=3)
     await define_user_search_attribute(env)
 

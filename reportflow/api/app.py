@@ -21,9 +21,20 @@ from temporalio.service import RPCError, RPCStatusCode
 from reportflow import tracing
 from reportflow.api.events import StreamCounter
 from reportflow.api.ratelimit import RateLimiter
-from reportflow.api.routes import admin, dev, health, metrics, pages, reports
+from reportflow.api.routes import (
+    admin,
+    dev,
+    health,
+    metrics,
+    pages,
+    reports,
+    schedules,
+    webhooks,
+)
 from reportflow.api.routes import codec as codec_routes
 from reportflow.api.security import SecurityHeaders
+from reportflow.api.token_cache import TokenCache
+from reportflow.api.watch import Watchers
 from reportflow.codec import EncryptionCodec
 from reportflow.config import Settings, get_settings
 from reportflow.db import create_engine, ensure_schema
@@ -183,6 +194,7 @@ def create_app(
         # One client per process; lazy, so the API starts (and /readyz says
         # why it is not ready) even while Temporal is still coming up.
         app.state.temporal = await connect(settings, lazy=True)
+        app.state.watchers = Watchers(app.state.temporal, settings)
         app.state.engine = create_engine(
             settings.database_url,
             pool_size=settings.database_pool_size,
@@ -191,6 +203,7 @@ def create_app(
         await ensure_schema(app.state.engine, migrate=settings.is_dev)
         app.state.rate_limiter = RateLimiter(app.state.engine, settings.rate_limit_per_minute)
         yield
+        await app.state.watchers.close()
         await app.state.engine.dispose()
 
     app = FastAPI(
@@ -203,6 +216,8 @@ def create_app(
     app.state.store = open_store(
         settings.report_store_url, public_endpoint=settings.report_store_public_endpoint
     )
+    app.state.token_cache = TokenCache(settings.token_cache_seconds)
+    app.state.metrics_cache = metrics.MetricsCache(settings.metrics_cache_seconds)
     app.state.dev_outbox = dev_outbox
     app.state.demo_token = demo_token
     app.state.dev_codec_origin = dev_codec_origin
@@ -221,6 +236,8 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders)
     app.include_router(reports.router)
+    app.include_router(schedules.router)
+    app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
     app.include_router(health.router)

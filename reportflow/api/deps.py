@@ -9,9 +9,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from reportflow.api.token_cache import TokenCache
 from reportflow.config import Settings
 from reportflow.store import ReportStore
-from reportflow.tokens import Caller, lookup
+from reportflow.tokens import Caller
 
 bearer = HTTPBearer(auto_error=False, description="A token from `reportflow token create`")
 
@@ -43,7 +44,9 @@ StoreDep = Annotated[ReportStore, Depends(_store)]
 
 
 async def authenticate(
-    engine: AsyncEngine, credentials: HTTPAuthorizationCredentials | None
+    engine: AsyncEngine,
+    credentials: HTTPAuthorizationCredentials | None,
+    cache: TokenCache | None = None,
 ) -> Caller:
     """The caller of a live token, else 401 (unknown, expired or revoked: the
     database says so on every replica, at once)."""
@@ -56,17 +59,19 @@ async def authenticate(
     )
     if credentials is None or not credentials.credentials or len(credentials.credentials) > 200:
         raise unauthorized
-    caller = await lookup(engine, credentials.credentials)
+    cache = cache or TokenCache(0)
+    caller = await cache.lookup(engine, credentials.credentials)
     if caller is None:
         raise unauthorized
     return caller
 
 
 async def _caller(
+    request: Request,
     engine: EngineDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
-    return await authenticate(engine, credentials)
+    return await authenticate(engine, credentials, request.app.state.token_cache)
 
 
 async def _admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:

@@ -138,6 +138,11 @@ class StatusDocument(BaseModel):
     result: ReportResultDoc | None
     error: ErrorDoc | None
     retry: RetryDoc | None = None
+    waiting: str | None = Field(
+        None,
+        description="Why a report is not moving: waiting for a free slot of its user "
+        "(MAX_RUNNING_REPORTS_PER_USER) or for its turn to send (EMAIL_RATE_PER_SECOND)",
+    )
     links: Links
     run_id: str | None = Field(
         None, description="The Temporal run this document describes (a cancel targets it)"

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import (
     Client,
-    WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHistoryEventFilterType,
@@ -50,6 +50,36 @@ _FINAL: dict[WorkflowExecutionStatus, Status] = {
 }
 
 
+class Execution(Protocol):
+    """What a status document needs of a run: a described or listed execution,
+    or one `POST /reports` has just started."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def status(self) -> WorkflowExecutionStatus | None: ...
+    @property
+    def start_time(self) -> datetime: ...
+    @property
+    def close_time(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True)
+class StartedExecution:
+    """A run `POST /reports` has just started: its status is known without a describe."""
+
+    id: str
+    run_id: str
+    namespace: str
+    start_time: datetime
+    status: WorkflowExecutionStatus | None = WorkflowExecutionStatus.RUNNING
+    close_time: datetime | None = None
+
+
 def owner_of(report_id: str) -> str | None:
     match = REPORT_ID.match(report_id)
     return match["user"] if match else None
@@ -66,7 +96,8 @@ def _status(execution: WorkflowExecutionStatus | None, stage: str) -> Status:
 
 
 def _retry(pending: PendingActivityInfo | None) -> tuple[int, str | None, RetryDoc | None]:
-    if pending is None:
+    # Waiting for a slot is retried by design, not failing: `waiting` says so.
+    if pending is None or pending.activity_type.name == "acquire_slot":
         return 1, None, None
     last_error = pending.last_failure.message or None if pending.HasField("last_failure") else None
     next_at = (
@@ -86,8 +117,27 @@ def _retry(pending: PendingActivityInfo | None) -> tuple[int, str | None, RetryD
     return max(pending.attempt, 1), last_error, retry
 
 
+def _waiting(pending: PendingActivityInfo | None, settings: Settings) -> str | None:
+    """A sentence for a report held back on purpose (not failing)."""
+    if pending is None:
+        return None
+    kind = pending.activity_type.name
+    if kind == "acquire_slot":
+        return (
+            f"waiting for one of this user's running reports to finish "
+            f"(at most {settings.max_running_reports_per_user} run at once)"
+        )
+    scheduled = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
+    if kind == "send_email" and scheduled and pending.attempt <= 1:
+        return (
+            f"waiting for its turn to send: emails go out at most "
+            f"{settings.email_rate_per_second:g} a second"
+        )
+    return None
+
+
 def build_document(
-    execution: WorkflowExecution,
+    execution: Execution,
     memo: Mapping[str, Any],
     *,
     settings: Settings,
@@ -143,6 +193,7 @@ def build_document(
         result=result,
         error=error,
         retry=retry if status in {"queued", "running"} else None,
+        waiting=_waiting(pending, settings) if status in {"queued", "running"} else None,
         links=Links(
             self=base,
             events=f"{base}/events",
@@ -181,12 +232,26 @@ async def _close_error(client: Client, report_id: str, run_id: str) -> ErrorDoc 
     return None
 
 
-async def describe_report(
-    client: Client, report_id: str, *, caller: Caller, settings: Settings
-) -> StatusDocument | None:
-    """The report's status, or None when it does not exist or is not the caller's."""
-    if not may_see(caller, report_id):
-        return None
+@dataclass(frozen=True)
+class Described:
+    """One describe of a report, before any caller is checked against it."""
+
+    doc: StatusDocument
+    owner: str | None
+    execution: Execution
+    memo: Mapping[str, Any]
+    history_length: int
+    # When a pending activity's next attempt is due (nothing in history marks it).
+    next_attempt_at: datetime | None
+    activity_pending: bool
+
+    def visible_to(self, caller: Caller) -> bool:
+        return caller.is_admin or (caller.user_id is not None and self.owner == caller.user_id)
+
+
+async def read_status(client: Client, report_id: str, *, settings: Settings) -> Described | None:
+    """Describe the report (and read the close event of a run that failed without
+    a recorded reason); None when no such report exists."""
     try:
         description: WorkflowExecutionDescription = await client.get_workflow_handle(
             report_id
@@ -198,25 +263,46 @@ async def describe_report(
     if description.workflow_type != WORKFLOW_TYPE:
         return None
     memo = await description.memo()
-    if not caller.is_admin and memo.get("user_id") != caller.user_id:
-        return None
     pending = list(description.raw_description.pending_activities[:1])
     if pending and pending[0].HasField("last_failure"):
         # Failure messages are encrypted like payloads: decrypt a copy to show it.
-        first = PendingActivityInfo()
-        first.CopyFrom(pending[0])
-        first.last_failure.CopyFrom(
-            await readable_failure(client.data_converter, first.last_failure)
+        decrypted = PendingActivityInfo()
+        decrypted.CopyFrom(pending[0])
+        decrypted.last_failure.CopyFrom(
+            await readable_failure(client.data_converter, decrypted.last_failure)
         )
-        pending = [first]
+        pending = [decrypted]
     close_error = None
     failed = description.status is not None and _FINAL.get(description.status) == "failed"
     if failed and not memo.get("error"):
         close_error = await _close_error(client, report_id, description.run_id)
-    return build_document(
-        description,
-        memo,
-        settings=settings,
-        pending=pending[0] if pending else None,
-        close_error=close_error,
+    first = pending[0] if pending else None
+    next_at = (
+        first.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
+        if first is not None and first.HasField("next_attempt_schedule_time")
+        else None
     )
+    owner = memo.get("user_id")
+    return Described(
+        doc=build_document(
+            description, memo, settings=settings, pending=first, close_error=close_error
+        ),
+        owner=str(owner) if owner is not None else None,
+        execution=description,
+        memo=memo,
+        history_length=description.raw_description.workflow_execution_info.history_length,
+        next_attempt_at=next_at,
+        activity_pending=first is not None,
+    )
+
+
+async def describe_report(
+    client: Client, report_id: str, *, caller: Caller, settings: Settings
+) -> StatusDocument | None:
+    """The report's status, or None when it does not exist or is not the caller's."""
+    if not may_see(caller, report_id):
+        return None
+    described = await read_status(client, report_id, settings=settings)
+    if described is None or not described.visible_to(caller):
+        return None
+    return described.doc

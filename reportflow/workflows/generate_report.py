@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from reportflow.activities.report import ReportActivities
+    from reportflow.activities.slots import SlotActivities
     from reportflow.models import (
         NON_RETRYABLE_ERRORS,
         STAGES,
@@ -29,6 +30,9 @@ with workflow.unsafe.imports_passed_through():
         QueryInput,
         RenderInput,
         ReportResult,
+        SlotInput,
+        WebhookEvent,
+        email_queue,
     )
 
 
@@ -36,6 +40,10 @@ with workflow.unsafe.imports_passed_through():
 REMOVE_PDF_OF_FAILED_RUN = "remove-pdf-of-failed-run"
 TRUTHFUL_CANCEL = "truthful-cancel"
 RECIPIENTS_IN_MEMO = "recipients-in-memo"
+ANNOUNCE_BY_WEBHOOK = "announce-by-webhook"
+USER_SLOTS = "user-slots"
+EMAIL_QUEUE = "email-queue"
+CANCEL_BEATS_FAILED_ATTEMPT = "cancel-beats-failed-attempt"
 
 
 def retry_policy(backoff: Backoff) -> RetryPolicy:
@@ -70,9 +78,40 @@ class GenerateReport:
     def __init__(self) -> None:
         self._progress = Progress()
         self._stage_started: dict[str, datetime] = {}
+        self._slot: SlotInput | None = None
 
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
+        try:
+            return await self._run(input)
+        finally:
+            if self._slot is not None:
+                await workflow.execute_activity_method(
+                    SlotActivities.release_slot,
+                    self._slot,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                )
+
+    async def _take_slot(self, input: GenerateReportInput) -> None:
+        """MAX_RUNNING_REPORTS_PER_USER: stay `queued` until one of the user's slots is
+        free (retried with backoff: an attempt adds nothing to the history)."""
+        workflow.set_current_details("**Stage:** queued (waiting for a free slot of this user)")
+        slot = SlotInput(input.user_id, input.report_id, workflow.info().run_id)
+        await workflow.execute_activity_method(
+            SlotActivities.acquire_slot,
+            slot,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=1.5,
+                maximum_interval=timedelta(seconds=10),
+                maximum_attempts=0,  # as long as it takes; a cancel still ends the wait
+            ),
+        )
+        self._slot = slot
+
+    async def _run(self, input: GenerateReportInput) -> ReportResult:
         retry, timeouts = input.retry, input.timeouts
         # A signal may have arrived before the run began: keep what it added.
         added = self._progress.recipients
@@ -86,6 +125,8 @@ class GenerateReport:
             "reportflow_reports_started", "Report runs started"
         ).add(1)
         try:
+            if workflow.patched(USER_SLOTS):
+                await self._take_slot(input)
             self._enter("querying")
             data = await workflow.execute_activity_method(
                 ReportActivities.query,
@@ -113,16 +154,25 @@ class GenerateReport:
             emailed = await self._email(input, rendered.key)
         except (asyncio.CancelledError, CancelledError):
             await self._cleanup(input.report_id, pdf_key)
+            await self._announce(input, "cancelled")
             raise
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 await self._cleanup(input.report_id, pdf_key)
+                await self._announce(input, "cancelled")
                 raise
+            if _cancel_requested() and workflow.patched(CANCEL_BEATS_FAILED_ATTEMPT):
+                # The cancel reached an attempt as it failed (the render waits for its
+                # attempt to stop): the user asked to cancel, so the run is cancelled.
+                await self._cleanup(input.report_id, pdf_key)
+                await self._announce(input, "cancelled")
+                raise asyncio.CancelledError("cancelled while an attempt failed") from err
             error = {**_error_of(err), "stage": self._progress.stage}
             workflow.upsert_memo({"error": error, **self._times()})
             self._record_durations("failed")
             if pdf_key is not None and workflow.patched(REMOVE_PDF_OF_FAILED_RUN):
                 await self._remove_pdf(input.report_id, pdf_key)
+            await self._announce(input, "failed", error)
             raise ApplicationError(
                 f"{error['stage']} failed: {error['message']}",
                 type=error["type"],
@@ -148,7 +198,34 @@ class GenerateReport:
         )
         self._enter("done")
         self._record_durations("completed")
+        await self._announce(input, "completed")
         return result
+
+    async def _announce(
+        self, input: GenerateReportInput, outcome: str, error: dict[str, str] | None = None
+    ) -> None:
+        """Tell the user's webhook endpoints: a child that outlives this run (ABANDON),
+        so the report is final at once while a receiver that is down gets retried."""
+        if not workflow.patched(ANNOUNCE_BY_WEBHOOK):
+            return
+        run_id = workflow.info().run_id
+        await workflow.start_child_workflow(
+            "DeliverWebhooks",
+            WebhookEvent(
+                report_id=input.report_id,
+                run_id=run_id,
+                user_id=input.user_id,
+                outcome=outcome,
+                start=input.start,
+                end=input.end,
+                occurred_at=workflow.now().isoformat(),
+                error=error,
+                retry=input.retry.webhook,
+                attempt_seconds=input.timeouts.webhook,
+            ),
+            id=f"webhooks-{input.report_id}-{outcome}-{run_id}",
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+        )
 
     async def _email(self, input: GenerateReportInput, pdf_key: str) -> EmailResult:
         """The email step, shielded: once it has started a cancel is too late (the
@@ -163,6 +240,9 @@ class GenerateReport:
             return await sending
 
     def _send(self, input: GenerateReportInput, pdf_key: str) -> Awaitable[EmailResult]:
+        # On its own task queue, which the workers serve with a rate limit
+        # (EMAIL_RATE_PER_SECOND) that Temporal enforces across all of them.
+        queue = email_queue(workflow.info().task_queue) if workflow.patched(EMAIL_QUEUE) else None
         return workflow.execute_activity_method(
             ReportActivities.send_email,
             EmailInput(
@@ -173,6 +253,7 @@ class GenerateReport:
                 end=input.end,
                 extra_recipients=list(self._progress.recipients),
             ),
+            task_queue=queue,
             start_to_close_timeout=timedelta(seconds=input.timeouts.email),
             retry_policy=retry_policy(input.retry.email),
         )
@@ -219,7 +300,8 @@ class GenerateReport:
         stages = meter.create_histogram_float(
             "reportflow_stage_duration", "Time spent in each stage", "seconds"
         )
-        ends = [*list(self._stage_started.values())[1:], now]
+        # A run cancelled while queued (waiting for a slot) entered no stage.
+        ends = [*list(self._stage_started.values())[1:], now][: len(self._stage_started)]
         for (stage, began), ended in zip(self._stage_started.items(), ends, strict=True):
             if stage != "done":
                 stages.record((ended - began).total_seconds(), {"stage": stage})

@@ -74,7 +74,8 @@ async def test_chromium_killed_mid_render_is_relaunched_within_the_attempt(
     result = await run_once("chromium-kill", tmp_path, reports=REPORTS, deadline=DEADLINE)
 
     _assert_nothing_lost_or_doubled(result, INJECTION)
-    assert result.attempts == {"query": 1, "render": 1, "send_email": 1}, result.attempts
+    stages = {k: v for k, v in result.attempts.items() if k in {"query", "render", "send_email"}}
+    assert stages == {"query": 1, "render": 1, "send_email": 1}, result.attempts
 
 
 def _postgres() -> list[object]:
@@ -97,10 +98,9 @@ async def test_database_down_loses_no_report(tmp_path: Path, postgres_url: str |
     )
 
     _assert_nothing_lost_or_doubled(result, FAULT_END)
-    # PostgreSQL cut off stops the query; a held SQLite lock stops the email's
-    # delivery claim (WAL lets readers through).
-    stage = "query" if postgres_url else "send_email"
-    assert result.attempts[stage] >= 2, result.attempts
+    # The first step that writes (the user's running-report slot) is stopped,
+    # whether PostgreSQL is cut off or SQLite's write lock is held.
+    assert result.attempts["acquire_slot"] >= 2, result.attempts
 
 
 async def test_chaos_command_prints_the_table_and_exits_zero(tmp_path: Path) -> None:

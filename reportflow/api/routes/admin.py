@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
 from reportflow.api.deps import AdminDep, SettingsDep, TemporalDep
@@ -64,7 +64,7 @@ async def list_failed(
     responses={409: problem("The report's latest run did not fail")},
 )
 async def redrive_report(
-    report_id: str, caller: AdminDep, client: TemporalDep, settings: SettingsDep
+    report_id: str, request: Request, caller: AdminDep, client: TemporalDep, settings: SettingsDep
 ) -> RedriveDoc:
     """Run a failed report again under the same ID."""
     try:
@@ -72,6 +72,7 @@ async def redrive_report(
     except NotRedrivable as err:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from None
     audit(caller.name, "redrive", report_id, run_id=run_id)
+    request.app.state.watchers.poke(report_id)
     return RedriveDoc(report_id=report_id, run_id=run_id, status_url=f"/reports/{report_id}")
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
@@ -26,12 +26,19 @@ from reportflow.api.schemas import (
     StatusDocument,
     problem,
 )
-from reportflow.api.status import build_document, describe_report, owner_of
+from reportflow.api.status import (
+    StartedExecution,
+    build_document,
+    describe_report,
+    may_see,
+    owner_of,
+)
+from reportflow.api.watch import Snapshot, Watchers
 from reportflow.audit import audit
 from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE
 from reportflow.ops import STATUS_FILTERS
-from reportflow.starter import start_report
+from reportflow.starter import start_report_run
 from reportflow.store import FileStore, ReportStore, pdf_key
 from reportflow.temporal import USER_ID_KEY
 from reportflow.tokens import Caller
@@ -54,7 +61,27 @@ def _with_progress_headers(response: Response, doc: StatusDocument) -> StatusDoc
     return doc
 
 
+async def _watched(request: Request, report_id: str, caller: Caller) -> Snapshot:
+    """The report's document as this process's watcher holds it (no Temporal call
+    when it is being watched already)."""
+    if not may_see(caller, report_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
+    watchers: Watchers = request.app.state.watchers
+    snapshot = await watchers.read(report_id)
+    if snapshot is None or not snapshot.visible_to(caller):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
+    return snapshot
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in tags or "*" in tags
+
+
 async def _get(request: Request, report_id: str, caller: Caller) -> StatusDocument:
+    """A fresh describe, for actions that must act on the run as it is now."""
     doc = await describe_report(
         request.app.state.temporal,
         report_id,
@@ -109,11 +136,24 @@ async def create_report(
             headers={"Retry-After": str(wait)},
         )
     start, end = body.dates()
-    report_id, _ = await start_report(
+    begun = await start_report_run(
         client, settings, user_id=user_id, start=start, end=end, regenerate=body.regenerate
     )
-    tracing.mark_report(report_id)
-    doc = await _get(request, report_id, caller)
+    tracing.mark_report(begun.report_id)
+    watchers: Watchers = request.app.state.watchers
+    if begun.new_run_id is not None:
+        # A run just started: its status is known without asking Temporal again.
+        watchers.poke(begun.report_id)
+        execution = StartedExecution(
+            id=begun.report_id,
+            run_id=begun.new_run_id,
+            namespace=client.namespace,
+            start_time=datetime.now(UTC),
+        )
+        memo = {"user_id": user_id, "start": str(start), "end": str(end), "stage": "queued"}
+        doc = build_document(execution, memo, settings=settings)
+    else:
+        doc = (await _watched(request, begun.report_id, caller)).doc
     response.headers["Location"] = doc.links.self
     return _with_progress_headers(response, doc)
 
@@ -121,13 +161,22 @@ async def create_report(
 @router.get(
     "/{report_id}",
     response_model=StatusDocument,
-    responses={401: problem("No or unknown token"), 404: problem("No such report")},
+    responses={
+        304: {"description": "Unchanged since the `ETag` sent in `If-None-Match`"},
+        401: problem("No or unknown token"),
+        404: problem("No such report"),
+    },
 )
-async def get_report(
-    report_id: str, request: Request, response: Response, caller: CallerDep
-) -> StatusDocument:
-    """The report's status document; `Retry-After` while it is not finished."""
-    return _with_progress_headers(response, await _get(request, report_id, caller))
+async def get_report(report_id: str, request: Request, caller: CallerDep) -> Response:
+    """The report's status document with its `ETag`; `Retry-After` while it is not
+    finished; `304` with no body when `If-None-Match` names the current `ETag`."""
+    snapshot = await _watched(request, report_id, caller)
+    headers = {"ETag": snapshot.etag, "Cache-Control": "private, no-cache"}
+    if not snapshot.doc.is_final:
+        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    if _etag_matches(request.headers.get("if-none-match"), snapshot.etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(snapshot.body, media_type="application/json", headers=headers)
 
 
 @router.get(
@@ -147,7 +196,7 @@ async def report_events(report_id: str, request: Request, caller: CallerDep) -> 
 
     A stream lasts at most EVENTS_MAX_STREAM_SECONDS (then reconnect); a token may
     hold EVENTS_MAX_STREAMS_PER_TOKEN open at once."""
-    first = await _get(request, report_id, caller)
+    first = await _watched(request, report_id, caller)
     streams: StreamCounter = request.app.state.event_streams
     stream = streams.open(caller.token_id)
     if isinstance(stream, int):
@@ -165,40 +214,39 @@ async def report_events(report_id: str, request: Request, caller: CallerDep) -> 
 
 
 async def _status_events(
-    request: Request, doc: StatusDocument, caller: Caller, stream: str
+    request: Request, first: Snapshot, caller: Caller, stream: str
 ) -> AsyncIterator[str]:
     try:
-        async for event in _status_changes(request, doc, caller):
+        async for event in _status_changes(request, first):
             yield event
     finally:
         request.app.state.event_streams.close(caller.token_id, stream)
 
 
-async def _status_changes(
-    request: Request, doc: StatusDocument, caller: Caller
-) -> AsyncIterator[str]:
+async def _status_changes(request: Request, first: Snapshot) -> AsyncIterator[str]:
+    """Each new document as soon as the report's watcher has it (it wakes on the
+    run's own history events); keep-alive comments in between. A stream ends after
+    EVENTS_MAX_STREAM_SECONDS: the client reconnects and counts afresh."""
     settings: Settings = request.app.state.settings
-    last_sent, last_beat = "", time.monotonic()
-    ends = last_beat + settings.events_max_stream_seconds
-    while True:
-        payload = doc.model_dump_json()
-        if payload != last_sent:
-            yield f"event: status\nid: {doc.updated_at.isoformat()}\ndata: {payload}\n\n"
-            last_sent, last_beat = payload, time.monotonic()
-        elif time.monotonic() - last_beat > settings.events_keepalive_seconds:
-            yield ": keep-alive\n\n"  # a comment line keeps proxies from closing the stream
-            last_beat = time.monotonic()
-        if doc.is_final or await request.is_disconnected():
-            return
-        if time.monotonic() >= ends:
-            # Long enough: the client reconnects (with Last-Event-ID) and counts afresh.
-            yield "retry: 1000\n\n"
-            return
-        await asyncio.sleep(settings.events_poll_seconds)
-        try:
-            doc = await _get(request, doc.report_id, caller)
-        except HTTPException:
-            return
+    watchers: Watchers = request.app.state.watchers
+    ends = time.monotonic() + settings.events_max_stream_seconds
+    with watchers.reading(first.doc.report_id) as watcher:
+        snapshot: Snapshot | None = first
+        sent: Snapshot | None = None
+        while snapshot is not None:
+            if sent is None or snapshot.etag != sent.etag:
+                doc = snapshot.doc
+                payload = snapshot.body.decode()
+                yield f"event: status\nid: {doc.updated_at.isoformat()}\ndata: {payload}\n\n"
+                sent = snapshot
+            else:
+                yield ": keep-alive\n\n"  # a comment line keeps proxies from closing the stream
+            if snapshot.doc.is_final or watcher.done:
+                return  # finished, or the watcher failed: EventSource reconnects
+            if time.monotonic() >= ends:
+                yield "retry: 1000\n\n"
+                return
+            snapshot = await watcher.changed(sent, settings.events_keepalive_seconds)
 
 
 async def _pdf_link(
@@ -339,6 +387,7 @@ async def cancel_report(
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"the report is already {now.status}"
         ) from err
+    request.app.state.watchers.poke(report_id)
     log.info("cancel requested", extra={"report_id": report_id, "run_id": doc.run_id})
     if caller.is_admin or owner_of(report_id) != caller.user_id:
         audit(caller.name, "cancel", report_id)

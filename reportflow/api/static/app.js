@@ -89,6 +89,14 @@
     recentList: $("recent-list"),
     recentEmpty: $("recent-empty"),
     recentRefresh: $("recent-refresh"),
+    schedules: $("schedules"),
+    scheduleForm: $("schedule-form"),
+    scheduleEvery: $("schedule-every"),
+    scheduleDay: $("schedule-day"),
+    scheduleTime: $("schedule-time"),
+    scheduleZone: $("schedule-zone"),
+    scheduleError: $("schedule-error"),
+    scheduleList: $("schedule-list"),
   };
 
   const state = {
@@ -243,6 +251,8 @@
     show(ui.account, true);
     show(ui.generateSection, true);
     show(ui.recent, true);
+    show(ui.schedules, true);
+    refreshSchedules();
     const wanted = reportFromUrl();
     if (wanted) follow(wanted);
     else ui.start.focus();
@@ -252,7 +262,7 @@
     stopFollowing();
     state.token = null;
     sessionStorage.removeItem(TOKEN_KEY);
-    for (const section of [ui.account, ui.generateSection, ui.report, ui.recent]) {
+    for (const section of [ui.account, ui.generateSection, ui.report, ui.recent, ui.schedules]) {
       show(section, false);
     }
     show(ui.signInSection, true);
@@ -605,6 +615,8 @@
     if (doc.status === "completed") return "Done: your report is ready";
     if (doc.status === "failed") return `Failed while ${doc.stage}`;
     if (doc.status === "cancelled") return "Cancelled";
+    // Held back on purpose (the user's cap, the email rate): the server says why.
+    if (doc.waiting) return `${STAGE_TEXT[doc.stage] || doc.stage}: ${doc.waiting}`;
     return STAGE_TEXT[doc.stage] || doc.stage;
   }
 
@@ -838,6 +850,78 @@
     }
   }
 
+  // --- scheduled reports -------------------------------------------------------
+
+  // Visibility (what GET /schedules reads) may lag a moment behind a change, so
+  // the list is updated from each answer rather than read back at once.
+  let shownSchedules = [];
+
+  async function refreshSchedules() {
+    if (!state.token) return;
+    try {
+      const response = await api("/schedules");
+      if (response.ok) renderSchedules(await response.json());
+    } catch {
+      // a convenience like the recent list; the form reports its own errors
+    }
+  }
+
+  function scheduleAction(schedule, label, method, path) {
+    return el("button", {
+      type: "button",
+      class: "link",
+      text: label,
+      "aria-label": `${label} the schedule every ${schedule.every} on ${schedule.day}`,
+      onclick: async () => {
+        showError(ui.scheduleError, "");
+        const url = `/schedules/${encodeURIComponent(schedule.id)}${path}`;
+        const response = await api(url, { method });
+        if (!response.ok && response.status !== 404) {
+          showError(ui.scheduleError, await problem(response));
+          return;
+        }
+        const others = shownSchedules.filter((s) => s.id !== schedule.id);
+        renderSchedules(method === "DELETE" || !response.ok ? others : [...others, await response.json()]);
+      },
+    });
+  }
+
+  function renderSchedules(schedules) {
+    shownSchedules = [...schedules].sort((a, b) => a.id.localeCompare(b.id));
+    ui.scheduleList.replaceChildren(
+      ...shownSchedules.map((s) =>
+        el(
+          "li",
+          { "data-schedule": s.id },
+          el("span", {
+            text: `Every ${s.every} on ${s.day} at ${s.time} ${s.timezone}` +
+              (s.paused ? " (paused)" : ""),
+          }),
+          " ",
+          s.paused
+            ? scheduleAction(s, "Resume", "POST", "/unpause")
+            : scheduleAction(s, "Pause", "POST", "/pause"),
+          " ",
+          scheduleAction(s, "Delete", "DELETE", ""),
+        ),
+      ),
+    );
+  }
+
+  async function addSchedule() {
+    showError(ui.scheduleError, "");
+    const every = ui.scheduleEvery.value;
+    const raw = ui.scheduleDay.value.trim();
+    const day = every === "month" && /^\d+$/.test(raw) ? Number(raw) : raw.toLowerCase();
+    const body = { every, day, time: ui.scheduleTime.value, timezone: ui.scheduleZone.value.trim() };
+    const response = await api("/schedules", { method: "POST", body });
+    if (!response.ok) {
+      showError(ui.scheduleError, await problem(response));
+      return;
+    }
+    renderSchedules([...shownSchedules, await response.json()]);
+  }
+
   // --- wiring ----------------------------------------------------------------
 
   ui.signInForm.addEventListener("submit", async (event) => {
@@ -869,6 +953,18 @@
   ui.cancel.addEventListener("click", cancelReport);
   ui.signOut.addEventListener("click", () => signOut(""));
   ui.recentRefresh.addEventListener("click", refreshRecent);
+  ui.scheduleForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    addSchedule();
+  });
+  ui.scheduleEvery.addEventListener("change", () => {
+    ui.scheduleDay.value = ui.scheduleEvery.value === "month" ? "1" : "monday";
+  });
+  try {
+    ui.scheduleZone.value = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  } catch {
+    // keep UTC
+  }
 
   setDefaultRange();
   const saved = sessionStorage.getItem(TOKEN_KEY);

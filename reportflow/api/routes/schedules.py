@@ -1,0 +1,99 @@
+"""The user's report schedules: create, list, pause, unpause, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from reportflow.api.deps import CallerDep, SettingsDep, TemporalDep
+from reportflow.api.schemas import COMMON_ERRORS, problem
+from reportflow.schedules import (
+    ScheduleDocument,
+    ScheduleNotFound,
+    ScheduleRequest,
+    create_schedule,
+    delete_schedule,
+    list_schedules,
+    pause_schedule,
+)
+from reportflow.tokens import Caller
+
+router = APIRouter(
+    prefix="/schedules",
+    tags=["schedules"],
+    responses={**COMMON_ERRORS, 403: problem("An admin token has no schedules of its own")},
+)
+
+NOT_FOUND = "no such schedule: check the ID, or list your schedules with GET /schedules"
+
+
+def _user_of(caller: Caller) -> str:
+    if caller.user_id is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="an admin token has no schedules of its own; use a user's token, "
+            "or `reportflow schedule` as an operator",
+        )
+    return caller.user_id
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ScheduleDocument)
+async def create(
+    body: ScheduleRequest,
+    response: Response,
+    caller: CallerDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+) -> ScheduleDocument:
+    """Send the report of the previous week or month on a schedule."""
+    doc = await create_schedule(client, settings, user_id=_user_of(caller), request=body)
+    response.headers["Location"] = f"/schedules/{doc.id}"
+    return doc
+
+
+@router.get("", response_model=list[ScheduleDocument])
+async def list_(caller: CallerDep, client: TemporalDep) -> list[ScheduleDocument]:
+    """The caller's schedules (a new one may appear a moment late)."""
+    return await list_schedules(client, user_id=_user_of(caller))
+
+
+async def _set_paused(
+    schedule_id: str, caller: Caller, client: TemporalDep, paused: bool
+) -> ScheduleDocument:
+    try:
+        return await pause_schedule(client, schedule_id, user_id=_user_of(caller), paused=paused)
+    except ScheduleNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
+
+
+@router.post(
+    "/{schedule_id}/pause",
+    response_model=ScheduleDocument,
+    responses={404: problem("No such schedule")},
+)
+async def pause(schedule_id: str, caller: CallerDep, client: TemporalDep) -> ScheduleDocument:
+    """Stop sending until unpaused; missed periods are not sent later."""
+    return await _set_paused(schedule_id, caller, client, True)
+
+
+@router.post(
+    "/{schedule_id}/unpause",
+    response_model=ScheduleDocument,
+    responses={404: problem("No such schedule")},
+)
+async def unpause(schedule_id: str, caller: CallerDep, client: TemporalDep) -> ScheduleDocument:
+    """Send again from the next scheduled time on."""
+    return await _set_paused(schedule_id, caller, client, False)
+
+
+@router.delete(
+    "/{schedule_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: problem("No such schedule")},
+)
+async def delete(schedule_id: str, caller: CallerDep, client: TemporalDep) -> Response:
+    """Delete the schedule; reports it already started stay."""
+    try:
+        await delete_schedule(client, schedule_id, user_id=_user_of(caller))
+    except ScheduleNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

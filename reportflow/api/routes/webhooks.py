@@ -1,0 +1,57 @@
+"""The user's webhook endpoints: register (secret shown once), list, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from reportflow import webhooks
+from reportflow.api.deps import CallerDep, EngineDep
+from reportflow.api.schemas import COMMON_ERRORS, problem
+from reportflow.tokens import Caller
+
+router = APIRouter(
+    prefix="/webhooks",
+    tags=["webhooks"],
+    responses={**COMMON_ERRORS, 403: problem("An admin token has no webhooks of its own")},
+)
+
+NOT_FOUND = "no such webhook: check the ID, or list your webhooks with GET /webhooks"
+
+
+def _user_of(caller: Caller) -> str:
+    if caller.user_id is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="an admin token has no webhooks of its own; use a user's token",
+        )
+    return caller.user_id
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=webhooks.CreatedWebhook)
+async def create(
+    body: webhooks.WebhookRequest, response: Response, caller: CallerDep, engine: EngineDep
+) -> webhooks.CreatedWebhook:
+    """Register an endpoint; keep `secret` (shown only now) to verify deliveries."""
+    created = await webhooks.create_webhook(engine, user_id=_user_of(caller), url=body.url)
+    response.headers["Location"] = f"/webhooks/{created.id}"
+    return created
+
+
+@router.get("", response_model=list[webhooks.WebhookDocument])
+async def list_(caller: CallerDep, engine: EngineDep) -> list[webhooks.WebhookDocument]:
+    """The caller's endpoints (without their secrets)."""
+    return await webhooks.list_webhooks(engine, user_id=_user_of(caller))
+
+
+@router.delete(
+    "/{webhook_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: problem("No such webhook")},
+)
+async def delete(webhook_id: str, caller: CallerDep, engine: EngineDep) -> Response:
+    """Stop sending to this endpoint (deliveries under way may still arrive once)."""
+    try:
+        await webhooks.delete_webhook(engine, user_id=_user_of(caller), webhook_id=webhook_id)
+    except webhooks.WebhookNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

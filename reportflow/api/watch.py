@@ -1,0 +1,312 @@
+"""Status watchers: Temporal calls that follow status *changes*, not readers by time.
+
+Each API process keeps one `Watcher` per report someone is reading (GET or SSE).
+The watcher holds the report's current status document, already serialized with
+its ETag, and learns about changes from Temporal itself:
+
+- the history long-poll (`wait_new_event`) wakes it when the run records an
+  event (a stage upserted into the memo, an activity closed, the run closed);
+- a failed activity attempt writes no event (TRAPS: `ActivityTaskStarted` is
+  written when the attempt ends), so it also re-describes when describe said the
+  next attempt is due, and every STATUS_REFRESH_SECONDS while an activity runs;
+- a finished report is re-described at most once per STATUS_REFRESH_SECONDS
+  while it is read (another API replica may have started a new run of it; this
+  process pokes its own watcher when it starts, redrives or cancels a run).
+
+It re-describes only then; every reader reads the document it holds. A watcher
+ends STATUS_WATCH_IDLE_SECONDS after its last reader left, and at once when the
+report does not exist, or when describing failed (its readers get the error,
+the next reader starts a fresh watcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+
+from reportflow.api.schemas import StatusDocument
+from reportflow.api.status import Described, build_document, read_status
+from reportflow.config import Settings
+from reportflow.tokens import Caller
+
+log = logging.getLogger(__name__)
+
+# History events whose effect on the status document is known without a describe.
+_APPLIED_LOCALLY = {
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A status document as served: its JSON body and ETag are computed once."""
+
+    doc: StatusDocument
+    owner: str | None
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, doc: StatusDocument, owner: str | None) -> Snapshot:
+        body = doc.model_dump_json().encode()
+        return cls(doc, owner, body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"')
+
+    def visible_to(self, caller: Caller) -> bool:
+        return caller.is_admin or (caller.user_id is not None and self.owner == caller.user_id)
+
+
+class Watcher:
+    def __init__(self, hub: Watchers, report_id: str) -> None:
+        self.hub = hub
+        self.report_id = report_id
+        self.snapshot: Snapshot | None = None
+        self.error: BaseException | None = None
+        self.readers = 0
+        self.last_read = time.monotonic()
+        self.ready = asyncio.Event()  # the first describe answered (or failed)
+        self.done = False
+        self._changed = asyncio.Event()  # replaced at each change; set = "look again"
+        self._dirty = asyncio.Event()  # something may have changed: describe again
+        self._seen_events = 0
+        self._events: list[HistoryEvent] = []  # seen by the long-poll, not yet applied
+        self._stale = False  # poked: describe again whatever the events say
+        self._follower: asyncio.Task[None] | None = None
+        self._followed_run: str | None = None
+        self.task = asyncio.create_task(self._run(), name=f"watch {report_id}")
+
+    # ------------------------------------------------------------------ readers
+
+    def touch(self) -> None:
+        self.last_read = time.monotonic()
+
+    def poke(self) -> None:
+        """Something this process did (a start, a cancel) changed the report:
+        readers wait for the describe this prompts rather than read the old document."""
+        self._stale = True
+        if not self.done:
+            self.ready.clear()
+        self._dirty.set()
+
+    async def current(self) -> Snapshot | None:
+        """The document as of now (waits for the first describe); None = no such report."""
+        self.touch()
+        await self.ready.wait()
+        if self.error is not None:
+            raise self.error
+        return self.snapshot
+
+    async def changed(self, since: Snapshot | None, wait_seconds: float) -> Snapshot | None:
+        """The next document that differs from `since`, or the same one after `wait_seconds`
+        or once the watcher has ended (`done`)."""
+        self.touch()
+        deadline = time.monotonic() + wait_seconds
+        while self.snapshot is since and not self.done:
+            changed = self._changed
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+        return self.snapshot
+
+    # ------------------------------------------------------------------ the loop
+
+    def _publish(self, snapshot: Snapshot | None) -> None:
+        if self.snapshot is None or snapshot is None or snapshot.etag != self.snapshot.etag:
+            self.snapshot = snapshot
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+        self.ready.set()
+
+    def _next_wake(self, described: Described) -> float:
+        """Monotonic time of the next describe that no history event would prompt."""
+        settings = self.hub.settings
+        now = time.monotonic()
+        if described.doc.is_final:
+            # A new run may start under the same ID from another process.
+            return now + settings.status_refresh_seconds
+        wake = math.inf
+        if described.activity_pending:
+            wake = now + settings.status_refresh_seconds
+        if described.next_attempt_at is not None:
+            due = (described.next_attempt_at - datetime.now(UTC)).total_seconds()
+            # A little after the attempt is due, so describe shows it started.
+            wake = min(wake, now + max(due, 0.0) + 0.05)
+        return wake
+
+    async def _describe(self) -> Described | None:
+        self._dirty.clear()
+        self._stale = False
+        described = await read_status(self.hub.client, self.report_id, settings=self.hub.settings)
+        # Events the long-poll brought meanwhile: those past the describe still count.
+        seen = described.history_length if described is not None else 0
+        self._events = [e for e in self._events if e.event_id > seen]
+        if self._events:
+            self._dirty.set()
+        return described
+
+    async def _next(self, described: Described, timed: bool) -> Described | None:
+        """What changed: applied from the new history events when they are the
+        happy path's (a stage upserted into the memo, an activity scheduled or
+        completed), else (or when a retry may be due) from a describe."""
+        self._dirty.clear()
+        events, self._events = self._events, []
+        if (
+            timed
+            or self._stale
+            or described.doc.is_final
+            or any(e.event_type not in _APPLIED_LOCALLY for e in events)
+        ):
+            return await self._describe()
+        memo = dict(described.memo)
+        pending = described.activity_pending
+        for event in events:
+            kind = event.event_type
+            if kind == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
+                fields = event.workflow_properties_modified_event_attributes.upserted_memo.fields
+                values = await self.hub.client.data_converter.decode(list(fields.values()))
+                for key, value in zip(fields.keys(), values, strict=True):
+                    memo[key] = value
+            elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                pending = True
+            elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                pending = False
+        if memo == described.memo and pending == described.activity_pending:
+            return described
+        # An activity just scheduled or completed has no retry to show (attempt 1).
+        doc = build_document(described.execution, memo, settings=self.hub.settings)
+        return replace(described, doc=doc, memo=memo, activity_pending=pending,
+                       next_attempt_at=None)  # fmt: skip
+
+    async def _run(self) -> None:
+        idle_seconds = self.hub.settings.status_watch_idle_seconds
+        try:
+            described = await self._describe()
+            while True:
+                if described is None:
+                    self._publish(None)
+                    return
+                if described.doc.run_id == self._followed_run:
+                    self._seen_events = max(self._seen_events, described.history_length)
+                else:  # a new run counts its events from 1 again
+                    self._seen_events = described.history_length
+                self._publish(Snapshot.of(described.doc, described.owner))
+                if not described.doc.is_final:
+                    self._follow(described.doc.run_id)
+                wake = self._next_wake(described)
+                while not self._dirty.is_set():
+                    now = time.monotonic()
+                    if now >= wake:
+                        break
+                    idle_at = self.last_read + idle_seconds
+                    if self.readers == 0 and idle_at <= now:
+                        return
+                    # Look at idleness again when it may have come (or every
+                    # idle period while a stream holds the watcher).
+                    until = min(wake, idle_at if idle_at > now else now + idle_seconds)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._dirty.wait(), until - now)
+                described = await self._next(described, timed=not self._dirty.is_set())
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning("status watcher stopped: %s", err, extra={"report_id": self.report_id})
+            self.error = err
+        finally:
+            self.done = True
+            self.ready.set()
+            self._changed.set()
+            if self._follower is not None:
+                self._follower.cancel()
+            self.hub.forget(self)
+
+    def _follow(self, run_id: str | None) -> None:
+        """Keep one history long-poll running on the run being watched."""
+        if self._follower is not None and not self._follower.done():
+            if self._followed_run == run_id:
+                return
+            self._follower.cancel()
+        self._followed_run = run_id
+        self._follower = asyncio.create_task(self._long_poll(run_id))
+
+    async def _long_poll(self, run_id: str | None) -> None:
+        handle = self.hub.client.get_workflow_handle(self.report_id, run_id=run_id)
+        try:
+            async for event in handle.fetch_history_events(wait_new_event=True, skip_archival=True):
+                if event.event_id > self._seen_events:
+                    self._seen_events = event.event_id
+                    self._events.append(event)
+                    self._dirty.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            # Describe again (it raises, and readers learn, if Temporal is gone);
+            # a pause first, so a failing long-poll cannot spin.
+            log.warning("history long-poll failed: %s", err, extra={"report_id": self.report_id})
+            await asyncio.sleep(1.0)
+            self._dirty.set()
+
+
+class Watchers:
+    """The watchers of one API process, by report ID."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self._watchers: dict[str, Watcher] = {}
+
+    def __len__(self) -> int:
+        return len(self._watchers)
+
+    def watcher(self, report_id: str) -> Watcher:
+        watcher = self._watchers.get(report_id)
+        if watcher is None or watcher.done:
+            watcher = self._watchers[report_id] = Watcher(self, report_id)
+        return watcher
+
+    def forget(self, watcher: Watcher) -> None:
+        if self._watchers.get(watcher.report_id) is watcher:
+            del self._watchers[watcher.report_id]
+
+    def poke(self, report_id: str) -> None:
+        watcher = self._watchers.get(report_id)
+        if watcher is not None:
+            watcher.poke()
+
+    async def read(self, report_id: str) -> Snapshot | None:
+        """The report's current document (None = no such report); callers check ownership."""
+        return await self.watcher(report_id).current()
+
+    @contextlib.contextmanager
+    def reading(self, report_id: str) -> Iterator[Watcher]:
+        """Hold a watcher open for a long reader (an SSE stream)."""
+        watcher = self.watcher(report_id)
+        watcher.readers += 1
+        try:
+            yield watcher
+        finally:
+            watcher.readers -= 1
+            watcher.touch()
+
+    async def close(self) -> None:
+        tasks = [w.task for w in self._watchers.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,618 @@
+"""`reportflow bench` ratios: what orchestration costs next to the work it orchestrates.
+
+One process tree on this machine: the Temporal dev server (its own metrics
+endpoint counts the calls it serves), the API (`reportflow api`) and one worker
+(`reportflow worker`) as separate processes, a recording SMTP server and SQLite
+seeded with 90 days per user. Then, side by side:
+
+- P1: `POST /reports` against a raw `start_workflow` of the same workflow on
+  the same server, one at a time and 50 at once (p50/p99, ratio of p99s);
+- P2: reports end to end (POST to the SMTP server's 250) per second against raw
+  Chromium PDFs per second of the very HTML the render step produces, at the
+  worker's render concurrency;
+- P4: status reads (`GET /reports/{id}`) by 100 pollers at one a second each
+  while reports run: p50/p99, share of requests served, Temporal calls a
+  second, API CPU, and the report throughput against P2's.
+
+Figures are printed (a table, or JSON), never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+from temporalio.client import Client
+
+from reportflow.activities.query import aggregate
+from reportflow.config import Settings
+from reportflow.db import create_engine, create_schema
+from reportflow.models import Backoff, RetrySchedule
+from reportflow.render import Browser, find_chromium, render_html
+from reportflow.seed import seed, user_id_for
+from reportflow.starter import report_id_for, start_report_run
+from reportflow.temporal import with_codec
+from reportflow.testing import (
+    RecordingSmtpServer,
+    TemporalDevServer,
+    WorkerProcess,
+    _descendants,
+    _parents,
+    free_port,
+    harness_secrets,
+    settings_env,
+)
+from reportflow.tokens import create_token
+
+# Frontend operations a worker makes (polls, completions, heartbeats): not the API's.
+_WORKER_OPERATIONS = ("Poll", "Respond", "RecordActivityTaskHeartbeat", "ShutdownWorker")
+
+
+@dataclass
+class RatioOptions:
+    users: int = 24
+    reports: int = 24  # per end-to-end run
+    starts: int = 40  # P1 samples at each concurrency
+    pollers: int = 100
+    poll_seconds: float = 1.0
+
+
+@dataclass
+class Figure:
+    key: str
+    what: str
+    value: str
+    baseline: str
+    ratio: float | None
+    goal: str
+    met: bool | None
+    detail: dict[str, float] = field(default_factory=dict)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+# ----------------------------------------------------------------- processes
+
+
+class TemporalCalls:
+    """The dev server's own count of the calls it served, by operation."""
+
+    def __init__(self, metrics_port: int) -> None:
+        self.url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    async def snapshot(self) -> dict[str, float]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(self.url)).text
+        counts: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line.startswith("service_requests{"):
+                continue
+            labels, _, value = line.rpartition(" ")
+            operation = labels.split('operation="', 1)[-1].split('"', 1)[0]
+            counts[operation] = counts.get(operation, 0.0) + float(value)
+        return counts
+
+    @staticmethod
+    def api_calls(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """Calls made between two snapshots, worker operations left out."""
+        return {
+            op: after[op] - before.get(op, 0.0)
+            for op in after
+            if not op.startswith(_WORKER_OPERATIONS) and after[op] > before.get(op, 0.0)
+        }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its children it has reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU time of a process tree (a worker and its Chromium)."""
+    return sum(_cpu_seconds(p) for p in {pid, *_descendants(pid, _parents())})
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds each part of the stack used between `start` and `read`."""
+
+    pids: dict[str, int]
+    began: dict[str, float] = field(default_factory=dict)
+
+    def _now(self) -> dict[str, float]:
+        now = {name: _tree_cpu(pid) for name, pid in self.pids.items()}
+        now["bench (clients, SMTP)"] = time.process_time()
+        return now
+
+    def start(self) -> None:
+        self.began = self._now()
+
+    def read(self, wall: float) -> dict[str, float]:
+        """Share of one core each part used."""
+        return {name: (v - self.began[name]) / wall for name, v in self._now().items()}
+
+
+def _cpu_note(shares: dict[str, float]) -> str:
+    return ", ".join(f"{name} {share * 100:.0f}%" for name, share in shares.items())
+
+
+def _spawn_api(
+    settings: Settings, temporal_address: str, log: Path, port: int
+) -> subprocess.Popen[bytes]:
+    env = settings_env(settings, temporal_address)
+    env.update(RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute), LOG_LEVEL="WARNING")
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "reportflow.cli", "api", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@contextlib.asynccontextmanager
+async def _api_process(
+    settings: Settings, temporal_address: str, log: Path
+) -> AsyncIterator[tuple[str, int]]:
+    """`reportflow api` on a free port; yields its URL and PID."""
+    port = free_port()
+    process = _spawn_api(settings, temporal_address, log, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(60), httpx.AsyncClient() as http:
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the API exited; see {log}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"{url}/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.2)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ----------------------------------------------------------------- measures
+
+
+async def _timed_calls(
+    n: int, concurrency: int, call: Callable[[int], Awaitable[object]]
+) -> list[float]:
+    gate = asyncio.Semaphore(concurrency)
+    times: list[float] = []
+
+    async def one(i: int) -> None:
+        async with gate:
+            began = time.perf_counter()
+            await call(i)
+            times.append(time.perf_counter() - began)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return times
+
+
+def _range(offset_days: int) -> tuple[date, date]:
+    end = datetime.now(UTC).date() - timedelta(days=offset_days)
+    return end - timedelta(days=89), end
+
+
+async def _p1(
+    http: httpx.AsyncClient,
+    client: Client,
+    settings: Settings,
+    tokens: list[str],
+    options: RatioOptions,
+    started: list[str],
+) -> list[Figure]:
+    """POST /reports vs raw start_workflow, fresh report IDs each (no worker runs);
+    the IDs started go to `started`."""
+    figures = []
+    offset = 1000
+    for concurrency in (1, 50):
+        # Interleaved, so both see the same server state.
+        posts: list[float] = []
+        raws: list[float] = []
+        for _ in range(2):
+            base = offset
+
+            async def post(i: int, base: int = base) -> object:
+                start, end = _range(base + i)
+                response = await http.post(
+                    "/reports",
+                    json={"start": str(start), "end": str(end)},
+                    headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
+                )
+                response.raise_for_status()
+                started.append(response.json()["report_id"])
+                return response
+
+            async def raw(i: int, base: int = base) -> object:
+                start, end = _range(base + options.starts + i)
+                begun = await start_report_run(
+                    client, settings, user_id=user_id_for(i % len(tokens) + 1), start=start, end=end
+                )
+                started.append(begun.report_id)
+                return begun
+
+            posts += await _timed_calls(options.starts // 2, concurrency, post)
+            raws += await _timed_calls(options.starts // 2, concurrency, raw)
+            offset += 2 * options.starts
+        ratio = _pct(posts, 0.99) / _pct(raws, 0.99)
+        figures.append(
+            Figure(
+                "P1",
+                f"POST /reports vs start_workflow, {concurrency} at once",
+                f"p50 {_ms(_pct(posts, 0.5))}, p99 {_ms(_pct(posts, 0.99))}",
+                f"p50 {_ms(_pct(raws, 0.5))}, p99 {_ms(_pct(raws, 0.99))}",
+                ratio,
+                "p99 ratio <= 1.1",
+                ratio <= 1.1,
+                {
+                    "post_p50_s": _pct(posts, 0.5),
+                    "post_p99_s": _pct(posts, 0.99),
+                    "start_p50_s": _pct(raws, 0.5),
+                    "start_p99_s": _pct(raws, 0.99),
+                },
+            )
+        )
+    return figures
+
+
+async def _raw_pdfs_per_second(settings: Settings, options: RatioOptions, offset: int) -> float:
+    """Chromium alone: the HTML of the reports P2 renders, printed at the worker's
+    render concurrency (one Browser, as in a worker)."""
+    engine = create_engine(settings.database_url)
+    pages = []
+    for i in range(options.reports):
+        start, end = _range(offset)
+        user = user_id_for(i % options.users + 1)
+        data = await aggregate(
+            engine, report_id=report_id_for(user, start, end), user_id=user, start=start, end=end
+        )
+        pages.append(render_html(data))
+    await engine.dispose()
+    browser = Browser(
+        find_chromium(settings.chromium_executable), max_concurrent=settings.render_concurrency
+    )
+    await browser.start()
+    try:
+        await browser.pdf(pages[0])  # warm, as a worker is
+        began = time.perf_counter()
+        await asyncio.gather(*(browser.pdf(html) for html in pages))
+        return len(pages) / (time.perf_counter() - began)
+    finally:
+        await browser.close()
+
+
+async def _end_to_end(
+    http: httpx.AsyncClient,
+    smtp: RecordingSmtpServer,
+    tokens: list[str],
+    options: RatioOptions,
+    offset: int,
+    created: Callable[[str], None] = lambda report_id: None,
+) -> tuple[float, list[str]]:
+    """`reports` new reports at once; reports per second from the first POST to the
+    SMTP server's last 250."""
+    delivered = len(smtp.deliveries)
+    began = time.perf_counter()
+    ids = []
+    for i in range(options.reports):
+        start, end = _range(offset)
+        response = await http.post(
+            "/reports",
+            json={"start": str(start), "end": str(end)},
+            headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
+        )
+        response.raise_for_status()
+        ids.append(response.json()["report_id"])
+        created(ids[-1])
+    async with asyncio.timeout(600):
+        while True:
+            if len(smtp.deliveries) >= delivered + options.reports:
+                break
+            await asyncio.sleep(0.02)
+    return options.reports / (time.perf_counter() - began), ids
+
+
+async def run_ratios(options: RatioOptions) -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="reportflow-ratios-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        smtp = RecordingSmtpServer()
+        metrics_port = free_port()
+        temporal = TemporalDevServer(
+            tmp / "temporal.db", tmp / "temporal.log", metrics_port=metrics_port
+        )
+        settings = Settings(
+            database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
+            report_store_url=str(tmp / "reports"),
+            smtp_host=smtp.host,
+            smtp_port=smtp.port,
+            rate_limit_per_minute=1_000_000,
+            worker_metrics_bind="",
+            retry=RetrySchedule(email=Backoff(initial_seconds=0.5)),
+            **harness_secrets(),
+        )
+        engine = create_engine(settings.database_url)
+        await create_schema(engine)
+        await seed(engine, users=options.users, days=400)
+        token_list = [
+            await create_token(engine, user_id=user_id_for(n + 1)) for n in range(options.users)
+        ]
+        await engine.dispose()
+
+        await smtp.start()
+        await temporal.start()
+        calls = TemporalCalls(metrics_port)
+        # Encrypted like the API's, so the raw starts cost what a real start costs.
+        client = with_codec(await Client.connect(temporal.address), settings)
+        figures: list[Figure] = []
+        try:
+            async with (
+                _api_process(settings, temporal.address, tmp / "api.log") as (url, api_pid),
+                httpx.AsyncClient(
+                    base_url=url,
+                    timeout=60,
+                    limits=httpx.Limits(max_connections=options.pollers + 60),
+                ) as http,
+            ):
+                # P1 with no worker: starts only; then those runs are ended.
+                p1_runs: list[str] = []
+                figures += await _p1(http, client, settings, token_list, options, p1_runs)
+                for report_id in p1_runs:  # timed starts only: no worker renders them
+                    await client.get_workflow_handle(report_id).terminate("bench: P1 only")
+
+                raw = await _raw_pdfs_per_second(settings, options, offset=1)
+                worker = WorkerProcess.start(settings, temporal.address, tmp / "worker.log")
+                try:
+                    await worker.wait_ready()
+                    assert temporal.process is not None
+                    meter = CpuMeter(
+                        {
+                            "API": api_pid,
+                            "worker + Chromium": worker.pid,
+                            "Temporal": temporal.process.pid,
+                        }
+                    )
+                    meter.start()
+                    alone, _ = await _end_to_end(http, smtp, token_list, options, offset=1)
+                    alone_cpu = meter.read(options.reports / alone)
+                    figures += [
+                        Figure(
+                            "P2",
+                            f"reports/s end to end, {options.reports} at once, one worker",
+                            f"{alone:.2f}/s",
+                            f"{raw:.2f} PDFs/s raw Chromium",
+                            alone / raw,
+                            ">= 0.85",
+                            alone / raw >= 0.85,
+                            {"reports_per_s": alone, "raw_pdfs_per_s": raw},
+                        ),
+                        Figure(
+                            "P2",
+                            "CPU during that burst (share of one core)",
+                            _cpu_note(alone_cpu),
+                            f"{os.cpu_count()} cores",
+                            None,
+                            "",
+                            None,
+                            {f"cpu_{k}": v for k, v in alone_cpu.items()},
+                        ),
+                    ]
+                    figures += await _p4(http, smtp, calls, meter, token_list, options, alone)
+                finally:
+                    worker.stop()
+        finally:
+            await temporal.stop()
+            await smtp.stop()
+    return figures
+
+
+async def _p4(
+    http: httpx.AsyncClient,
+    smtp: RecordingSmtpServer,
+    calls: TemporalCalls,
+    meter: CpuMeter,
+    token_list: list[str],
+    options: RatioOptions,
+    alone: float,
+) -> list[Figure]:
+    """The same burst of reports as P2, with `pollers` clients reading their status."""
+    offset = 2
+    ids = [
+        report_id_for(user_id_for(i % options.users + 1), *_range(offset))
+        for i in range(options.reports)
+    ]
+    owners = {rid: token_list[i % len(token_list)] for i, rid in enumerate(ids)}
+    before_calls = await calls.snapshot()
+    meter.start()
+    began = time.perf_counter()
+    stats = _PollStats()
+    pollers: list[asyncio.Task[None]] = []
+
+    def start_polling(report_id: str) -> None:
+        """Fire, acknowledge, poll: this report's share of the pollers starts now."""
+        index = ids.index(report_id)
+        pollers.extend(
+            asyncio.create_task(_poll(http, owners, ids, n, options, stats))
+            for n in range(index, options.pollers, len(ids))
+        )
+
+    try:
+        loaded, _ = await _end_to_end(
+            http, smtp, token_list, options, offset=offset, created=start_polling
+        )
+    finally:
+        stats.stop.set()
+        await asyncio.gather(*pollers, return_exceptions=True)
+    wall = time.perf_counter() - began
+    cpu = meter.read(wall)
+    api_cpu = cpu["API"] * wall
+    made = TemporalCalls.api_calls(before_calls, await calls.snapshot())
+    total_calls = sum(made.values())
+    describes = made.get("DescribeWorkflowExecution", 0.0)
+    served = 1 - stats.failed / max(stats.sent, 1)
+    expected = stats.due_seconds / options.poll_seconds
+    p99 = _pct(stats.times, 0.99)
+    return [
+        Figure(
+            "P4",
+            f"GET /reports/{{id}}, {options.pollers} pollers at 1/s during P2's burst",
+            f"p50 {_ms(_pct(stats.times, 0.5))}, p99 {_ms(p99)}",
+            f"{stats.sent - stats.failed} of {stats.sent} served ({expected:.0f} due)",
+            served,
+            "p99 <= 50 ms, all served",
+            p99 <= 0.05 and stats.failed == 0 and stats.sent >= 0.95 * expected,
+            {
+                "p50_s": _pct(stats.times, 0.5),
+                "p99_s": p99,
+                "requests": stats.sent,
+                "failed": stats.failed,
+                "seconds": wall,
+            },
+        ),
+        Figure(
+            "P4",
+            "Temporal calls/s and API CPU under those pollers",
+            f"{total_calls / wall:.1f} calls/s ({describes / wall:.1f} describes/s)",
+            f"API {api_cpu / max(stats.sent, 1) * 1000:.2f} ms CPU per read; {_cpu_note(cpu)}",
+            None,
+            "calls follow changes, not pollers",
+            None,
+            {
+                "temporal_calls_per_s": total_calls / wall,
+                "describes_per_s": describes / wall,
+                "api_cpu_per_s": api_cpu / wall,
+                **{f"calls_{k}": v for k, v in made.items()},
+            },
+        ),
+        Figure(
+            "P4",
+            "reports/s with those pollers vs without (P2)",
+            f"{loaded:.2f}/s",
+            f"{alone:.2f}/s",
+            loaded / alone,
+            ">= 0.95",
+            loaded / alone >= 0.95,
+            {"reports_per_s": loaded},
+        ),
+    ]
+
+
+@dataclass
+class _PollStats:
+    times: list[float] = field(default_factory=list)
+    sent: int = 0
+    failed: int = 0
+    due_seconds: float = 0.0  # summed over the pollers: how long each polled
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _poll(
+    http: httpx.AsyncClient,
+    owners: dict[str, str],
+    ids: list[str],
+    n: int,
+    options: RatioOptions,
+    stats: _PollStats,
+) -> None:
+    """One client reading its report's status once a second."""
+    report_id = ids[n % len(ids)]
+    headers = {"Authorization": f"Bearer {owners[report_id]}"}
+    # A client (and connection) of its own, as separate users have: one shared
+    # pool would time its own lock contention, not the API.
+    async with httpx.AsyncClient(base_url=http.base_url, timeout=60) as own:
+        await _poll_with(own, report_id, headers, n, options, stats)
+
+
+async def _poll_with(
+    http: httpx.AsyncClient,
+    report_id: str,
+    headers: dict[str, str],
+    n: int,
+    options: RatioOptions,
+    stats: _PollStats,
+) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(options.poll_seconds * n / options.pollers):
+            await stats.stop.wait()  # spread the pollers over the second
+    tick = first = time.perf_counter()
+    while not stats.stop.is_set():
+        stats.sent += 1
+        began = time.perf_counter()
+        try:
+            response = await http.get(f"/reports/{report_id}", headers=headers)
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        stats.times.append(time.perf_counter() - began)
+        stats.failed += not ok
+        tick += options.poll_seconds
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, tick - time.perf_counter())):
+                await stats.stop.wait()
+    stats.due_seconds += time.perf_counter() - first
+
+
+def print_ratios(figures: list[Figure], out: TextIO = sys.stdout) -> None:
+    out.write(f"{'':3} {'figure':<58} {'measured':<30} {'baseline':<40} {'ratio':>6}  goal\n")
+    for f in figures:
+        ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
+        mark = "" if f.met is None else (" ok" if f.met else " MISSED")
+        out.write(
+            f"{f.key:<3} {f.what:<58} {f.value:<30} {f.baseline:<40} {ratio:>6}  {f.goal}{mark}\n"
+        )
+
+
+def ratios_report(figures: list[Figure], rows: Sequence[object] = ()) -> str:
+    """The whole run as JSON: the machine, the ratios and the parts' rows."""
+    return json.dumps(
+        {
+            "machine": machine(),
+            "ratios": [asdict(f) for f in figures],
+            "parts": [asdict(r) for r in rows if is_dataclass(r) and not isinstance(r, type)],
+        },
+        indent=2,
+        default=str,
+    )
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cores": os.cpu_count(), "cpu": model, "python": sys.version.split()[0]}

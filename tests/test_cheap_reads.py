@@ -1,0 +1,105 @@
+"""Reads that cost little however often they come: /metrics at most once per
+METRICS_CACHE_SECONDS and behind a token, token lookups kept briefly, and a
+dead-letter page with a bounded number of Temporal calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from reportflow.api.token_cache import TokenCache
+from reportflow.db import api_tokens
+from reportflow.tokens import create_token, hash_token
+from tests.utils.counted_api import CountedApi, counted_api
+from tests.utils.data import create_user
+from tests.utils.reportflow_http import FINAL, wait_status
+from tests.utils.smtp import SmtpServer
+from tests.utils.stack import in_process_worker
+from tests.utils.wait import wait_until
+
+
+@pytest.fixture
+async def api(
+    tmp_path: Path, smtp: SmtpServer, temporal_env: WorkflowEnvironment
+) -> AsyncIterator[CountedApi]:
+    async with counted_api(
+        tmp_path, smtp.port, metrics_token="scrape-secret", metrics_cache_seconds=60.0
+    ) as api:
+        yield api
+
+
+async def test_metrics_need_the_metrics_token_or_an_admin_token(api: CountedApi) -> None:
+    admin = await api.new_token(admin=True)
+
+    assert (await api.http.get("/metrics")).status_code == 401
+    assert (await api.http.get("/metrics", headers=api.user.headers)).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert (await api.http.get("/metrics", headers=wrong)).status_code == 401
+    scraper = {"Authorization": "Bearer scrape-secret"}
+    assert (await api.http.get("/metrics", headers=scraper)).status_code == 200
+    assert (await api.http.get("/metrics", headers=admin.headers)).status_code == 200
+
+
+async def test_metrics_are_computed_once_however_many_scrape(api: CountedApi) -> None:
+    scraper = {"Authorization": "Bearer scrape-secret"}
+    api.calls.clear()
+
+    answers = await asyncio.gather(*(api.http.get("/metrics", headers=scraper) for _ in range(20)))
+
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.text for a in answers}) == 1
+    assert "reportflow_queue_backlog{" in answers[0].text
+    # One computation: both halves of the task queue, and one count by status.
+    assert dict(api.calls) == {"describe_task_queue": 2, "count_workflow_executions": 1}
+
+
+async def test_token_lookups_are_kept_for_their_ttl(app_engine: AsyncEngine) -> None:
+    user_id = await create_user(app_engine)
+    token = await create_token(app_engine, user_id=user_id)
+    cached, uncached = TokenCache(ttl_seconds=60), TokenCache(ttl_seconds=0)
+    assert (await cached.lookup(app_engine, token)) == (await uncached.lookup(app_engine, token))
+
+    async with app_engine.begin() as conn:
+        await conn.execute(delete(api_tokens).where(api_tokens.c.token_hash == hash_token(token)))
+
+    still = await cached.lookup(app_engine, token)
+    assert still is not None and still.user_id == user_id  # honoured until the TTL ends
+    assert await uncached.lookup(app_engine, token) is None
+    assert await cached.lookup(app_engine, "rf_unknown") is None
+
+
+async def test_dead_letter_page_costs_a_bounded_number_of_calls(
+    api: CountedApi, temporal_client: Client
+) -> None:
+    admin = await api.new_token(admin=True)
+    users = [await api.new_token(email=None) for _ in range(3)]  # no address: fails at once
+    async with in_process_worker(api.settings, temporal_client):
+        ids = []
+        for user in users:
+            created = await api.http.post("/reports", json={}, headers=user.headers)
+            ids.append(created.json()["report_id"])
+        for user, report_id in zip(users, ids, strict=True):
+            assert (await wait_status(api.http, user, report_id, FINAL))["status"] == "failed"
+
+    async def page() -> dict[str, dict[str, object]]:
+        api.calls.clear()
+        response = await api.http.get("/admin/reports?status=failed", headers=admin.headers)
+        assert response.status_code == 200, response.text
+        return {r["report_id"]: r for r in response.json()["reports"]}
+
+    listed = await wait_until(page, lambda got: set(ids) <= set(got), what="the DLQ entries")
+
+    assert all(listed[i]["reason"] == "NoEmailAddress" for i in ids)
+    assert all(listed[i]["attempts"] == 1 for i in ids)
+    assert api.calls["describe_workflow_execution"] == 0, api.calls
+    assert api.calls["get_workflow_execution_history"] == 0, api.calls
+    assert api.calls["list_workflow_executions"] == 2, api.calls
+    # One short tail read per listed report (its attempts), nothing per run beyond.
+    assert api.calls["get_workflow_execution_history_reverse"] == len(listed), api.calls

@@ -1,0 +1,276 @@
+"""Fair under load: a per-user cap on running reports, and task-queue fairness so
+one user's 300 reports do not hold up another user's one (figures printed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from reportflow.config import Settings
+from reportflow.db import report_slots
+from reportflow.models import (
+    CleanupInput,
+    EmailInput,
+    EmailResult,
+    QueryInput,
+    RenderInput,
+    RenderResult,
+    ReportData,
+    SlotInput,
+    WebhookTargets,
+    WebhookTargetsInput,
+    email_queue,
+)
+from reportflow.starter import BACKGROUND, INTERACTIVE, start_report
+from reportflow.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path
+from reportflow.workflows.deliver_webhooks import DeliverWebhooks
+from reportflow.workflows.generate_report import GenerateReport
+from tests.conftest import make_settings
+from tests.utils.reportflow_http import FINAL, wait_status
+from tests.utils.service import stack
+from tests.utils.smtp import SmtpServer
+from tests.utils.wait import wait_until
+
+log = logging.getLogger(__name__)
+
+
+async def test_reports_over_the_per_user_cap_stay_queued_until_one_ends(
+    tmp_path: Path, smtp: SmtpServer, temporal_client: Client
+) -> None:
+    async with stack(tmp_path, smtp, temporal_client, max_running_reports_per_user=2) as s:
+        user_id, user = await s.user()
+        ranges = [(date(2026, 1, d), date(2026, 1, d + 6)) for d in (1, 8, 15, 22)]
+        ids = [f"report-{user_id}-{a}-{b}" for a, b in ranges]
+        with contextlib.ExitStack() as held:
+            for report_id in ids:
+                held.enter_context(s.hold_render(report_id))
+            for a, b in ranges:
+                response = await s.http.post(
+                    "/reports", json={"start": str(a), "end": str(b)}, headers=user.headers
+                )
+                assert response.status_code == 202, response.text
+
+            async def docs() -> list[dict[str, Any]]:
+                return [
+                    (await s.http.get(f"/reports/{r}", headers=user.headers)).json() for r in ids
+                ]
+
+            def stages(got: list[dict[str, Any]]) -> list[str]:
+                return sorted(d["status"] + ":" + d["stage"] for d in got)
+
+            # Two render (held); two wait, visibly queued, and keep waiting.
+            want = ["queued:queued"] * 2 + ["running:rendering"] * 2
+            await wait_until(docs, lambda got: stages(got) == want, what="two running, two queued")
+            await asyncio.sleep(2.0)  # nothing frees a slot meanwhile: still two waiting
+            now = await docs()
+            assert stages(now) == want
+            queued = [d for d in now if d["status"] == "queued"]
+            assert all("running reports to finish" in (d["waiting"] or "") for d in queued), queued
+            assert all(d["last_error"] is None for d in queued), queued
+
+            # A queued report can be cancelled while it waits.
+            cancelled = queued[0]["report_id"]
+            assert (
+                await s.http.post(f"/reports/{cancelled}/cancel", headers=user.headers)
+            ).status_code == 202
+            doc = await wait_status(s.http, user, cancelled, FINAL)
+            assert doc["status"] == "cancelled", doc
+        # The holds are gone: the others complete, the queued one after a slot frees.
+        for report_id in ids:
+            doc = await wait_status(s.http, user, report_id, FINAL, timeout=90)
+            assert doc["status"] == ("cancelled" if report_id == cancelled else "completed"), doc
+        async with s.engine.connect() as conn:
+            left = await conn.scalar(select(func.count()).select_from(report_slots))
+        assert left == 0
+
+
+# ------------------------------------------------------------------- fairness
+
+
+class StandIns:
+    """Cheap activities under the real names (STYLE habit 9): the workflow is real,
+    the work is a short sleep, and each report's first activity start is noted."""
+
+    def __init__(self, work_seconds: float) -> None:
+        self.work = work_seconds
+        self.first_activity: dict[str, float] = {}
+
+    @activity.defn(name="acquire_slot")
+    async def acquire_slot(self, input: SlotInput) -> None:
+        self.first_activity.setdefault(input.report_id, time.monotonic())
+
+    @activity.defn(name="release_slot")
+    async def release_slot(self, input: SlotInput) -> None:
+        return None
+
+    @activity.defn(name="query")
+    async def query(self, input: QueryInput) -> ReportData:
+        self.first_activity.setdefault(input.report_id, time.monotonic())
+        await asyncio.sleep(self.work)
+        return ReportData(
+            report_id=input.report_id,
+            user_id=input.user_id,
+            user_name="x",
+            start=input.start,
+            end=input.end,
+            currency="EUR",
+            transaction_count=0,
+            money_in_cents=0,
+            money_out_cents=0,
+            net_cents=0,
+        )
+
+    @activity.defn(name="render")
+    async def render(self, input: RenderInput) -> RenderResult:
+        await asyncio.sleep(self.work)
+        return RenderResult(key=f"{input.data.report_id}/x.pdf", pages=1, bytes=1)
+
+    @activity.defn(name="send_email")
+    async def send_email(self, input: EmailInput) -> EmailResult:
+        await asyncio.sleep(self.work)
+        return EmailResult(message_id="<x@test>", recipients=["x@example.com"])
+
+    @activity.defn(name="cleanup")
+    async def cleanup(self, input: CleanupInput) -> None:
+        return None
+
+    @activity.defn(name="webhook_targets")
+    async def webhook_targets(self, input: WebhookTargetsInput) -> WebhookTargets:
+        return WebhookTargets([])
+
+    @property
+    def all(self) -> list[Any]:
+        return [
+            self.acquire_slot,
+            self.release_slot,
+            self.query,
+            self.render,
+            self.send_email,
+            self.cleanup,
+            self.webhook_targets,
+        ]
+
+
+@contextlib.asynccontextmanager
+async def dev_server(fairness: bool) -> AsyncIterator[Client]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        search_attributes=[USER_ID_KEY],
+        dev_server_log_level="error",
+        dev_server_extra_args=FAIRNESS_DEV_ARGS
+        if fairness
+        else [
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
+        ],
+    )
+    try:
+        yield env.client
+    finally:
+        await env.shutdown()
+
+
+async def _wait_of_b(client: Client, settings: Settings, backlog: int) -> tuple[float, int]:
+    """Start `backlog` reports of user A, then one of B, with one worker running:
+    B's seconds from its start to its first activity, and how many of A's had
+    started their first activity before B's did."""
+    stand_ins = StandIns(work_seconds=0.01)
+    day = date(2025, 1, 1)
+    a_ids = []
+    for i in range(0, backlog, 50):
+        batch = [
+            start_report(
+                client,
+                settings,
+                user_id="userA",
+                start=day + timedelta(days=n),
+                end=day + timedelta(days=n),
+                priority_key=BACKGROUND,
+            )
+            for n in range(i, min(i + 50, backlog))
+        ]
+        a_ids += [report_id for report_id, _ in await asyncio.gather(*batch)]
+    worker = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[GenerateReport, DeliverWebhooks],
+        activities=stand_ins.all,
+        max_concurrent_activities=4,
+        max_concurrent_workflow_tasks=4,
+    )
+    email_worker = Worker(
+        client,
+        task_queue=email_queue(settings.task_queue),
+        activities=[stand_ins.send_email],
+        max_concurrent_activities=4,
+    )
+    async with worker, email_worker:
+        await wait_until(
+            lambda: asyncio.sleep(0, len(stand_ins.first_activity)),
+            lambda n: n >= 5,
+            what="A's reports under way",
+        )
+        b_started = time.monotonic()
+        b_id, _ = await start_report(
+            client,
+            settings,
+            user_id="userB",
+            start=day,
+            end=day,
+            priority_key=BACKGROUND,
+        )
+        await wait_until(
+            lambda: asyncio.sleep(0, b_id in stand_ins.first_activity),
+            bool,
+            timeout=300,
+            what="B's first activity",
+        )
+        b_first = stand_ins.first_activity[b_id]
+        ahead = sum(1 for r in a_ids if stand_ins.first_activity.get(r, 1e18) < b_first)
+    # The dev server, with what is left of the backlog, goes away with the test.
+    return b_first - b_started, ahead
+
+
+@pytest.mark.timeout(900)
+async def test_one_users_backlog_does_not_starve_another_user(tmp_path: Path) -> None:
+    backlog = 300
+    figures: dict[str, tuple[float, int]] = {}
+    for fairness in (True, False):
+        settings = make_settings(
+            tmp_path, 1, task_queue=f"fair-{uuid.uuid4().hex[:8]}", max_running_reports_per_user=0
+        )
+        async with dev_server(fairness) as client:
+            figures["on" if fairness else "off"] = await _wait_of_b(client, settings, backlog)
+    for name, (waited, ahead) in figures.items():
+        log.warning(
+            "fairness %s: user B waited %.2f s before its first activity; "
+            "%d of user A's %d reports went first",
+            name,
+            waited,
+            ahead,
+            backlog,
+        )
+    on_ahead, off_ahead = figures["on"][1], figures["off"][1]
+    # B is not served last (behind the whole backlog) with fairness on.
+    assert on_ahead < backlog // 2, figures
+    assert on_ahead < off_ahead, figures
+
+
+def test_interactive_outranks_background() -> None:
+    assert INTERACTIVE < BACKGROUND

@@ -1,0 +1,144 @@
+"""Status reads that cost Temporal calls per change, not per reader: one watcher
+per report in the API process, fed by the run's history long-poll.
+
+Temporal calls are counted at the API's own client (every RPC goes through its
+service client), so the counts are exactly what the API asked of Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from tests.utils.counted_api import CountedApi, counted_api
+from tests.utils.smtp import SmtpServer
+from tests.utils.stack import in_process_worker
+from tests.utils.wait import wait_for
+
+
+@pytest.fixture
+async def api(
+    tmp_path: Path, smtp: SmtpServer, temporal_env: WorkflowEnvironment
+) -> AsyncIterator[CountedApi]:
+    # No timed refresh within a test: whatever the watcher learns, it learns
+    # from the run's history.
+    async with counted_api(
+        tmp_path, smtp.port, status_watch_idle_seconds=1.0, status_refresh_seconds=120.0
+    ) as api:
+        yield api
+
+
+async def test_post_of_a_new_report_makes_one_temporal_call(api: CountedApi) -> None:
+    api.calls.clear()
+    created = await api.http.post("/reports", json={}, headers=api.user.headers)
+
+    assert created.status_code == 202, created.text
+    assert dict(api.calls) == {"start_workflow_execution": 1}
+    doc = created.json()
+    assert (doc["status"], doc["stage"], doc["progress"]) == ("queued", "queued", 0)
+    assert doc["run_id"]
+    assert created.headers["Location"] == f"/reports/{doc['report_id']}"
+
+    # The same request again joins the open run: start, then one describe.
+    again = await api.http.post("/reports", json={}, headers=api.user.headers)
+    assert again.json()["run_id"] == doc["run_id"]
+    assert api.calls["describe_workflow_execution"] == 1
+
+
+async def test_concurrent_gets_share_one_describe_and_the_watcher_expires(api: CountedApi) -> None:
+    report_id = (await api.http.post("/reports", json={}, headers=api.user.headers)).json()[
+        "report_id"
+    ]  # no worker polls this task queue: the report stays queued
+    api.calls.clear()
+
+    answers = await asyncio.gather(
+        *(api.http.get(f"/reports/{report_id}", headers=api.user.headers) for _ in range(50))
+    )
+
+    assert {r.status_code for r in answers} == {200}
+    assert {r.json()["status"] for r in answers} == {"queued"}
+    assert api.calls["describe_workflow_execution"] == 1, api.calls
+    assert len(api.watchers) == 1
+
+    # Readers gone: the watcher ends after STATUS_WATCH_IDLE_SECONDS and asks nothing more.
+    await wait_for(lambda: len(api.watchers) == 0, timeout=10, what="the idle watcher to end")
+    settled = sum(api.calls.values())
+    await asyncio.sleep(api.settings.status_watch_idle_seconds * 2)  # proving a silence
+    assert sum(api.calls.values()) == settled
+
+
+async def test_unchanged_status_is_a_304_without_body(api: CountedApi) -> None:
+    report_id = (await api.http.post("/reports", json={}, headers=api.user.headers)).json()[
+        "report_id"
+    ]
+    first = await api.http.get(f"/reports/{report_id}", headers=api.user.headers)
+    etag = first.headers["ETag"]
+
+    again = await api.http.get(
+        f"/reports/{report_id}", headers={**api.user.headers, "If-None-Match": etag}
+    )
+    other = await api.http.get(
+        f"/reports/{report_id}", headers={**api.user.headers, "If-None-Match": '"stale"'}
+    )
+
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["ETag"] == etag
+    assert again.headers["Retry-After"]
+    assert other.status_code == 200
+    assert other.json() == first.json()
+
+
+async def test_someone_elses_report_is_404_even_when_watched(api: CountedApi) -> None:
+    report_id = (await api.http.post("/reports", json={}, headers=api.user.headers)).json()[
+        "report_id"
+    ]
+    assert (await api.http.get(f"/reports/{report_id}", headers=api.user.headers)).is_success
+    stranger = await api.new_token()
+
+    for path in (f"/reports/{report_id}", f"/reports/{report_id}/events"):
+        assert (await api.http.get(path, headers=stranger.headers)).status_code == 404
+
+
+async def test_sse_follows_each_stage_from_history_events(
+    api: CountedApi, temporal_client: Client
+) -> None:
+    report_id = (await api.http.post("/reports", json={}, headers=api.user.headers)).json()[
+        "report_id"
+    ]
+    events: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        path = f"/reports/{report_id}/events"
+        async with api.http.stream("GET", path, headers=api.user.headers) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line.removeprefix("data: ")))
+
+    reader = asyncio.create_task(read())
+    await wait_for(lambda: bool(events), what="the first event")
+    assert events[0]["status"] == "queued"
+    api.calls.clear()
+
+    # The run moves only once a worker polls; the timed refresh is two minutes
+    # away, so every further event comes from the history long-poll.
+    async with in_process_worker(api.settings, temporal_client):
+        async with asyncio.timeout(60):
+            await reader
+
+    assert events[-1]["status"] == "completed"
+    stages = [e["stage"] for e in events]
+    assert stages == sorted(
+        stages, key=["queued", "querying", "rendering", "emailing", "done"].index
+    )
+    assert len(set(stages)) >= 3, stages
+    # Stages come from the memo upserts in history; the close is described once.
+    assert api.calls["describe_workflow_execution"] <= 3, api.calls
