@@ -288,6 +288,23 @@ class WebhookEvent:
         """The `webhook-id`: the same on every retry, so receivers can deduplicate."""
         return f"{self.report_id}.{self.outcome}.{self.run_id}"
 
+    @property
+    def workflow_id(self) -> str:
+        """DeliverWebhooks' workflow ID: one delivery per outcome of each run."""
+        return f"{WEBHOOKS_PREFIX}{self.report_id}-{self.outcome}-{self.run_id}"
+
+
+WEBHOOKS_PREFIX = "webhooks-"
+_WEBHOOKS_ID = re.compile(
+    rf"^{WEBHOOKS_PREFIX}(.+)-(?:completed|failed|cancelled)-[0-9a-f-]{{36}}$"
+)
+
+
+def report_id_of(workflow_id: str) -> str:
+    """The report a workflow works for: its own ID, or the report a webhook delivery announces."""
+    match = _WEBHOOKS_ID.match(workflow_id)
+    return match.group(1) if match else workflow_id
+
 
 @dataclass
 class WebhookTargetsInput:

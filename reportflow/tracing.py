@@ -31,6 +31,8 @@ from opentelemetry.sdk.trace import Span, SpanProcessor
 from opentelemetry.util.types import AttributeValue
 from temporalio import activity
 
+from reportflow.models import report_id_of
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
@@ -168,9 +170,9 @@ def _report_id_of(attributes: Mapping[str, object]) -> str | None:
     """A report's workflow ID is its report ID: Temporal's spans carry it as an
     attribute, and every span started inside an activity can ask the activity."""
     workflow_id = attributes.get("temporalWorkflowID")
-    if isinstance(workflow_id, str):
-        return workflow_id
-    return activity.info().workflow_id if activity.in_activity() else None
+    if not isinstance(workflow_id, str):
+        workflow_id = activity.info().workflow_id if activity.in_activity() else None
+    return report_id_of(workflow_id) if workflow_id is not None else None
 
 
 def _attempt() -> int | None:

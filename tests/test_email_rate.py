@@ -10,6 +10,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from reportflow.temporal import with_codec
 from tests.utils.reportflow_http import FINAL, report_id_for, wait_status
 from tests.utils.service import stack
 from tests.utils.smtp import SmtpServer
@@ -36,7 +37,7 @@ async def test_two_workers_send_at_most_the_rate_and_each_email_once(
         # on one task queue), as two processes would.
         address = temporal_client.service_client.config.target_host
         for _ in range(2):
-            client = await Client.connect(address)
+            client = with_codec(await Client.connect(address), s.settings)
             await workers.enter_async_context(in_process_worker(s.settings, client))
         users = [await s.user() for _ in range(count)]
         responses = await asyncio.gather(

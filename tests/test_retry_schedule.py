@@ -364,10 +364,10 @@ async def test_report_started_by_the_service_uses_the_configured_backoff(
 ) -> None:
     """End to end from the environment: Settings -> start_report (what POST /reports
     calls) -> the workflow's RetryPolicy -> where the attempts land."""
-    # The time-skipping test server runs no workflow started with a fairness key
-    # (found here: the start succeeds, no task ever arrives); the dev server and
-    # clusters take it. Priority keys alone are fine.
-    monkeypatch.setattr(starter, "priority_for", lambda user_id, key: Priority(priority_key=key))
+    # The time-skipping test server runs no workflow started with a priority, be it
+    # a fairness key or a priority key alone (found here: the start succeeds, no
+    # task ever arrives); the dev server and clusters take both.
+    monkeypatch.setattr(starter, "priority_for", lambda user_id, key: Priority())
     stand_ins = StandIns(failures=3)
     await define_user_search_attribute(env)
 

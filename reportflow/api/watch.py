@@ -51,6 +51,12 @@ _APPLIED_LOCALLY = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
     EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
     EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+    # Change nothing a reader sees: patch markers (with the TemporalChangeVersion
+    # search attribute the SDK upserts beside them), the webhook child's start.
+    EventType.EVENT_TYPE_MARKER_RECORDED,
+    EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED,
 }
 
 

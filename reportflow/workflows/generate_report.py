@@ -208,22 +208,22 @@ class GenerateReport:
         so the report is final at once while a receiver that is down gets retried."""
         if not workflow.patched(ANNOUNCE_BY_WEBHOOK):
             return
-        run_id = workflow.info().run_id
+        event = WebhookEvent(
+            report_id=input.report_id,
+            run_id=workflow.info().run_id,
+            user_id=input.user_id,
+            outcome=outcome,
+            start=input.start,
+            end=input.end,
+            occurred_at=workflow.now().isoformat(),
+            error=error,
+            retry=input.retry.webhook,
+            attempt_seconds=input.timeouts.webhook,
+        )
         await workflow.start_child_workflow(
             "DeliverWebhooks",
-            WebhookEvent(
-                report_id=input.report_id,
-                run_id=run_id,
-                user_id=input.user_id,
-                outcome=outcome,
-                start=input.start,
-                end=input.end,
-                occurred_at=workflow.now().isoformat(),
-                error=error,
-                retry=input.retry.webhook,
-                attempt_seconds=input.timeouts.webhook,
-            ),
-            id=f"webhooks-{input.report_id}-{outcome}-{run_id}",
+            event,
+            id=event.workflow_id,
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
         )
 
