@@ -344,3 +344,11 @@ class SlotInput:
     user_id: str
     report_id: str
     run_id: str
+
+
+@dataclass
+class SlotGrant:
+    """A slot is the run's; and whether its user has webhook endpoints (read as the
+    run starts, so the report of a user without any starts no delivery child)."""
+
+    webhooks: bool = True

@@ -2,10 +2,12 @@
 
 `tests/histories/<version>-<outcome>.json` are histories of real runs saved from
 each version of GenerateReport (v1: before the email step was shielded and failed
-runs removed their PDF; v2: before webhooks; v3: now). A change that breaks
+runs removed their PDF; v2: before webhooks; v3: a delivery child for every
+report; v4: only for users with webhook endpoints; v5: one patch for them all,
+now). A change that breaks
 determinism for them fails here instead of in production. To save the current
 code's runs as a new version:
-`RECORD_HISTORIES=v4 pytest tests/test_replay.py -k fresh`.
+`RECORD_HISTORIES=v6 pytest tests/test_replay.py -k fresh`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def test_histories_are_saved() -> None:
     )
     # v3: each outcome is announced to webhooks by a DeliverWebhooks child.
     assert {"v3-completed", "v3-failed", "v3-cancelled", "v3-cancel-while-emailing"} <= names
+    # v4: only a user with webhook endpoints gets the child (acquire_slot says).
+    assert {"v4-completed", "v4-failed", "v4-cancelled", "v4-cancel-while-emailing"} <= names
+    # v5: a new run takes every change through one patch (ALL_ABOVE).
+    assert {"v5-completed", "v5-failed", "v5-cancelled", "v5-cancel-while-emailing"} <= names
 
 
 @pytest.mark.usefixtures("worker")

@@ -47,15 +47,13 @@ from reportflow.models import (
     ReportData,
     ReportResult,
     RetrySchedule,
+    SlotGrant,
     SlotInput,
-    WebhookTargets,
-    WebhookTargetsInput,
     email_queue,
 )
 from reportflow.starter import start_report
 from reportflow.temporal import USER_ID_KEY
 from reportflow.temporal import test_server_path as find_test_server
-from reportflow.workflows.deliver_webhooks import DeliverWebhooks
 from reportflow.workflows.generate_report import GenerateReport, retry_policy
 from tests.utils.reports import make_report_data
 
@@ -117,16 +115,13 @@ class StandIns:
         """Only a cancelled run cleans up, and no run here is cancelled."""
 
     @activity.defn(name="acquire_slot")
-    async def acquire_slot(self, input: SlotInput) -> None:
-        """No per-user cap here."""
+    async def acquire_slot(self, input: SlotInput) -> SlotGrant:
+        """No per-user cap, no webhook endpoints here."""
+        return SlotGrant(webhooks=False)
 
     @activity.defn(name="release_slot")
     async def release_slot(self, input: SlotInput) -> None:
         """No per-user cap here."""
-
-    @activity.defn(name="webhook_targets")
-    async def webhook_targets(self, input: WebhookTargetsInput) -> WebhookTargets:
-        return WebhookTargets([])
 
     @property
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
@@ -136,7 +131,6 @@ class StandIns:
             self.cleanup,
             self.acquire_slot,
             self.release_slot,
-            self.webhook_targets,
         ]
 
     @property
@@ -175,7 +169,7 @@ async def run_report(env: WorkflowEnvironment, stand_ins: StandIns, start: Start
     worker = Worker(
         env.client,
         task_queue=task_queue,
-        workflows=[GenerateReport, DeliverWebhooks],
+        workflows=[GenerateReport],
         activities=stand_ins.all,
     )
     # The email step has its own (rate-limited) task queue, as in reportflow.worker.

@@ -1,6 +1,7 @@
 """MAX_RUNNING_REPORTS_PER_USER: a slot per running report, in the database.
 
-The workflow takes a slot before its first step and gives it back as it ends.
+The workflow takes a slot before its first step and gives it back as it ends;
+taking it also says whether the user has webhook endpoints to announce to.
 Taking one serializes on the user's row (an UPDATE first, so two workers cannot
 both see a free slot), so the cap holds across every worker. With no free slot
 the activity fails as `UserAtCapacity` (benign: logged at debug) and Temporal
@@ -22,7 +23,8 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow.db import report_slots, users
-from reportflow.models import USER_AT_CAPACITY, SlotInput
+from reportflow.models import USER_AT_CAPACITY, SlotGrant, SlotInput
+from reportflow.webhooks import active_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,12 @@ class SlotActivities:
         self.per_user = per_user
 
     @activity.defn(name="acquire_slot")
-    async def acquire_slot(self, input: SlotInput) -> None:
-        if self.per_user <= 0:
-            return
+    async def acquire_slot(self, input: SlotInput) -> SlotGrant:
+        if self.per_user > 0:
+            await self._take(input)
+        return SlotGrant(webhooks=bool(await active_endpoints(self.engine, input.user_id)))
+
+    async def _take(self, input: SlotInput) -> None:
         holders = await self._try_take(input)
         if holders is None:
             return

@@ -44,6 +44,10 @@ ANNOUNCE_BY_WEBHOOK = "announce-by-webhook"
 USER_SLOTS = "user-slots"
 EMAIL_QUEUE = "email-queue"
 CANCEL_BEATS_FAILED_ATTEMPT = "cancel-beats-failed-attempt"
+# A run begun on this code takes every change above at once: one marker (and one
+# TemporalChangeVersion upsert, each a billed action) instead of one per change.
+# Runs begun before it still ask each patch. A later change gets a patch of its own.
+ALL_ABOVE = "all-changes-above"
 
 
 def retry_policy(backoff: Backoff) -> RetryPolicy:
@@ -79,9 +83,13 @@ class GenerateReport:
         self._progress = Progress()
         self._stage_started: dict[str, datetime] = {}
         self._slot: SlotInput | None = None
+        # Histories before acquire_slot said so (it returned None) announce always.
+        self._webhooks = True
+        self._all_changes = False
 
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
+        self._all_changes = workflow.patched(ALL_ABOVE)
         try:
             return await self._run(input)
         finally:
@@ -93,12 +101,16 @@ class GenerateReport:
                     retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
                 )
 
+    def _has(self, change: str) -> bool:
+        """Whether this run takes `change` (see ALL_ABOVE)."""
+        return self._all_changes or workflow.patched(change)
+
     async def _take_slot(self, input: GenerateReportInput) -> None:
         """MAX_RUNNING_REPORTS_PER_USER: stay `queued` until one of the user's slots is
         free (retried with backoff: an attempt adds nothing to the history)."""
         workflow.set_current_details("**Stage:** queued (waiting for a free slot of this user)")
         slot = SlotInput(input.user_id, input.report_id, workflow.info().run_id)
-        await workflow.execute_activity_method(
+        grant = await workflow.execute_activity_method(
             SlotActivities.acquire_slot,
             slot,
             start_to_close_timeout=timedelta(seconds=30),
@@ -110,6 +122,8 @@ class GenerateReport:
             ),
         )
         self._slot = slot
+        if grant is not None:
+            self._webhooks = grant.webhooks
 
     async def _run(self, input: GenerateReportInput) -> ReportResult:
         retry, timeouts = input.retry, input.timeouts
@@ -125,7 +139,7 @@ class GenerateReport:
             "reportflow_reports_started", "Report runs started"
         ).add(1)
         try:
-            if workflow.patched(USER_SLOTS):
+            if self._has(USER_SLOTS):
                 await self._take_slot(input)
             self._enter("querying")
             data = await workflow.execute_activity_method(
@@ -146,7 +160,7 @@ class GenerateReport:
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             pdf_key = rendered.key
-            if _cancel_requested() and workflow.patched(TRUTHFUL_CANCEL):
+            if _cancel_requested() and self._has(TRUTHFUL_CANCEL):
                 # A cancel that reached a render as it finished was absorbed by the
                 # render's WAIT_CANCELLATION_COMPLETED: honour it before the email.
                 raise asyncio.CancelledError("cancelled before the email step")
@@ -161,7 +175,7 @@ class GenerateReport:
                 await self._cleanup(input.report_id, pdf_key)
                 await self._announce(input, "cancelled")
                 raise
-            if _cancel_requested() and workflow.patched(CANCEL_BEATS_FAILED_ATTEMPT):
+            if _cancel_requested() and self._has(CANCEL_BEATS_FAILED_ATTEMPT):
                 # The cancel reached an attempt as it failed (the render waits for its
                 # attempt to stop): the user asked to cancel, so the run is cancelled.
                 await self._cleanup(input.report_id, pdf_key)
@@ -170,7 +184,7 @@ class GenerateReport:
             error = {**_error_of(err), "stage": self._progress.stage}
             workflow.upsert_memo({"error": error, **self._times()})
             self._record_durations("failed")
-            if pdf_key is not None and workflow.patched(REMOVE_PDF_OF_FAILED_RUN):
+            if pdf_key is not None and self._has(REMOVE_PDF_OF_FAILED_RUN):
                 await self._remove_pdf(input.report_id, pdf_key)
             await self._announce(input, "failed", error)
             raise ApplicationError(
@@ -206,7 +220,7 @@ class GenerateReport:
     ) -> None:
         """Tell the user's webhook endpoints: a child that outlives this run (ABANDON),
         so the report is final at once while a receiver that is down gets retried."""
-        if not workflow.patched(ANNOUNCE_BY_WEBHOOK):
+        if not self._has(ANNOUNCE_BY_WEBHOOK) or not self._webhooks:
             return
         event = WebhookEvent(
             report_id=input.report_id,
@@ -230,7 +244,7 @@ class GenerateReport:
     async def _email(self, input: GenerateReportInput, pdf_key: str) -> EmailResult:
         """The email step, shielded: once it has started a cancel is too late (the
         API answers 409), and the run completes rather than claim it sent nothing."""
-        if not workflow.patched(TRUTHFUL_CANCEL):
+        if not self._has(TRUTHFUL_CANCEL):
             return await self._send(input, pdf_key)
         sending = asyncio.ensure_future(self._send(input, pdf_key))
         try:
@@ -242,7 +256,7 @@ class GenerateReport:
     def _send(self, input: GenerateReportInput, pdf_key: str) -> Awaitable[EmailResult]:
         # On its own task queue, which the workers serve with a rate limit
         # (EMAIL_RATE_PER_SECOND) that Temporal enforces across all of them.
-        queue = email_queue(workflow.info().task_queue) if workflow.patched(EMAIL_QUEUE) else None
+        queue = email_queue(workflow.info().task_queue) if self._has(EMAIL_QUEUE) else None
         return workflow.execute_activity_method(
             ReportActivities.send_email,
             EmailInput(
@@ -273,7 +287,7 @@ class GenerateReport:
         if address not in self._progress.recipients:
             self._progress.recipients.append(address)
             # In the memo too, so a redrive of a failed run keeps the recipient.
-            if workflow.patched(RECIPIENTS_IN_MEMO):
+            if self._has(RECIPIENTS_IN_MEMO):
                 workflow.upsert_memo({"recipients": list(self._progress.recipients)})
 
     def _times(self) -> dict[str, str]:
