@@ -1,7 +1,8 @@
 """`GET /`: the web page. Generate a report, follow its progress, download it.
 
-The page is one template plus a small static script (`static/app.js`) that
-talks to the same JSON API as every other client, with the user's bearer token.
+The page is one template plus a few static ES modules (`static/app.js` and the
+modules it imports, no build step) that talk to the same JSON API as every other
+client, with the user's bearer token.
 """
 
 from __future__ import annotations
