@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
 from reportflow.activities.query import aggregate
-from reportflow.bench_status import Figure, _ms, _pct
+from reportflow.bench_figures import Figure, ms, pct
 from reportflow.db import create_engine, create_schema, transactions, users
 from reportflow.models import GenerateReportInput, RetrySchedule, Timeouts
 from reportflow.seed import seed, user_id_for
@@ -111,7 +111,7 @@ async def aggregate_scaling(sizes: Sequence[int], postgres_url: str | None = Non
                     began = time.perf_counter()
                     await aggregate(engine, report_id="p5", user_id=target, start=start, end=today)
                     samples.append(time.perf_counter() - began)
-                times[size] = _pct(samples[1:], 0.5)
+                times[size] = pct(samples[1:], 0.5)
         finally:
             await engine.dispose()
     smallest, largest = min(times), max(times)
@@ -119,8 +119,8 @@ async def aggregate_scaling(sizes: Sequence[int], postgres_url: str | None = Non
     return Figure(
         "P5",
         f"90-day aggregate, one user ({in_range} rows in range), {label}",
-        ", ".join(f"{n:,} rows {_ms(t)}" for n, t in times.items() if n != smallest),
-        f"{smallest:,} rows {_ms(times[smallest])}",
+        ", ".join(f"{n:,} rows {ms(t)}" for n, t in times.items() if n != smallest),
+        f"{smallest:,} rows {ms(times[smallest])}",
         ratio,
         "flat: <= 1.5",
         ratio <= 1.5,
@@ -167,7 +167,7 @@ async def start_knee(
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
         achieved = n / (time.perf_counter() - began)
-        p99 = _pct(latencies, 0.99)
+        p99 = pct(latencies, 0.99)
         steps[f"rate_{rate:g}_achieved"] = achieved
         steps[f"rate_{rate:g}_p99_s"] = p99
         if p99 > 1.0 or achieved < 0.9 * rate:
@@ -177,7 +177,7 @@ async def start_knee(
     return Figure(
         "P7",
         "dev server: starts/s held with start p99 <= 1 s",
-        f"{knee:g} starts/s (p99 {_ms(held[1]) if held else 'n/a'})",
+        f"{knee:g} starts/s (p99 {ms(held[1]) if held else 'n/a'})",
         f"tried {', '.join(f'{r:g}' for r in rates[: len(steps) // 2])}/s",
         None,
         "past this, move to a Temporal cluster",

@@ -10,9 +10,13 @@ seeded with 90 days per user. Then, side by side:
 - P2: reports end to end (POST to the SMTP server's 250) per second against raw
   Chromium PDFs per second of the very HTML the render step produces, at the
   worker's render concurrency;
+- P3: one report, click to the SMTP server's 250, against its raw render;
 - P4: status reads (`GET /reports/{id}`) by 100 pollers at one a second each
   while reports run: p50/p99, share of requests served, Temporal calls a
-  second, API CPU, and the report throughput against P2's.
+  second, API CPU, and the report throughput against P2's;
+- P5 and P7 (reportflow/bench_limits.py): the aggregate as the table grows, and
+  the dev server's start knee;
+- P6: the worker's resident memory (with its Chromium) as reports are done.
 
 Figures are printed (a table, or JSON), never asserted.
 """
@@ -21,22 +25,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
 
 import httpx
 from temporalio.client import Client
 
 from reportflow.activities.query import aggregate
+from reportflow.bench_figures import Figure, ms, pct
+from reportflow.bench_limits import aggregate_scaling, start_knee
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.models import Backoff, RetrySchedule
@@ -67,29 +71,9 @@ class RatioOptions:
     starts: int = 40  # P1 samples at each concurrency
     pollers: int = 100
     poll_seconds: float = 1.0
-
-
-@dataclass
-class Figure:
-    key: str
-    what: str
-    value: str
-    baseline: str
-    ratio: float | None
-    goal: str
-    met: bool | None
-    detail: dict[str, float] = field(default_factory=dict)
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
+    table_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # P5
+    postgres_url: str | None = None  # P5 on PostgreSQL too (a scratch database)
+    start_rates: tuple[float, ...] = (5, 10, 20, 40, 80, 160)  # P7, each for 5 s
 
 
 # ----------------------------------------------------------------- processes
@@ -155,6 +139,31 @@ class CpuMeter:
     def read(self, wall: float) -> dict[str, float]:
         """Share of one core each part used."""
         return {name: (v - self.began[name]) / wall for name, v in self._now().items()}
+
+
+def _tree_rss(pid: int) -> float:
+    """Resident memory (bytes) of a process tree: a worker and its Chromium."""
+    total = 0
+    for p in {pid, *_descendants(pid, _parents())}:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return float(total)
+
+
+def _p6(rss: dict[int, float]) -> Figure:
+    (first, before), (_, after) = min(rss.items()), max(rss.items())
+    return Figure(
+        "P6",
+        "worker + Chromium resident memory by reports done",
+        ", ".join(f"{mb:.0f} MB after {n}" for n, mb in ((n, b / 1e6) for n, b in rss.items())),
+        f"{before / 1e6:.0f} MB after {first}",
+        after / before,
+        "no growth per report",
+        None,
+        {f"rss_bytes_after_{n}": b for n, b in rss.items()},
+    )
 
 
 def _cpu_note(shares: dict[str, float]) -> str:
@@ -268,30 +277,33 @@ async def _p1(
             posts += await _timed_calls(options.starts // 2, concurrency, post)
             raws += await _timed_calls(options.starts // 2, concurrency, raw)
             offset += 2 * options.starts
-        ratio = _pct(posts, 0.99) / _pct(raws, 0.99)
+        ratio = pct(posts, 0.99) / pct(raws, 0.99)
         figures.append(
             Figure(
                 "P1",
                 f"POST /reports vs start_workflow, {concurrency} at once",
-                f"p50 {_ms(_pct(posts, 0.5))}, p99 {_ms(_pct(posts, 0.99))}",
-                f"p50 {_ms(_pct(raws, 0.5))}, p99 {_ms(_pct(raws, 0.99))}",
+                f"p50 {ms(pct(posts, 0.5))}, p99 {ms(pct(posts, 0.99))}",
+                f"p50 {ms(pct(raws, 0.5))}, p99 {ms(pct(raws, 0.99))}",
                 ratio,
                 "p99 ratio <= 1.1",
                 ratio <= 1.1,
                 {
-                    "post_p50_s": _pct(posts, 0.5),
-                    "post_p99_s": _pct(posts, 0.99),
-                    "start_p50_s": _pct(raws, 0.5),
-                    "start_p99_s": _pct(raws, 0.99),
+                    "post_p50_s": pct(posts, 0.5),
+                    "post_p99_s": pct(posts, 0.99),
+                    "start_p50_s": pct(raws, 0.5),
+                    "start_p99_s": pct(raws, 0.99),
                 },
             )
         )
     return figures
 
 
-async def _raw_pdfs_per_second(settings: Settings, options: RatioOptions, offset: int) -> float:
+async def _raw_renders(
+    settings: Settings, options: RatioOptions, offset: int
+) -> tuple[float, float]:
     """Chromium alone: the HTML of the reports P2 renders, printed at the worker's
-    render concurrency (one Browser, as in a worker)."""
+    render concurrency (one Browser, as in a worker); (PDFs per second, seconds
+    for one PDF printed on its own)."""
     engine = create_engine(settings.database_url)
     pages = []
     for i in range(options.reports):
@@ -309,8 +321,11 @@ async def _raw_pdfs_per_second(settings: Settings, options: RatioOptions, offset
     try:
         await browser.pdf(pages[0])  # warm, as a worker is
         began = time.perf_counter()
+        await browser.pdf(pages[0])
+        alone = time.perf_counter() - began
+        began = time.perf_counter()
         await asyncio.gather(*(browser.pdf(html) for html in pages))
-        return len(pages) / (time.perf_counter() - began)
+        return len(pages) / (time.perf_counter() - began), alone
     finally:
         await browser.close()
 
@@ -393,7 +408,7 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                 for report_id in p1_runs:  # timed starts only: no worker renders them
                     await client.get_workflow_handle(report_id).terminate("bench: P1 only")
 
-                raw = await _raw_pdfs_per_second(settings, options, offset=1)
+                raw, raw_one = await _raw_renders(settings, options, offset=1)
                 worker = WorkerProcess.start(settings, temporal.address, tmp / "worker.log")
                 try:
                     await worker.wait_ready()
@@ -404,6 +419,20 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                             "worker + Chromium": worker.pid,
                             "Temporal": temporal.process.pid,
                         }
+                    )
+                    one = replace(options, reports=1)
+                    clicked = 1 / (await _end_to_end(http, smtp, token_list, one, offset=0))[0]
+                    figures.append(
+                        Figure(
+                            "P3",
+                            "one report, click to SMTP 250, nothing else running",
+                            ms(clicked),
+                            f"{ms(raw_one)} raw render of it",
+                            clicked / raw_one,
+                            "orchestration next to rendering",
+                            None,
+                            {"click_to_250_s": clicked, "raw_render_s": raw_one},
+                        )
                     )
                     meter.start()
                     alone, _ = await _end_to_end(http, smtp, token_list, options, offset=1)
@@ -430,12 +459,19 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                             {f"cpu_{k}": v for k, v in alone_cpu.items()},
                         ),
                     ]
+                    rss = {1 + options.reports: _tree_rss(worker.pid)}
                     figures += await _p4(http, smtp, calls, meter, token_list, options, alone)
+                    rss[1 + 2 * options.reports] = _tree_rss(worker.pid)
+                    figures.append(_p6(rss))
                 finally:
                     worker.stop()
+                figures.append(await start_knee(client, options.start_rates))
         finally:
             await temporal.stop()
             await smtp.stop()
+    figures.append(await aggregate_scaling(options.table_rows))
+    if options.postgres_url:
+        figures.append(await aggregate_scaling(options.table_rows, options.postgres_url))
     return figures
 
 
@@ -484,18 +520,18 @@ async def _p4(
     describes = made.get("DescribeWorkflowExecution", 0.0)
     served = 1 - stats.failed / max(stats.sent, 1)
     expected = stats.due_seconds / options.poll_seconds
-    p99 = _pct(stats.times, 0.99)
+    p99 = pct(stats.times, 0.99)
     return [
         Figure(
             "P4",
             f"GET /reports/{{id}}, {options.pollers} pollers at 1/s during P2's burst",
-            f"p50 {_ms(_pct(stats.times, 0.5))}, p99 {_ms(p99)}",
+            f"p50 {ms(pct(stats.times, 0.5))}, p99 {ms(p99)}",
             f"{stats.sent - stats.failed} of {stats.sent} served ({expected:.0f} due)",
             served,
             "p99 <= 50 ms, all served",
             p99 <= 0.05 and stats.failed == 0 and stats.sent >= 0.95 * expected,
             {
-                "p50_s": _pct(stats.times, 0.5),
+                "p50_s": pct(stats.times, 0.5),
                 "p99_s": p99,
                 "requests": stats.sent,
                 "failed": stats.failed,
@@ -583,36 +619,3 @@ async def _poll_with(
             async with asyncio.timeout(max(0.0, tick - time.perf_counter())):
                 await stats.stop.wait()
     stats.due_seconds += time.perf_counter() - first
-
-
-def print_ratios(figures: list[Figure], out: TextIO = sys.stdout) -> None:
-    out.write(f"{'':3} {'figure':<58} {'measured':<30} {'baseline':<40} {'ratio':>6}  goal\n")
-    for f in figures:
-        ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
-        mark = "" if f.met is None else (" ok" if f.met else " MISSED")
-        out.write(
-            f"{f.key:<3} {f.what:<58} {f.value:<30} {f.baseline:<40} {ratio:>6}  {f.goal}{mark}\n"
-        )
-
-
-def ratios_report(figures: list[Figure], rows: Sequence[object] = ()) -> str:
-    """The whole run as JSON: the machine, the ratios and the parts' rows."""
-    return json.dumps(
-        {
-            "machine": machine(),
-            "ratios": [asdict(f) for f in figures],
-            "parts": [asdict(r) for r in rows if is_dataclass(r) and not isinstance(r, type)],
-        },
-        indent=2,
-        default=str,
-    )
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cores": os.cpu_count(), "cpu": model, "python": sys.version.split()[0]}

@@ -375,7 +375,8 @@ def _chaos(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from reportflow.bench import BenchOptions, print_table, run_bench
-    from reportflow.bench_status import RatioOptions, print_ratios, ratios_report, run_ratios
+    from reportflow.bench_figures import print_ratios, ratios_report
+    from reportflow.bench_status import RatioOptions, run_ratios
     from reportflow.capacity import estimate, format_estimates
 
     if (
@@ -394,7 +395,14 @@ def _bench(args: argparse.Namespace) -> int:
     ratio_options = RatioOptions()
     if args.quick:
         options = BenchOptions(users=3, requests=6, reports=3, samples=2, ceiling_reports=10)
-        ratio_options = RatioOptions(users=4, reports=4, starts=4, pollers=10)
+        ratio_options = RatioOptions(
+            users=4,
+            reports=4,
+            starts=4,
+            pollers=10,
+            table_rows=(10_000, 50_000),
+            start_rates=(5, 20),
+        )
     for noisy in ("httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     result = None if args.ratios else asyncio.run(run_bench(options))
@@ -647,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host-cores", type=int, help="cores per worker host (default: this machine's)"
     )
     bench.add_argument(
-        "--ratios", action="store_true", help="only the ratios (P1, P2, P4), not the parts"
+        "--ratios", action="store_true", help="only the ratios (P1 to P7), not the parts"
     )
     bench.add_argument("--json", action="store_true", help="JSON instead of tables")
     bench.set_defaults(func=_bench)
