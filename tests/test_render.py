@@ -17,15 +17,9 @@ from typing import Any
 
 import pytest
 
+from reportflow.browser import Browser, Isolation, count_pages, find_chromium
 from reportflow.models import CategoryTotal, MerchantTotal, TransactionRow
-from reportflow.render import (
-    Browser,
-    Isolation,
-    count_pages,
-    find_chromium,
-    format_cents,
-    render_html,
-)
+from reportflow.report import format_cents, render_html
 from tests.utils.listener import Listener, hostile_strings, serve_listener
 from tests.utils.reportflow_http import pdf_text
 from tests.utils.reports import make_empty_report_data, make_report_data
