@@ -41,6 +41,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from reportflow.activities.query import aggregate
+from reportflow.browser import Browser, find_chromium
 from reportflow.capacity import Figures
 from reportflow.codec import data_converter
 from reportflow.config import Settings
@@ -61,7 +62,7 @@ from reportflow.models import (
     Timeouts,
     email_queue,
 )
-from reportflow.render import Browser, find_chromium, render_html
+from reportflow.report import render_html
 from reportflow.seed import seed, user_id_for
 from reportflow.temporal import DEV_NAMESPACE
 from reportflow.testing import (

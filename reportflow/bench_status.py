@@ -41,10 +41,11 @@ from temporalio.client import Client
 from reportflow.activities.query import aggregate
 from reportflow.bench_figures import Figure, ms, pct
 from reportflow.bench_limits import aggregate_scaling, start_knee
+from reportflow.browser import Browser, find_chromium
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.models import Backoff, RetrySchedule
-from reportflow.render import Browser, find_chromium, render_html
+from reportflow.report import render_html
 from reportflow.seed import seed, user_id_for
 from reportflow.starter import report_id_for, start_report_run
 from reportflow.temporal import with_codec

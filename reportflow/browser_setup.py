@@ -7,8 +7,8 @@ import logging
 import subprocess
 import sys
 
+from reportflow.browser import find_chromium
 from reportflow.config import get_settings
-from reportflow.render import find_chromium
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from datetime import date
 from pathlib import Path
 
 from reportflow.activities.query import aggregate
+from reportflow.browser import Browser, count_pages, find_chromium
 from reportflow.config import Settings
 from reportflow.db import create_engine
-from reportflow.render import Browser, count_pages, find_chromium, render_html
+from reportflow.report import render_html
 from reportflow.starter import report_id_for
 
 

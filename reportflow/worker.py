@@ -22,12 +22,12 @@ from reportflow.activities.report import ReportActivities
 from reportflow.activities.schedule import ScheduleActivities
 from reportflow.activities.slots import SlotActivities
 from reportflow.activities.webhook import WebhookActivities
+from reportflow.browser import Browser, find_chromium
 from reportflow.config import Settings, get_settings, require_secrets
 from reportflow.db import create_engine, ensure_schema
 from reportflow.logs import setup_logging
 from reportflow.mailer import Mailer
 from reportflow.models import email_queue
-from reportflow.render import Browser, find_chromium
 from reportflow.store import open_store
 from reportflow.temporal import connect, metrics_runtime
 from reportflow.workflows.deliver_webhooks import DeliverWebhooks

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from reportflow.render import format_cents
+from reportflow.report import format_cents
 from tests.conftest import MakeUser
 from tests.utils.data import expected_totals, sample_transactions
 from tests.utils.reportflow_http import (

@@ -25,10 +25,10 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from reportflow.activities.report import ReportActivities
+from reportflow.browser import Browser, find_chromium
 from reportflow.db import create_engine, create_schema, deliveries
 from reportflow.mailer import Mailer
 from reportflow.models import Backoff, RenderInput, RetrySchedule, Timeouts
-from reportflow.render import Browser, find_chromium
 from reportflow.retention import schedule_id
 from reportflow.store import FileStore
 from reportflow.tokens import create_token

@@ -1,5 +1,5 @@
-"""The renderer on a real headless Chromium: HTML escaping, PDF content, network isolation,
-crash recovery. No mocks."""
+"""The browser on a real headless Chromium: PDF content, network isolation, crash recovery.
+No mocks. The report's HTML alone is tested in test_report_html.py."""
 
 from __future__ import annotations
 
@@ -17,15 +17,9 @@ from typing import Any
 
 import pytest
 
+from reportflow.browser import Browser, Isolation, count_pages, find_chromium
 from reportflow.models import CategoryTotal, MerchantTotal, TransactionRow
-from reportflow.render import (
-    Browser,
-    Isolation,
-    count_pages,
-    find_chromium,
-    format_cents,
-    render_html,
-)
+from reportflow.report import format_cents, render_html
 from tests.utils.listener import Listener, hostile_strings, serve_listener
 from tests.utils.reportflow_http import pdf_text
 from tests.utils.reports import make_empty_report_data, make_report_data
@@ -63,60 +57,6 @@ async def browser() -> AsyncIterator[Browser]:
         yield instance
     finally:
         await instance.close()
-
-
-# --------------------------------------------------------------------------- HTML
-
-
-def test_format_cents() -> None:
-    assert format_cents(0, "EUR") == "0.00 EUR"
-    assert format_cents(5, "EUR") == "0.05 EUR"
-    assert format_cents(123456, "USD") == "1,234.56 USD"
-    assert format_cents(-123456, "EUR") == "-1,234.56 EUR"
-    assert format_cents(-99, "EUR") == "-0.99 EUR"
-    assert format_cents(100_000_000_00, "JPY") == "100,000,000.00 JPY"
-
-
-def test_html_escapes_untrusted_merchant_and_keeps_unicode() -> None:
-    evil = '<b>&"x"\''
-    unicode_name = "Café Zürich — 東京ラーメン"
-    data = make_report_data(
-        user_name="Zoë <i>O'Brien</i>",
-        top_merchants=[MerchantTotal(evil, 1000, 1), MerchantTotal(unicode_name, 900, 2)],
-        by_category=[CategoryTotal("<svg onload=x>", 1000, 1)],
-        largest=[TransactionRow("2024-05-01T10:00:00", evil, "<g>cat</g>", -1000, "EUR")],
-    )
-    html = render_html(data)
-
-    assert "<b>&" not in html
-    assert "&lt;b&gt;&amp;&#34;x&#34;&#39;" in html
-    assert "<svg onload" not in html and "&lt;svg onload=x&gt;" in html  # SVG text labels too
-    assert "<g>cat</g>" not in html
-    assert "<i>O'Brien</i>" not in html and "Zoë &lt;i&gt;O&#39;Brien&lt;/i&gt;" in html
-    assert unicode_name in html
-    # The CSP is the first element of <head>.
-    head = html.split("<head>", 1)[1].lstrip()
-    assert head.startswith(
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\';'
-    )
-
-
-def test_html_of_empty_range() -> None:
-    html = render_html(make_empty_report_data())
-    assert "No transactions in this period" in html
-    assert format_cents(0, "EUR") in html
-
-
-def test_html_with_zero_valued_charts_does_not_divide_by_zero() -> None:
-    data = make_report_data(
-        by_category=[CategoryTotal("Fees", 0, 1)],
-        top_merchants=[],
-        largest=[],
-    )
-    data = replace(data, by_week=[replace(w, in_cents=0, out_cents=0) for w in data.by_week])
-    html = render_html(data)
-    assert "Fees" in html
-    assert "No merchants in this period" in html
 
 
 # --------------------------------------------------------------------------- PDF

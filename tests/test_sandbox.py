@@ -8,19 +8,20 @@ import os
 
 import pytest
 
-from reportflow import render
-from reportflow.render import Browser, count_pages, find_chromium, render_html
+from reportflow import browser as browser_module
+from reportflow.browser import Browser, count_pages, find_chromium
+from reportflow.report import render_html
 from tests.utils.reports import make_report_data
 
 
 def test_sandbox_choice_follows_the_user(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert render.sandbox_choice() == (
+    assert browser_module.sandbox_choice() == (
         False,
         "--no-sandbox: running as root (run the worker as a non-root user)",
     )
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert render.sandbox_choice() == (True, "sandbox on")
+    assert browser_module.sandbox_choice() == (True, "sandbox on")
 
 
 async def test_sandbox_is_tried_and_left_only_when_it_cannot_start(
@@ -28,9 +29,9 @@ async def test_sandbox_is_tried_and_left_only_when_it_cannot_start(
 ) -> None:
     # Ask for the sandbox whoever we are: as root (CI) Chromium refuses it and the
     # worker goes on without; as a user with user namespaces it keeps it.
-    monkeypatch.setattr(render, "sandbox_choice", lambda: (True, "sandbox on"))
+    monkeypatch.setattr(browser_module, "sandbox_choice", lambda: (True, "sandbox on"))
     browser = Browser(find_chromium(os.environ.get("CHROMIUM_EXECUTABLE")))
-    caplog.set_level(logging.INFO, logger="reportflow.render")
+    caplog.set_level(logging.INFO, logger="reportflow.browser")
     try:
         await browser.start()
         assert count_pages(await browser.pdf(render_html(make_report_data()))) >= 1

@@ -21,6 +21,7 @@ from reportflow import tracing
 from reportflow.activities.email import Limits, send_report_email
 from reportflow.activities.query import aggregate
 from reportflow.background import finish_within, heartbeating
+from reportflow.browser import Browser, count_pages
 from reportflow.mailer import Mailer
 from reportflow.models import (
     CleanupInput,
@@ -33,7 +34,7 @@ from reportflow.models import (
     RenderResult,
     ReportData,
 )
-from reportflow.render import Browser, count_pages, render_html
+from reportflow.report import render_html
 from reportflow.store import ReportStore, pdf_key
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,14 @@ class ReportActivities:
 
     @activity.defn(name="render")
     async def render(self, input: RenderInput) -> RenderResult:
-        report_id = input.data.report_id
+        """The report's HTML, printed to PDF by the browser, put in the store."""
         activity.heartbeat("rendering html")
         html = render_html(input.data)
-        with tracing.span("chromium print") as span:
-            pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing pdf"))
-            span.set_attribute("reportflow.pdf_bytes", len(pdf))
+        pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing pdf"))
+        return await self._store_pdf(input.data.report_id, pdf)
+
+    async def _store_pdf(self, report_id: str, pdf: bytes) -> RenderResult:
+        """Put the PDF under this run's key (overwriting an earlier attempt's)."""
         pages = await asyncio.to_thread(count_pages, pdf)
         key = pdf_key(report_id, _run_id())
         try:

@@ -25,9 +25,9 @@ from playwright.async_api import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from reportflow.browser import LAUNCH_ARGS, find_chromium
 from reportflow.config import Settings
 from reportflow.models import Backoff, RetrySchedule
-from reportflow.render import LAUNCH_ARGS, find_chromium
 from tests.conftest import FAST_BACKOFF, make_settings
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import in_process_worker, serve_api

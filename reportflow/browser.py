@@ -1,11 +1,8 @@
-"""Report rendering: ReportData -> HTML (Jinja2, autoescaped) -> PDF (headless Chromium).
+"""The browser: one long-lived headless Chromium that prints HTML to PDF behind isolation walls.
 
-Security model (see DESIGN.md "Rendering and security"): merchant names and
-categories are untrusted. Walls, outermost first:
+Merchant names and categories are untrusted (DESIGN.md "Rendering and security");
+the report's HTML (`reportflow.report`) holds walls 1 and 2, the browser the rest:
 
-1. Jinja2 autoescaping (`autoescape=True`, never `|safe` on data), so no data
-   can become markup at all.
-2. A strict Content-Security-Policy meta tag as the first element of <head>.
 3. Each report gets a fresh browser context with JavaScript disabled, offline,
    and a route that aborts every request.
 4. Chromium itself points at a dead proxy (127.0.0.1:9) with loopback not
@@ -28,16 +25,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from playwright.async_api import Browser as PlaywrightBrowser
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import PdfMargins, Playwright, async_playwright
 from pypdf import PdfReader
 
+from reportflow import tracing
 from reportflow.background import heartbeating
-from reportflow.models import ReportData
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +43,6 @@ __all__ = [
     "Isolation",
     "count_pages",
     "find_chromium",
-    "format_cents",
-    "render_html",
 ]
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
@@ -99,171 +92,8 @@ PDF_FOOTER = (
 )
 
 
-# --------------------------------------------------------------------------- HTML
-
-
-def format_cents(cents: int, currency: str) -> str:
-    """Integer cents as text: ``format_cents(-123456, "EUR") == "-1,234.56 EUR"``.
-
-    ASCII hyphen-minus for negatives and a plain space before the code, so the
-    string survives PDF text extraction unchanged.
-    """
-    sign = "-" if cents < 0 else ""
-    units, rest = divmod(abs(int(cents)), 100)
-    return f"{sign}{units:,}.{rest:02d} {currency}"
-
-
-def _whole_units(cents: int) -> str:
-    """Axis labels: whole currency units with thousands separators."""
-    return f"{int(cents) // 100:,}"
-
-
-def _short_datetime(value: str) -> str:
-    """``2024-05-01T12:34:56`` -> ``2024-05-01 12:34``; a plain date stays a date."""
-    text = str(value).replace("T", " ")
-    if len(text) > 16 and text[10] == " ":
-        return text[:16]
-    return text
-
-
-@dataclass(frozen=True)
-class _WeekBar:
-    label: str
-    x: float
-    in_y: float
-    in_h: float
-    out_y: float
-    out_h: float
-    in_cents: int
-    out_cents: int
-
-
-@dataclass(frozen=True)
-class _CategoryBar:
-    category: str
-    width: float
-    spent_cents: int
-    count: int
-    share: float
-
-
-# Geometry of the weekly chart (SVG user units).
-_WEEK_W = 520.0
-_WEEK_H = 160.0
-_WEEK_TOP = 10.0
-_WEEK_LEFT = 64.0
-_WEEK_BOTTOM = 26.0
-_CAT_BAR_MAX = 100.0  # category bars are percentages of the widest
-
-
-def _nice_ceiling(value: int) -> int:
-    """A round axis maximum >= value (1, 2, 2.5, 5 times a power of ten), never zero."""
-    if value <= 0:
-        return 100
-    magnitude = 1
-    while magnitude * 10 <= value:
-        magnitude *= 10
-    for step in (1, 2, 2.5, 5, 10):
-        candidate = int(step * magnitude)
-        if candidate >= value:
-            return candidate
-    return 10 * magnitude  # pragma: no cover - loop always returns
-
-
-def _week_chart(data: ReportData) -> dict[str, Any]:
-    weeks = data.by_week
-    peak = max([abs(w.in_cents) for w in weeks] + [abs(w.out_cents) for w in weeks] + [0])
-    axis_max = _nice_ceiling(peak)
-    plot_h = _WEEK_H - _WEEK_TOP - _WEEK_BOTTOM
-    plot_w = _WEEK_W - _WEEK_LEFT - 8.0
-    slot = plot_w / max(len(weeks), 1)
-    bar_w = max(min(slot * 0.34, 22.0), 2.0)
-    bars: list[_WeekBar] = []
-    base = _WEEK_TOP + plot_h
-    for i, week in enumerate(weeks):
-        in_h = plot_h * abs(week.in_cents) / axis_max
-        out_h = plot_h * abs(week.out_cents) / axis_max
-        center = _WEEK_LEFT + slot * (i + 0.5)
-        bars.append(
-            _WeekBar(
-                label=week.week_start[5:10] if len(week.week_start) >= 10 else week.week_start,
-                x=round(center - bar_w - 1.0, 2),
-                in_y=round(base - in_h, 2),
-                in_h=round(in_h, 2),
-                out_y=round(base - out_h, 2),
-                out_h=round(out_h, 2),
-                in_cents=week.in_cents,
-                out_cents=week.out_cents,
-            )
-        )
-    gridlines = [
-        {"y": round(base - plot_h * k / 4, 2), "cents": axis_max * k // 4} for k in range(5)
-    ]
-    # Show at most ~14 x labels so they never collide.
-    label_every = max(1, -(-len(weeks) // 14))
-    return {
-        "width": _WEEK_W,
-        "height": _WEEK_H,
-        "left": _WEEK_LEFT,
-        "right": _WEEK_W - 8.0,
-        "base": base,
-        "bar_w": round(bar_w, 2),
-        "slot": slot,
-        "bars": bars,
-        "gridlines": gridlines,
-        "label_every": label_every,
-    }
-
-
-def _category_chart(data: ReportData) -> list[_CategoryBar]:
-    rows = sorted(data.by_category, key=lambda c: abs(c.spent_cents), reverse=True)
-    peak = max([abs(c.spent_cents) for c in rows] + [0])
-    total = sum(abs(c.spent_cents) for c in rows)
-    return [
-        _CategoryBar(
-            category=c.category,
-            width=round(_CAT_BAR_MAX * abs(c.spent_cents) / peak, 2) if peak else 0.0,
-            spent_cents=c.spent_cents,
-            count=c.count,
-            share=round(100.0 * abs(c.spent_cents) / total, 1) if total else 0.0,
-        )
-        for c in rows
-    ]
-
-
-def _build_environment() -> Environment:
-    env = Environment(
-        loader=PackageLoader("reportflow", "templates"),
-        autoescape=True,  # explicit: .j2 is not in select_autoescape's defaults
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["money"] = format_cents
-    env.filters["short_dt"] = _short_datetime
-    env.filters["whole"] = _whole_units
-    return env
-
-
-_ENV = _build_environment()
-_TEMPLATE = "report.html.j2"
-
-
-def render_html(data: ReportData) -> str:
-    """The self-contained report page (inline CSS and SVG, no external resources)."""
-    template = _ENV.get_template(_TEMPLATE)
-    return template.render(
-        data=data,
-        week_chart=_week_chart(data),
-        categories=_category_chart(data),
-        empty=data.transaction_count == 0,
-    )
-
-
-# --------------------------------------------------------------------------- PDF
-
-
 def count_pages(pdf: bytes) -> int:
+    """How many pages a printed PDF has."""
     return len(PdfReader(io.BytesIO(pdf)).pages)
 
 
@@ -507,7 +337,14 @@ class Browser:
         """Print `html` to an A4 PDF. Retries once on a fresh browser if Chromium died.
 
         `heartbeat` is called every few seconds for the whole call, relaunch included.
+        The call is one "chromium print" span when tracing is on.
         """
+        with tracing.span("chromium print") as span:
+            pdf = await self._pdf(html, heartbeat)
+            span.set_attribute("reportflow.pdf_bytes", len(pdf))
+        return pdf
+
+    async def _pdf(self, html: str, heartbeat: Callable[[], None] | None) -> bytes:
         async with heartbeating(heartbeat), self._slots:
             browser = await self._current()
             try:
