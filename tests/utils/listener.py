@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,20 +55,33 @@ def serve_listener() -> Iterator[Listener]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+    def connected() -> None:
+        with state.lock:
+            state.connections += 1
+
+    with serve_http(Handler, on_connection=connected) as port:
+        state.port = port
+        yield state
+
+
+@contextlib.contextmanager
+def serve_http(
+    handler: type[BaseHTTPRequestHandler], on_connection: Callable[[], None] = lambda: None
+) -> Iterator[int]:
+    """A threaded HTTP server on a free local port for the block; yields the port."""
+
     class Server(ThreadingHTTPServer):
         daemon_threads = True
 
         def verify_request(self, request: Any, client_address: Any) -> bool:
-            with state.lock:
-                state.connections += 1
+            on_connection()
             return True
 
-    server = Server(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
+    server = Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield state
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
