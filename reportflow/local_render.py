@@ -17,7 +17,7 @@ from reportflow.activities.query import aggregate
 from reportflow.config import Settings
 from reportflow.db import create_engine
 from reportflow.render import Browser, count_pages, find_chromium, render_html
-from reportflow.starter import report_id_for
+from reportflow.service.reports import report_id_for
 
 
 @dataclass(frozen=True)
