@@ -1,4 +1,4 @@
-"""The operations on reports every front door shares: start, status, cancel, redrive, list.
+"""The operations on reports every front door shares: start, cancel, PDF, redrive, list.
 
 `POST /reports`, the schedules, the admin API and `reportflow dlq` start runs
 here, so a redriven or scheduled report carries the same memo, search attribute
@@ -27,10 +27,12 @@ from reportflow.audit import audit
 from reportflow.config import Settings
 from reportflow.models import WORKFLOW_TYPE, GenerateReportInput
 from reportflow.service.status import StartedExecution, build_document, describe_report, owner_of
+from reportflow.store import pdf_key
 from reportflow.temporal import USER_ID_KEY
 
 if TYPE_CHECKING:
     from reportflow.api.schemas import StatusDocument
+    from reportflow.store import ReportStore
     from reportflow.tokens import Caller
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,37 @@ async def cancel_report(
     if caller.is_admin or owner_of(report_id) != caller.user_id:
         audit(caller.name, "cancel", report_id)
     return doc
+
+
+class PdfNotReady(Exception):
+    """The report has not completed: no PDF yet."""
+
+
+class PdfGone(Exception):
+    """The PDF expired (REPORT_RETENTION_DAYS) or is no longer in the report store."""
+
+
+async def pdf_key_of(
+    client: Client, settings: Settings, store: ReportStore, report_id: str, *, caller: Caller
+) -> str:
+    """The store key of a completed report's PDF, checked to be there."""
+    doc = await describe_report(client, report_id, caller=caller, settings=settings)
+    if doc is None:
+        raise ReportNotFound(report_id)
+    if doc.status != "completed" or doc.result is None or doc.run_id is None:
+        raise PdfNotReady(
+            f"the report is {doc.status} (stage {doc.stage}); "
+            "the PDF is available once its status is completed"
+        )
+    if doc.result.pdf_expired:
+        raise PdfGone(
+            f"the PDF expired on {doc.result.pdf_expires_at:%Y-%m-%d} and was removed "
+            f"(it is kept for {settings.report_retention_days:g} days; the email was sent)"
+        )
+    key = pdf_key(report_id, doc.run_id)
+    if not await store.exists(key):
+        raise PdfGone("the PDF is no longer in the report store")
+    return key
 
 
 class NotRedrivable(Exception):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from temporalio.client import Client
 
 from reportflow import tracing
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
@@ -25,8 +26,8 @@ from reportflow.api.schemas import (
 from reportflow.api.watch import Snapshot, Watchers
 from reportflow.config import Settings
 from reportflow.service import reports
-from reportflow.service.status import describe_report, may_see
-from reportflow.store import FileStore, ReportStore, pdf_key
+from reportflow.service.status import may_see
+from reportflow.store import FileStore, ReportStore
 from reportflow.tokens import Caller
 
 router = APIRouter(
@@ -62,19 +63,6 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         return False
     tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
     return etag in tags or "*" in tags
-
-
-async def _get(request: Request, report_id: str, caller: Caller) -> StatusDocument:
-    """A fresh describe, for actions that must act on the run as it is now."""
-    doc = await describe_report(
-        request.app.state.temporal,
-        report_id,
-        caller=caller,
-        settings=request.app.state.settings,
-    )
-    if doc is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
-    return doc
 
 
 def _user_of(caller: Caller) -> str:
@@ -225,27 +213,16 @@ async def _status_changes(request: Request, first: Snapshot) -> AsyncIterator[st
 
 
 async def _pdf_link(
-    request: Request, report_id: str, caller: Caller, store: ReportStore, settings: Settings
+    report_id: str, caller: Caller, client: Client, store: ReportStore, settings: Settings
 ) -> DownloadLink:
-    doc = await _get(request, report_id, caller)
-    if doc.status != "completed" or doc.result is None or doc.run_id is None:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail=f"the report is {doc.status} (stage {doc.stage}); "
-            "the PDF is available once its status is completed",
-        )
-    if doc.result.pdf_expired:
-        raise HTTPException(
-            status.HTTP_410_GONE,
-            detail=f"the PDF expired on {doc.result.pdf_expires_at:%Y-%m-%d} and was removed "
-            f"(it is kept for {settings.report_retention_days:g} days; the email was sent); "
-            f"{REGENERATE}",
-        )
-    key = pdf_key(report_id, doc.run_id)
-    if not await store.exists(key):
-        raise HTTPException(
-            status.HTTP_410_GONE, detail=f"the PDF is no longer in the report store; {REGENERATE}"
-        )
+    try:
+        key = await reports.pdf_key_of(client, settings, store, report_id, caller=caller)
+    except reports.ReportNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
+    except reports.PdfNotReady as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from None
+    except reports.PdfGone as err:
+        raise HTTPException(status.HTTP_410_GONE, detail=f"{err}; {REGENERATE}") from None
     return await download_link(
         store,
         secret=settings.secret_key,
@@ -276,10 +253,14 @@ PDF_ERRORS: dict[int | str, dict[str, Any]] = {
     },
 )
 async def get_pdf(
-    report_id: str, request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep
+    report_id: str,
+    caller: CallerDep,
+    client: TemporalDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> RedirectResponse:
     """The PDF of a completed report: `303` to a short-lived signed URL."""
-    link = await _pdf_link(request, report_id, caller, store, settings)
+    link = await _pdf_link(report_id, caller, client, store, settings)
     return RedirectResponse(
         link.url, status_code=status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
     )
@@ -287,10 +268,14 @@ async def get_pdf(
 
 @router.get("/{report_id}/pdf/link", response_model=PdfLink, responses=PDF_ERRORS)
 async def get_pdf_link(
-    report_id: str, request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep
+    report_id: str,
+    caller: CallerDep,
+    client: TemporalDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> PdfLink:
     """The URL `GET /reports/{id}/pdf` redirects to, as JSON (for pages that show a link)."""
-    link = await _pdf_link(request, report_id, caller, store, settings)
+    link = await _pdf_link(report_id, caller, client, store, settings)
     return PdfLink(url=link.url, expires_at=link.expires_at)
 
 
