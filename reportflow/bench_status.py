@@ -47,7 +47,7 @@ from reportflow.db import create_engine, create_schema
 from reportflow.models import Backoff, RetrySchedule
 from reportflow.report import render_html
 from reportflow.seed import seed, user_id_for
-from reportflow.starter import report_id_for, start_report_run
+from reportflow.service.reports import report_id_for, start_report_run
 from reportflow.temporal import with_codec
 from reportflow.testing import (
     RecordingSmtpServer,

@@ -49,8 +49,8 @@ from reportflow.codec import data_converter
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema, users
 from reportflow.models import Backoff, RetrySchedule, Timeouts
-from reportflow.ops import activity_starts
 from reportflow.seed import seed
+from reportflow.service.history import activity_starts
 from reportflow.temporal import DEV_NAMESPACE
 from reportflow.testing import (
     RecordingSmtpServer,

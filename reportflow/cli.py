@@ -195,25 +195,26 @@ def _request(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from reportflow import bulk, dlq
+    from reportflow import dlq
+    from reportflow.service.dead_letters import Filter
 
     settings = get_settings()
     if args.dlq_command == "list":
         return asyncio.run(dlq.list_failed(settings))
-    where = bulk.Filter(user=args.user, since=args.since, reason=args.reason, query=args.query)
+    where = Filter(user=args.user, since=args.since, reason=args.reason, query=args.query)
     if args.dlq_command == "cancel":
         if not where.any and not args.all:
             sys.stderr.write(
                 "reportflow dlq cancel: give a filter (--user, --since, --query) or --all\n"
             )
             return 2
-        return asyncio.run(bulk.cancel_matching(settings, where, yes=args.yes))
+        return asyncio.run(dlq.cancel_matching(settings, where, yes=args.yes))
     if args.ids:
-        return asyncio.run(dlq.redrive_reports(settings, args.ids, False))
+        return asyncio.run(dlq.redrive_reports(settings, args.ids))
     if not where.any and not args.all:
         sys.stderr.write("reportflow dlq redrive: name report IDs, give a filter, or pass --all\n")
         return 2
-    return asyncio.run(bulk.redrive_matching(settings, where, yes=args.yes))
+    return asyncio.run(dlq.redrive_matching(settings, where, yes=args.yes))
 
 
 def _since(value: str) -> datetime:

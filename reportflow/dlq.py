@@ -1,24 +1,33 @@
-"""`reportflow dlq`: the dead-letter queue from a terminal (straight to Temporal)."""
+"""`reportflow dlq`: the dead-letter service's answers written for a terminal.
+
+Straight to Temporal, like the admin API. Bulk actions by filter (`--user`,
+`--since`, `--query`, `--reason`) count and list first and act only with `--yes`.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from reportflow.audit import audit, operator
+from reportflow.audit import operator
 from reportflow.config import Settings
-from reportflow.ops import NotRedrivable, failed_reports, redrive
+from reportflow.service.dead_letters import Filter, cancel_runs, every_failed, matching_running
+from reportflow.service.reports import NotRedrivable, redrive
 from reportflow.temporal import connect
+
+SHOWN = 20
+
+
+def _show(ids: list[str], what: str) -> None:
+    sys.stdout.write(f"{len(ids)} {what}\n")
+    for report_id in ids[:SHOWN]:
+        sys.stdout.write(f"  {report_id}\n")
+    if len(ids) > SHOWN:
+        sys.stdout.write(f"  ... and {len(ids) - SHOWN} more\n")
 
 
 async def list_failed(settings: Settings) -> int:
     client = await connect(settings)
-    token: bytes | None = None
-    rows = []
-    while True:
-        page, token = await failed_reports(client, page_size=100, page_token=token)
-        rows.extend(page)
-        if not token:
-            break
+    rows = await every_failed(client)
     if not rows:
         sys.stdout.write("no failed reports\n")
         return 0
@@ -34,25 +43,59 @@ async def list_failed(settings: Settings) -> int:
     return 0
 
 
-async def redrive_reports(settings: Settings, report_ids: list[str], every: bool) -> int:
+async def redrive_reports(settings: Settings, report_ids: list[str]) -> int:
+    """Redrive the named reports, each audited as the operator's action."""
     client = await connect(settings)
-    if every:
-        report_ids, token = [], None
-        while True:
-            page, token = await failed_reports(client, page_size=100, page_token=token)
-            report_ids.extend(r.report_id for r in page)
-            if not token:
-                break
     code = 0
     for report_id in report_ids:
         try:
-            run_id = await redrive(client, settings, report_id)
+            run_id = await redrive(client, settings, report_id, actor=operator())
         except NotRedrivable as err:
             sys.stderr.write(f"{report_id}: not redriven: {err}\n")
             code = 1
             continue
-        audit(operator(), "redrive", report_id, run_id=run_id)
         sys.stdout.write(f"{report_id}: redriven (run {run_id})\n")
     if not report_ids:
         sys.stdout.write("no failed reports to redrive\n")
     return code
+
+
+async def redrive_matching(settings: Settings, where: Filter, *, yes: bool) -> int:
+    client = await connect()
+    ids = [r.report_id for r in await every_failed(client, where)]
+    _show(ids, "failed reports match")
+    if not ids or not yes:
+        if ids:
+            sys.stdout.write("nothing redriven: add --yes to redrive them\n")
+        return 0
+    redriven, code = 0, 0
+    for report_id in ids:
+        try:
+            await redrive(client, settings, report_id)
+            redriven += 1
+        except NotRedrivable as err:
+            sys.stderr.write(f"{report_id}: not redriven: {err}\n")
+            code = 1
+    sys.stdout.write(f"redriven: {redriven}\n")
+    return code
+
+
+async def cancel_matching(settings: Settings, where: Filter, *, yes: bool) -> int:
+    """Cancel the matching running reports as one batch operation; `where.reason`
+    is the note the batch records (running reports have no failure reason)."""
+    client = await connect()
+    note = where.reason or "reportflow dlq cancel"
+    where = Filter(user=where.user, since=where.since, query=where.query)
+    runs = await matching_running(client, where)
+    _show([r.workflow_id for r in runs], "running reports match")
+    if not runs or not yes:
+        if runs:
+            sys.stdout.write("nothing cancelled: add --yes to cancel them\n")
+        return 0
+    batch = await cancel_runs(client, runs, note=note)
+    sys.stdout.write(
+        f"cancel requested: {batch.completed} of {batch.total} "
+        f"(failed: {batch.failed}; batch job {batch.job_id}). A report already "
+        "sending its email completes.\n"
+    )
+    return 1 if batch.failed else 0

@@ -18,7 +18,7 @@ from reportflow.browser import Browser, count_pages, find_chromium
 from reportflow.config import Settings
 from reportflow.db import create_engine
 from reportflow.report import render_html
-from reportflow.starter import report_id_for
+from reportflow.service.reports import report_id_for
 
 
 @dataclass(frozen=True)

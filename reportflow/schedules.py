@@ -3,7 +3,7 @@
 A schedule's runs are `ScheduledReport` workflows (ID `<schedule id>-<nominal time>`,
 which Temporal chooses). Each one works out the previous full period from its
 nominal time in the schedule's time zone and starts the real report under its
-deterministic report ID (`reportflow.starter.start_report`, USE_EXISTING), so a
+deterministic report ID (`reportflow.service.reports.start_report`, USE_EXISTING), so a
 scheduled and a manual report for the same range are one report and one email.
 
 Policies: overlap SKIP (a run still going when the next is due makes the next

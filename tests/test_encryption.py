@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from reportflow.codec import ENCODING, KEY_ID, EncryptionCodec, Keyring, KeyringError, new_key_entry
 from reportflow.models import ReportResult
-from reportflow.starter import start_report
+from reportflow.service.reports import start_report
 from reportflow.temporal import temporal_cli_path, with_codec
 from reportflow.tokens import create_token
 from tests.conftest import make_settings

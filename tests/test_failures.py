@@ -8,7 +8,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from reportflow.ops import activity_starts
+from reportflow.service.history import activity_starts
 from tests.conftest import FAST_BACKOFF, MakeUser
 from tests.utils.data import sample_transactions
 from tests.utils.reportflow_http import FINAL, last_90_days, wait_status

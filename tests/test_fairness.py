@@ -35,7 +35,7 @@ from reportflow.models import (
     WebhookTargetsInput,
     email_queue,
 )
-from reportflow.starter import BACKGROUND, INTERACTIVE, start_report
+from reportflow.service.reports import BACKGROUND, INTERACTIVE, start_report
 from reportflow.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path
 from reportflow.workflows.deliver_webhooks import DeliverWebhooks
 from reportflow.workflows.generate_report import GenerateReport

@@ -31,7 +31,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from reportflow import starter
 from reportflow.config import Settings
 from reportflow.models import (
     NO_EMAIL_ADDRESS,
@@ -51,7 +50,8 @@ from reportflow.models import (
     SlotInput,
     email_queue,
 )
-from reportflow.starter import start_report
+from reportflow.service import reports
+from reportflow.service.reports import start_report
 from reportflow.temporal import USER_ID_KEY
 from reportflow.temporal import test_server_path as find_test_server
 from reportflow.workflows.generate_report import GenerateReport, retry_policy
@@ -361,7 +361,7 @@ async def test_report_started_by_the_service_uses_the_configured_backoff(
     # The time-skipping test server runs no workflow started with a priority, be it
     # a fairness key or a priority key alone (found here: the start succeeds, no
     # task ever arrives); the dev server and clusters take both.
-    monkeypatch.setattr(starter, "priority_for", lambda user_id, key: Priority())
+    monkeypatch.setattr(reports, "priority_for", lambda user_id, key: Priority())
     stand_ins = StandIns(failures=3)
     await define_user_search_attribute(env)
 

@@ -10,7 +10,7 @@ from temporalio import activity
 from reportflow.config import Settings
 from reportflow.models import ScheduledReportResult, StartScheduledInput
 from reportflow.schedules import period_of_run
-from reportflow.starter import BACKGROUND, start_report
+from reportflow.service.reports import BACKGROUND, start_report
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from reportflow.api.schemas import StatusDocument
-from reportflow.api.status import Described, build_document, read_status
 from reportflow.config import Settings
+from reportflow.service.status import Described, build_document, read_status
 from reportflow.tokens import Caller
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
-from reportflow.ops import activity_starts
+from reportflow.service.history import activity_starts
 from reportflow.testing import ApiProcess, WorkerProcess, kill_chromiums
 from reportflow.tokens import create_token
 from tests.conftest import User, make_settings

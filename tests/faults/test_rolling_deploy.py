@@ -20,7 +20,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from reportflow.config import Settings
-from reportflow.ops import activity_starts
+from reportflow.service.history import activity_starts
 from reportflow.testing import WorkerProcess, kill_chromiums
 from tests.faults.test_worker_crash import (
     WORKER_START_TIMEOUT,

@@ -32,7 +32,7 @@ from reportflow.browser import CLOSE_TIMEOUT_SECONDS
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.models import Timeouts
-from reportflow.ops import ActivityStart, activity_starts
+from reportflow.service.history import ActivityStart, activity_starts
 from reportflow.temporal import with_codec
 from reportflow.testing import WorkerProcess, kill_chromiums, serve_api, worker_process
 from reportflow.tokens import create_token

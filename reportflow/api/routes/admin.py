@@ -1,4 +1,4 @@
-"""Operators' view: the dead-letter list, redrive, queue depth (admin token)."""
+"""Operators' view over HTTP: the dead-letter list, redrive, queue depth (admin token)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,9 @@ from pydantic import BaseModel
 from reportflow.api.deps import AdminDep, SettingsDep, TemporalDep
 from reportflow.api.paging import decode_page_token, encode_page_token
 from reportflow.api.schemas import COMMON_ERRORS, problem
-from reportflow.audit import audit
-from reportflow.ops import (
-    FAILED_QUERY,
-    FailedReport,
-    NotRedrivable,
-    QueueStats,
-    failed_reports,
-    queue_stats,
-    redrive,
-)
+from reportflow.service.dead_letters import FAILED_QUERY, FailedReport, failed_reports
+from reportflow.service.queue import QueueStats, queue_stats
+from reportflow.service.reports import NotRedrivable, redrive
 
 router = APIRouter(
     prefix="/admin",
@@ -68,10 +61,9 @@ async def redrive_report(
 ) -> RedriveDoc:
     """Run a failed report again under the same ID."""
     try:
-        run_id = await redrive(client, settings, report_id)
+        run_id = await redrive(client, settings, report_id, actor=caller.name)
     except NotRedrivable as err:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from None
-    audit(caller.name, "redrive", report_id, run_id=run_id)
     request.app.state.watchers.poke(report_id)
     return RedriveDoc(report_id=report_id, run_id=run_id, status_url=f"/reports/{report_id}")
 

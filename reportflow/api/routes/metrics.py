@@ -23,7 +23,7 @@ from reportflow.api.deps import EngineDep, SettingsDep, TemporalDep
 from reportflow.api.schemas import COMMON_ERRORS, problem
 from reportflow.api.token_cache import TokenCache
 from reportflow.config import Settings
-from reportflow.ops import queue_stats
+from reportflow.service.queue import queue_stats
 
 router = APIRouter(
     tags=["metrics"],

@@ -1,17 +1,14 @@
-"""The user's reports: start, follow, download, cancel, list."""
+"""The user's reports over HTTP: start, follow, download, cancel, list, on the report service."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
-from temporalio.client import WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from reportflow import tracing
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
@@ -26,24 +23,12 @@ from reportflow.api.schemas import (
     StatusDocument,
     problem,
 )
-from reportflow.api.status import (
-    StartedExecution,
-    build_document,
-    describe_report,
-    may_see,
-    owner_of,
-)
 from reportflow.api.watch import Snapshot, Watchers
-from reportflow.audit import audit
 from reportflow.config import Settings
-from reportflow.models import WORKFLOW_TYPE
-from reportflow.ops import STATUS_FILTERS
-from reportflow.starter import start_report_run
-from reportflow.store import FileStore, ReportStore, pdf_key
-from reportflow.temporal import USER_ID_KEY
+from reportflow.service import reports
+from reportflow.service.status import may_see
+from reportflow.store import FileStore, ReportStore
 from reportflow.tokens import Caller
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix="/reports",
@@ -78,19 +63,6 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         return False
     tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
     return etag in tags or "*" in tags
-
-
-async def _get(request: Request, report_id: str, caller: Caller) -> StatusDocument:
-    """A fresh describe, for actions that must act on the run as it is now."""
-    doc = await describe_report(
-        request.app.state.temporal,
-        report_id,
-        caller=caller,
-        settings=request.app.state.settings,
-    )
-    if doc is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
-    return doc
 
 
 def _user_of(caller: Caller) -> str:
@@ -136,22 +108,13 @@ async def create_report(
             headers={"Retry-After": str(wait)},
         )
     start, end = body.dates()
-    begun = await start_report_run(
+    begun = await reports.start_report_run(
         client, settings, user_id=user_id, start=start, end=end, regenerate=body.regenerate
     )
     tracing.mark_report(begun.report_id)
-    watchers: Watchers = request.app.state.watchers
-    if begun.new_run_id is not None:
-        # A run just started: its status is known without asking Temporal again.
-        watchers.poke(begun.report_id)
-        execution = StartedExecution(
-            id=begun.report_id,
-            run_id=begun.new_run_id,
-            namespace=client.namespace,
-            start_time=datetime.now(UTC),
-        )
-        memo = {"user_id": user_id, "start": str(start), "end": str(end), "stage": "queued"}
-        doc = build_document(execution, memo, settings=settings)
+    doc = begun.document(client.namespace, settings)
+    if doc is not None:
+        request.app.state.watchers.poke(begun.report_id)
     else:
         doc = (await _watched(request, begun.report_id, caller)).doc
     response.headers["Location"] = doc.links.self
@@ -250,27 +213,16 @@ async def _status_changes(request: Request, first: Snapshot) -> AsyncIterator[st
 
 
 async def _pdf_link(
-    request: Request, report_id: str, caller: Caller, store: ReportStore, settings: Settings
+    report_id: str, caller: Caller, client: Client, store: ReportStore, settings: Settings
 ) -> DownloadLink:
-    doc = await _get(request, report_id, caller)
-    if doc.status != "completed" or doc.result is None or doc.run_id is None:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail=f"the report is {doc.status} (stage {doc.stage}); "
-            "the PDF is available once its status is completed",
-        )
-    if doc.result.pdf_expired:
-        raise HTTPException(
-            status.HTTP_410_GONE,
-            detail=f"the PDF expired on {doc.result.pdf_expires_at:%Y-%m-%d} and was removed "
-            f"(it is kept for {settings.report_retention_days:g} days; the email was sent); "
-            f"{REGENERATE}",
-        )
-    key = pdf_key(report_id, doc.run_id)
-    if not await store.exists(key):
-        raise HTTPException(
-            status.HTTP_410_GONE, detail=f"the PDF is no longer in the report store; {REGENERATE}"
-        )
+    try:
+        key = await reports.pdf_key_of(client, settings, store, report_id, caller=caller)
+    except reports.ReportNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
+    except reports.PdfNotReady as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from None
+    except reports.PdfGone as err:
+        raise HTTPException(status.HTTP_410_GONE, detail=f"{err}; {REGENERATE}") from None
     return await download_link(
         store,
         secret=settings.secret_key,
@@ -301,10 +253,14 @@ PDF_ERRORS: dict[int | str, dict[str, Any]] = {
     },
 )
 async def get_pdf(
-    report_id: str, request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep
+    report_id: str,
+    caller: CallerDep,
+    client: TemporalDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> RedirectResponse:
     """The PDF of a completed report: `303` to a short-lived signed URL."""
-    link = await _pdf_link(request, report_id, caller, store, settings)
+    link = await _pdf_link(report_id, caller, client, store, settings)
     return RedirectResponse(
         link.url, status_code=status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
     )
@@ -312,10 +268,14 @@ async def get_pdf(
 
 @router.get("/{report_id}/pdf/link", response_model=PdfLink, responses=PDF_ERRORS)
 async def get_pdf_link(
-    report_id: str, request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep
+    report_id: str,
+    caller: CallerDep,
+    client: TemporalDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> PdfLink:
     """The URL `GET /reports/{id}/pdf` redirects to, as JSON (for pages that show a link)."""
-    link = await _pdf_link(request, report_id, caller, store, settings)
+    link = await _pdf_link(report_id, caller, client, store, settings)
     return PdfLink(url=link.url, expires_at=link.expires_at)
 
 
@@ -351,11 +311,6 @@ async def download_pdf(
     return FileResponse(path, media_type="application/pdf", filename=f"{report_id}.pdf")
 
 
-TOO_LATE_TO_CANCEL = (
-    "the email is already being sent, so it is too late to cancel; the report will complete"
-)
-
-
 @router.post(
     "/{report_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
@@ -366,31 +321,19 @@ TOO_LATE_TO_CANCEL = (
     },
 )
 async def cancel_report(
-    report_id: str, request: Request, caller: CallerDep, client: TemporalDep
+    report_id: str, request: Request, caller: CallerDep, client: TemporalDep, settings: SettingsDep
 ) -> StatusDocument:
     """Ask the run to stop before its email step; it ends as cancelled and sends no email.
 
     Once the email step has started it is too late: 409, and the report completes.
     """
-    doc = await _get(request, report_id, caller)
-    if doc.is_final:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"the report is already {doc.status}")
-    if doc.stage in {"emailing", "done"}:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=TOO_LATE_TO_CANCEL)
     try:
-        # The run the caller saw, never a newer one started since.
-        await client.get_workflow_handle(report_id, run_id=doc.run_id).cancel()
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-        now = await _get(request, report_id, caller)
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, detail=f"the report is already {now.status}"
-        ) from err
+        doc = await reports.cancel_report(client, settings, report_id, caller=caller)
+    except reports.ReportNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
+    except reports.CannotCancel as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from None
     request.app.state.watchers.poke(report_id)
-    log.info("cancel requested", extra={"report_id": report_id, "run_id": doc.run_id})
-    if caller.is_admin or owner_of(report_id) != caller.user_id:
-        audit(caller.name, "cancel", report_id)
     return doc
 
 
@@ -400,40 +343,20 @@ async def list_reports(
     caller: CallerDep,
     client: TemporalDep,
     settings: SettingsDep,
-    status_filter: Annotated[
-        Literal["queued", "running", "completed", "failed", "cancelled"] | None,
-        Query(alias="status"),
-    ] = None,
+    status_filter: Annotated[reports.StatusFilter | None, Query(alias="status")] = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> ReportList:
     """Your reports, newest first (may lag a moment behind a new report)."""
-    user_id = _user_of(caller)
-    query = f"WorkflowType = '{WORKFLOW_TYPE}' AND {USER_ID_KEY.name} = '{user_id}'"
-    if status_filter:
-        query += f" AND {STATUS_FILTERS[status_filter]}"
-    listing = client.list_workflows(
-        query,
+    listing = reports.Listing(_user_of(caller), status_filter)
+    docs, next_token = await reports.list_reports(
+        client,
+        settings,
+        listing,
         page_size=page_size,
-        next_page_token=decode_page_token(page_token, query, settings.secret_key),
+        page_token=decode_page_token(page_token, listing.query, settings.secret_key),
     )
-    await listing.fetch_next_page(page_size=page_size)
-    docs = []
-    seen: set[str] = set()
-    for execution in listing.current_page or []:
-        # Newest first: a report run again (failed, then restarted) shows its latest run.
-        if execution.id in seen:
-            continue
-        seen.add(execution.id)
-        doc = build_document(execution, await execution.memo(), settings=settings)
-        running = execution.status == WorkflowExecutionStatus.RUNNING
-        if status_filter in {"queued", "running"} and running and doc.status != status_filter:
-            continue
-        docs.append(doc)
-    # Temporal's SQL visibility cannot ORDER BY; it lists running runs first,
-    # then by close time. Within a page, newest (by creation) first.
-    docs.sort(key=lambda d: d.created_at, reverse=True)
     return ReportList(
         reports=docs,
-        next_page_token=encode_page_token(listing.next_page_token, query, settings.secret_key),
+        next_page_token=encode_page_token(next_token, listing.query, settings.secret_key),
     )

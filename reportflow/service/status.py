@@ -1,4 +1,4 @@
-"""The status document of a report, read from Temporal alone.
+"""The status document of a report (what `GET /reports/{id}` shows), read from Temporal alone.
 
 `describe` works with every worker down: the execution status, the memo the
 workflow keeps current (stage, progress, result, error) and the pending
@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.workflow.v1 import PendingActivityInfo
@@ -35,7 +35,9 @@ from reportflow.codec import readable_failure
 from reportflow.config import Settings
 from reportflow.models import STAGES, WORKFLOW_TYPE
 from reportflow.retention import pdf_expires_at
-from reportflow.tokens import Caller
+
+if TYPE_CHECKING:
+    from reportflow.tokens import Caller
 
 REPORT_ID = re.compile(
     r"^report-(?P<user>[A-Za-z0-9_.]{1,64})-(?P<start>\d{4}-\d{2}-\d{2})-(?P<end>\d{4}-\d{2}-\d{2})$"

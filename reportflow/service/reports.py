@@ -1,0 +1,366 @@
+"""The operations on reports every front door shares: start, cancel, PDF, redrive, list.
+
+`POST /reports`, the schedules, the admin API and `reportflow dlq` start runs
+here, so a redriven or scheduled report carries the same memo, search attribute
+and summary as a new one; the routes and commands only translate to these calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Literal
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import (
+    Priority,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from reportflow.audit import audit
+from reportflow.config import Settings
+from reportflow.models import WORKFLOW_TYPE, GenerateReportInput
+from reportflow.service.status import StartedExecution, build_document, describe_report, owner_of
+from reportflow.store import pdf_key
+from reportflow.temporal import USER_ID_KEY
+
+if TYPE_CHECKING:
+    from reportflow.api.schemas import StatusDocument
+    from reportflow.store import ReportStore
+    from reportflow.tokens import Caller
+
+log = logging.getLogger(__name__)
+
+# Temporal's priority keys: lower runs first (1-5, default 3). A report someone
+# is waiting for (the page, the API, `reportflow request`) outranks scheduled
+# and bulk ones; among equals, each user is a fairness key, so one user's 300
+# reports do not hold up another user's one.
+INTERACTIVE = 1
+BACKGROUND = 3
+
+
+def priority_for(user_id: str, priority_key: int) -> Priority:
+    # The fairness key is at most 64 bytes; the activities inherit both.
+    return Priority(
+        priority_key=priority_key, fairness_key=user_id.encode()[:64].decode(errors="ignore")
+    )
+
+
+def report_id_for(user_id: str, start: date, end: date) -> str:
+    """Deterministic: the same user and range always name the same report."""
+    return f"report-{user_id}-{start.isoformat()}-{end.isoformat()}"
+
+
+@dataclass(frozen=True)
+class ReportStart:
+    report_id: str
+    # The run this start made, when it made one (None: an open or completed run stays).
+    new_run_id: str | None
+    # False only when a completed run keeps the ID.
+    joined_or_started: bool
+    user_id: str
+    start: date
+    end: date
+
+    def document(self, namespace: str, settings: Settings) -> StatusDocument | None:
+        """The new run's status document, known without asking Temporal again
+        (None when no run was started: describe the one that is there)."""
+        if self.new_run_id is None:
+            return None
+        execution = StartedExecution(
+            id=self.report_id,
+            run_id=self.new_run_id,
+            namespace=namespace,
+            start_time=datetime.now(UTC),
+        )
+        memo = {
+            "user_id": self.user_id,
+            "start": str(self.start),
+            "end": str(self.end),
+            "stage": "queued",
+        }
+        return build_document(execution, memo, settings=settings)
+
+
+async def start_report(
+    client: Client,
+    settings: Settings,
+    *,
+    user_id: str,
+    start: date,
+    end: date,
+    regenerate: bool = False,
+    recipients: list[str] | None = None,
+    priority_key: int = INTERACTIVE,
+) -> tuple[str, bool]:
+    """Start the report's workflow unless one is open or completed; (report ID, started?).
+
+    "started" is also true when an open run was joined."""
+    begun = await start_report_run(
+        client,
+        settings,
+        user_id=user_id,
+        start=start,
+        end=end,
+        regenerate=regenerate,
+        recipients=recipients,
+        priority_key=priority_key,
+    )
+    return begun.report_id, begun.joined_or_started
+
+
+async def start_report_run(
+    client: Client,
+    settings: Settings,
+    *,
+    user_id: str,
+    start: date,
+    end: date,
+    regenerate: bool = False,
+    recipients: list[str] | None = None,
+    priority_key: int = INTERACTIVE,
+) -> ReportStart:
+    """Start the report's workflow unless one is open or completed.
+
+    Four clicks, one run: an open run is returned as it is (USE_EXISTING); a
+    completed one is kept (its ID may not be reused); a failed, timed-out,
+    terminated or cancelled one starts afresh. `regenerate` lets a completed
+    report run again, still never beside an open run.
+    """
+    report_id = report_id_for(user_id, start, end)
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW_TYPE,
+            GenerateReportInput(
+                report_id=report_id,
+                user_id=user_id,
+                start=start.isoformat(),
+                end=end.isoformat(),
+                retry=settings.retry,
+                timeouts=settings.timeouts,
+                recipients=list(recipients or []),
+            ),
+            id=report_id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=(
+                WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if regenerate
+                else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+            ),
+            memo={
+                "user_id": user_id,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "stage": "queued",
+                "progress": 0,
+                **({"recipients": list(recipients)} if recipients else {}),
+            },
+            search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID_KEY, user_id)]),
+            static_summary=f"Report for user {user_id}: {start} to {end}",
+            priority=priority_for(user_id, priority_key),
+        )
+    except WorkflowAlreadyStartedError:
+        log.info("report already completed", extra={"report_id": report_id})
+        return ReportStart(
+            report_id,
+            new_run_id=None,
+            joined_or_started=False,
+            user_id=user_id,
+            start=start,
+            end=end,
+        )
+    # The server says whether it started a run or an open one was kept
+    # (USE_EXISTING); the SDK keeps its answer on the handle. Unknown = kept,
+    # and the caller describes the run.
+    response = getattr(handle, "_start_workflow_response", None)
+    started = bool(getattr(response, "started", False))
+    log.info(
+        "report run started" if started else "report run joined",
+        extra={"report_id": report_id, "user_id": user_id, "run_id": handle.result_run_id},
+    )
+    return ReportStart(
+        report_id,
+        new_run_id=handle.result_run_id if started else None,
+        joined_or_started=True,
+        user_id=user_id,
+        start=start,
+        end=end,
+    )
+
+
+class ReportNotFound(LookupError):
+    """No such report, or not one the caller may see."""
+
+
+class CannotCancel(Exception):
+    """The report has finished, or its email is already being sent."""
+
+
+TOO_LATE_TO_CANCEL = (
+    "the email is already being sent, so it is too late to cancel; the report will complete"
+)
+
+
+async def cancel_report(
+    client: Client, settings: Settings, report_id: str, *, caller: Caller
+) -> StatusDocument:
+    """Ask the run the caller sees to stop before its email step; its document as it was.
+
+    Only a request: the run ends as cancelled when a worker next runs it (TRAPS).
+    """
+    doc = await describe_report(client, report_id, caller=caller, settings=settings)
+    if doc is None:
+        raise ReportNotFound(report_id)
+    if doc.is_final:
+        raise CannotCancel(f"the report is already {doc.status}")
+    if doc.stage in {"emailing", "done"}:
+        raise CannotCancel(TOO_LATE_TO_CANCEL)
+    try:
+        # The run the caller saw, never a newer one started since.
+        await client.get_workflow_handle(report_id, run_id=doc.run_id).cancel()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        now = await describe_report(client, report_id, caller=caller, settings=settings)
+        if now is None:
+            raise ReportNotFound(report_id) from err
+        raise CannotCancel(f"the report is already {now.status}") from err
+    log.info("cancel requested", extra={"report_id": report_id, "run_id": doc.run_id})
+    if caller.is_admin or owner_of(report_id) != caller.user_id:
+        audit(caller.name, "cancel", report_id)
+    return doc
+
+
+class PdfNotReady(Exception):
+    """The report has not completed: no PDF yet."""
+
+
+class PdfGone(Exception):
+    """The PDF expired (REPORT_RETENTION_DAYS) or is no longer in the report store."""
+
+
+async def pdf_key_of(
+    client: Client, settings: Settings, store: ReportStore, report_id: str, *, caller: Caller
+) -> str:
+    """The store key of a completed report's PDF, checked to be there."""
+    doc = await describe_report(client, report_id, caller=caller, settings=settings)
+    if doc is None:
+        raise ReportNotFound(report_id)
+    if doc.status != "completed" or doc.result is None or doc.run_id is None:
+        raise PdfNotReady(
+            f"the report is {doc.status} (stage {doc.stage}); "
+            "the PDF is available once its status is completed"
+        )
+    if doc.result.pdf_expired:
+        raise PdfGone(
+            f"the PDF expired on {doc.result.pdf_expires_at:%Y-%m-%d} and was removed "
+            f"(it is kept for {settings.report_retention_days:g} days; the email was sent)"
+        )
+    key = pdf_key(report_id, doc.run_id)
+    if not await store.exists(key):
+        raise PdfGone("the PDF is no longer in the report store")
+    return key
+
+
+class NotRedrivable(Exception):
+    """The report does not exist or its latest run did not fail."""
+
+
+async def redrive(
+    client: Client, settings: Settings, report_id: str, *, actor: str | None = None
+) -> str:
+    """Run a failed report again under the same ID; returns the new run's ID.
+
+    `actor` (who asked, for the audit trail) is recorded when given."""
+    handle = client.get_workflow_handle(report_id)
+    try:
+        description = await handle.describe()
+    except Exception as err:
+        raise NotRedrivable(f"no report {report_id}") from err
+    failed = {
+        WorkflowExecutionStatus.FAILED,
+        WorkflowExecutionStatus.TIMED_OUT,
+        WorkflowExecutionStatus.TERMINATED,
+    }
+    if description.status not in failed:
+        state = description.status.name.lower() if description.status else "unknown"
+        raise NotRedrivable(f"{report_id} is {state}; only failed reports can be redriven")
+    memo = await description.memo()
+    await start_report(
+        client,
+        settings,
+        user_id=str(memo["user_id"]),
+        start=date.fromisoformat(str(memo["start"])),
+        end=date.fromisoformat(str(memo["end"])),
+        recipients=[str(r) for r in memo.get("recipients") or []],
+        priority_key=BACKGROUND,
+    )
+    run_id = (await handle.describe()).run_id
+    if actor is not None:
+        audit(actor, "redrive", report_id, run_id=run_id)
+    return run_id
+
+
+StatusFilter = Literal["queued", "running", "completed", "failed", "cancelled"]
+
+# The visibility filter for each status word of the contract ("queued" and
+# "running" are both open runs; the memo's stage tells them apart).
+STATUS_FILTERS: dict[StatusFilter, str] = {
+    "queued": "ExecutionStatus = 'Running'",
+    "running": "ExecutionStatus = 'Running'",
+    "completed": "ExecutionStatus = 'Completed'",
+    "failed": "ExecutionStatus IN ('Failed', 'TimedOut', 'Terminated')",
+    "cancelled": "ExecutionStatus = 'Canceled'",
+}
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One user's reports, of one status or all: a page token belongs to one listing."""
+
+    user_id: str
+    status: StatusFilter | None = None
+
+    @property
+    def query(self) -> str:
+        query = f"WorkflowType = '{WORKFLOW_TYPE}' AND {USER_ID_KEY.name} = '{self.user_id}'"
+        if self.status:
+            query += f" AND {STATUS_FILTERS[self.status]}"
+        return query
+
+
+async def list_reports(
+    client: Client,
+    settings: Settings,
+    listing: Listing,
+    *,
+    page_size: int,
+    page_token: bytes | None,
+) -> tuple[list[StatusDocument], bytes | None]:
+    """One page of the user's reports, newest first (may lag a moment behind a new
+    report: visibility), and Temporal's token of the next page."""
+    pages = client.list_workflows(listing.query, page_size=page_size, next_page_token=page_token)
+    await pages.fetch_next_page(page_size=page_size)
+    docs = []
+    seen: set[str] = set()
+    for execution in pages.current_page or []:
+        # Newest first: a report run again (failed, then restarted) shows its latest run.
+        if execution.id in seen:
+            continue
+        seen.add(execution.id)
+        doc = build_document(execution, await execution.memo(), settings=settings)
+        running = execution.status == WorkflowExecutionStatus.RUNNING
+        if listing.status in {"queued", "running"} and running and doc.status != listing.status:
+            continue
+        docs.append(doc)
+    # Temporal's SQL visibility cannot ORDER BY; it lists running runs first,
+    # then by close time. Within a page, newest (by creation) first.
+    docs.sort(key=lambda d: d.created_at, reverse=True)
+    return docs, pages.next_page_token
