@@ -9,6 +9,9 @@ its ETag, and learns about changes from Temporal itself:
 - a failed activity attempt writes no event (TRAPS: `ActivityTaskStarted` is
   written when the attempt ends), so it also re-describes when describe said the
   next attempt is due, and every STATUS_REFRESH_SECONDS while an activity runs;
+- an email step not done a second after it was scheduled may be waiting for its
+  turn (EMAIL_RATE_PER_SECOND), which no event marks: it is described then, and
+  each second while it waits;
 - a finished report is re-described at most once per STATUS_REFRESH_SECONDS
   while it is read (another API replica may have started a new run of it; this
   process pokes its own watcher when it starts, redrives or cancels a run).
@@ -59,6 +62,9 @@ _APPLIED_LOCALLY = {
     EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED,
 }
 
+# How soon an email step is looked at again while it may wait for its turn to send.
+_TURN_RECHECK_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -93,6 +99,7 @@ class Watcher:
         self._seen_events = 0
         self._events: list[HistoryEvent] = []  # seen by the long-poll, not yet applied
         self._stale = False  # poked: describe again whatever the events say
+        self._recheck_at: float | None = None  # an email step may wait for its turn
         self._follower: asyncio.Task[None] | None = None
         self._followed_run: str | None = None
         self.task = asyncio.create_task(self._run(), name=f"watch {report_id}")
@@ -151,6 +158,11 @@ class Watcher:
         wake = math.inf
         if described.activity_pending:
             wake = now + settings.status_refresh_seconds
+        if described.doc.stage == "emailing" and described.doc.waiting is not None:
+            # Held by EMAIL_RATE_PER_SECOND: no event marks when its turn comes.
+            wake = now + _TURN_RECHECK_SECONDS
+        if self._recheck_at is not None:
+            wake = min(wake, self._recheck_at)
         if described.next_attempt_at is not None:
             due = (described.next_attempt_at - datetime.now(UTC)).total_seconds()
             # A little after the attempt is due, so describe shows it started.
@@ -160,6 +172,7 @@ class Watcher:
     async def _describe(self) -> Described | None:
         self._dirty.clear()
         self._stale = False
+        self._recheck_at = None
         described = await read_status(self.hub.client, self.report_id, settings=self.hub.settings)
         # Events the long-poll brought meanwhile: those past the describe still count.
         seen = described.history_length if described is not None else 0
@@ -192,8 +205,12 @@ class Watcher:
                     memo[key] = value
             elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 pending = True
+                scheduled = event.activity_task_scheduled_event_attributes.activity_type.name
+                if scheduled == "send_email":  # still not sent a moment later: describe
+                    self._recheck_at = time.monotonic() + _TURN_RECHECK_SECONDS
             elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                 pending = False
+                self._recheck_at = None
         if memo == described.memo and pending == described.activity_pending:
             return described
         # An activity just scheduled or completed has no retry to show (attempt 1).
