@@ -75,7 +75,7 @@ async def test_two_workers_send_at_most_the_rate_and_each_email_once(
     times = sorted(r.at for r in received)
     span = times[-1] - times[0]
     # Temporal's limiter is a token bucket: after a lull it lets a burst through
-    # (about 5 here), and otherwise holds the rate (arrivals 0.5 s apart at 2/s).
+    # (about 5 here), and otherwise holds the rate (arrivals 1 s apart at 1/s).
     # So no window of W seconds sees more than rate * W + burst.
     burst = 6
     windows = {w: busiest(times, w) for w in (1.0, 2.0, 5.0, 10.0)}
