@@ -44,7 +44,8 @@ from reportflow.render import Browser, find_chromium, render_html
 from reportflow.seed import seed, user_id_for
 from reportflow.starter import report_id_for, start_report_run
 from reportflow.temporal import with_codec
-from reportflow.testing import (
+from reportflow.tokens import create_token
+from reportflow_dev.testing import (
     RecordingSmtpServer,
     TemporalDevServer,
     WorkerProcess,
@@ -54,7 +55,6 @@ from reportflow.testing import (
     harness_secrets,
     settings_env,
 )
-from reportflow.tokens import create_token
 
 # Frontend operations a worker makes (polls, completions, heartbeats): not the API's.
 _WORKER_OPERATIONS = ("Poll", "Respond", "RecordActivityTaskHeartbeat", "ShutdownWorker")
