@@ -18,6 +18,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY README.md ./
+# The runtime package only: reportflow_dev/ (test stack, chaos, bench) stays out.
 COPY reportflow ./reportflow
 RUN uv sync --frozen --no-dev --no-editable
 

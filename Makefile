@@ -28,7 +28,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy reportflow tests
+	$(VENV)/bin/mypy reportflow reportflow_dev tests
 
 # Known vulnerabilities in every locked dependency (all groups), checked by
 # pip-audit against PyPI's advisory data; --strict fails when a package cannot

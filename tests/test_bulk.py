@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from reportflow.testing import settings_env
 from reportflow.tokens import create_token
+from reportflow_dev.testing import settings_env
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, Bearer, latest_run, wait_status
 from tests.utils.service import Stack, stack

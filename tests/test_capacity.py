@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reportflow.capacity import Figures, estimate, format_estimates
+from reportflow_dev.capacity import Figures, estimate, format_estimates
 
 # Round figures, so every expected value below can be checked by hand.
 FIGURES = Figures(

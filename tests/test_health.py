@@ -11,8 +11,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from reportflow.db import create_engine, create_schema
 from reportflow.temporal import temporal_cli_path
-from reportflow.testing import free_port, serve_api
 from reportflow.tokens import create_token
+from reportflow_dev.testing import free_port, serve_api
 from tests.conftest import make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import Bearer

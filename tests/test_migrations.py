@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from reportflow import migrations
 from reportflow.db import create_engine, ensure_schema, metadata
-from reportflow.testing import ApiProcess
+from reportflow_dev.testing import ApiProcess
 from tests.conftest import make_settings
 from tests.utils.postgres import scratch_database
 from tests.utils.smtp import SmtpServer

@@ -19,8 +19,8 @@ from reportflow.api.ratelimit import RateLimiter
 from reportflow.api.schemas import today
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
-from reportflow.testing import ApiProcess
 from reportflow.tokens import create_token
+from reportflow_dev.testing import ApiProcess
 from tests.conftest import make_settings
 from tests.utils.data import create_user
 from tests.utils.postgres import scratch_database

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reportflow.client import (
+from reportflow.cli.api_client import (
     ApiError,
     Progress,
     follow,
@@ -346,13 +346,13 @@ def test_progress_prints_a_line_per_change_elsewhere() -> None:
 
 
 async def test_sse_events_parses_events_and_skips_keep_alives() -> None:
-    async def lines() -> AsyncIterator[str]:
-        for line in ["event: status", "id: 1", 'data: {"a": 1}', "", ": keep-alive", ""]:
-            yield line
-        for line in ["data: x", "data: y", ""]:
-            yield line
+    lines = ["event: status", "id: 1", 'data: {"a": 1}', "", ": keep-alive", ""]
+    lines += ["data: x", "data: y", ""]
+    response = httpx.Response(
+        200, text="\n".join(lines) + "\n", headers={"content-type": "text/event-stream"}
+    )
 
-    events = [event async for event in sse_events(lines())]
+    events = [event async for event in sse_events(response)]
 
     assert events == [("status", '{"a": 1}'), ("message", "x\ny")]
 

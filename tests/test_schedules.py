@@ -16,7 +16,7 @@ from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, Work
 
 from reportflow.config import Settings
 from reportflow.schedules import previous_period
-from reportflow.testing import settings_env
+from reportflow_dev.testing import settings_env
 from tests.conftest import MakeUser
 from tests.utils.reportflow_http import latest_run, wait_status
 from tests.utils.smtp import SmtpServer

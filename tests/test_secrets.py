@@ -18,7 +18,7 @@ from reportflow.api.app import create_app
 from reportflow.codec import Keyring
 from reportflow.config import DEV_SECRET, Settings
 from reportflow.dev import dev_secrets, is_loopback, run_dev, start_temporal
-from reportflow.testing import free_port
+from reportflow_dev.testing import free_port
 
 
 async def run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reportflow.chaos import FAULT_END, INJECTION, RunResult, run_once
+from reportflow_dev.chaos import FAULT_END, INJECTION, RunResult, run_once
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(170)]
 

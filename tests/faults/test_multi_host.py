@@ -25,8 +25,8 @@ from temporalio.testing import WorkflowEnvironment
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
 from reportflow.service.history import activity_starts
-from reportflow.testing import ApiProcess, WorkerProcess, kill_chromiums
 from reportflow.tokens import create_token
+from reportflow_dev.testing import ApiProcess, WorkerProcess, kill_chromiums
 from tests.conftest import User, make_settings
 from tests.faults.test_worker_crash import (
     WORKER_START_TIMEOUT,

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from reportflow.config import Settings
 from reportflow.service.history import activity_starts
-from reportflow.testing import WorkerProcess, kill_chromiums
+from reportflow_dev.testing import WorkerProcess, kill_chromiums
 from tests.faults.test_worker_crash import (
     WORKER_START_TIMEOUT,
     identity_of,

@@ -34,8 +34,8 @@ from reportflow.db import create_engine, create_schema
 from reportflow.models import Timeouts
 from reportflow.service.history import ActivityStart, activity_starts
 from reportflow.temporal import with_codec
-from reportflow.testing import WorkerProcess, kill_chromiums, serve_api, worker_process
 from reportflow.tokens import create_token
+from reportflow_dev.testing import WorkerProcess, kill_chromiums, serve_api, worker_process
 from tests.conftest import User, make_settings
 from tests.utils.data import create_user, sample_transactions
 from tests.utils.reportflow_http import FINAL, download_pdf, last_90_days, wait_status

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import boto3
 from moto.server import ThreadedMotoServer
 
-from reportflow.testing import free_port
+from reportflow_dev.testing import free_port
 
 ACCESS_KEY = "reportflow-test"
 SECRET_KEY = "reportflow-test-secret"

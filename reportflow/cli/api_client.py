@@ -6,20 +6,35 @@ breaks, the status document is polled instead (backing off, honouring
 progress bar and notices go to stderr, so `reportflow request ... > url.txt`
 keeps the bar on screen. Ctrl-C asks whether to cancel the report or leave it
 running; the report ID is deterministic, so the same command re-attaches.
+
+What comes from libraries: httpx talks to the API, httpx-sse reads the event
+stream (lines, fields, multi-line data, keep-alive comments), rich measures
+the terminal and cuts the progress line to its width in cells (a wide
+character takes two; cutting by characters would wrap the line and break the
+redraw). What stays written here, and why:
+
+- The progress line itself (`status_line`, `Progress`). Its text is part of the
+  command's contract: off a terminal each change is one plain line
+  (`[########------------]  40%  rendering`) that scripts and the tests read,
+  and on a terminal it is that same line redrawn in place. rich's Progress
+  draws its own bar glyphs, refreshes from a thread, hides the cursor and
+  prints nothing per change off a terminal, so it would change that output.
+- Ctrl-C (`CtrlC`, `read_answer`, `on_interrupt`): the question is asked while
+  the event loop keeps the connection; rich's `Prompt.ask` blocks the thread
+  and cannot be interrupted by a second Ctrl-C the way the task can.
+- Polling with backoff and `Retry-After` (`follow_polling`): a dozen lines
+  whose waits the tests check exactly.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 from collections.abc import (
-    AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -33,8 +48,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-
-DEFAULT_URL = "http://localhost:8000"
+from httpx_sse import EventSource, aconnect_sse
+from rich.console import Console
+from rich.text import Text
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -43,27 +59,6 @@ EXIT_CANCELLED = 3
 EXIT_GAVE_UP = 4
 EXIT_UNREACHABLE = 5
 EXIT_INTERRUPTED = 130
-
-DESCRIPTION = """\
-Start a report for the token's user (or follow one with --report), show its
-progress, print the PDF's URL and save the PDF with --output. The dates default
-to the last 90 days. Ctrl-C asks whether to cancel the report or leave it
-running; running the same command again follows the same report.
-"""
-
-EXIT_CODES_HELP = """\
-exit codes:
-  0    the report completed (and the PDF was saved, with --output)
-  1    the report failed (its error type and message are printed),
-       or its PDF could not be saved
-  2    the API refused the request (bad token, bad range, too many
-       requests, no such report, ...) or the options were wrong
-  3    the report was cancelled
-  4    gave up following after --timeout seconds; the report runs on
-  5    the API could not be reached or answered with a server error
-  130  interrupted with Ctrl-C (the report was cancelled or left running,
-       as answered)
-"""
 
 FINAL = frozenset({"completed", "failed", "cancelled"})
 BAR_WIDTH = 20
@@ -106,18 +101,6 @@ class ApiError(Exception):
         self.detail = detail
 
 
-def parse_day(text: str) -> date:
-    """An argparse `type`: a calendar day written YYYY-MM-DD."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from None
-
-
-def default_url() -> str:
-    return os.environ.get("REPORTFLOW_URL") or DEFAULT_URL
-
-
 # --- what the person sees ---
 
 
@@ -157,6 +140,7 @@ class Progress:
     def __init__(self, stream: TextIO, *, tty: bool | None = None) -> None:
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
+        self._console = Console(file=stream)  # the terminal's width (or COLUMNS)
         self._last = ""
         self._open = False  # a redrawn line is on screen and not yet ended
 
@@ -166,9 +150,10 @@ class Progress:
             return
         self._last = line
         if self.tty:
-            columns = shutil.get_terminal_size().columns
             # A wrapped line cannot be redrawn with \r; leave room for the "^C" a terminal echoes.
-            self.stream.write(f"\r{line[: max(columns - 3, 10)]}\x1b[K")
+            shown = Text(line)
+            shown.truncate(max(self._console.width - 3, 10), overflow="crop")
+            self.stream.write(f"\r{shown.plain}\x1b[K")
             self._open = True
         else:
             self.stream.write(line + "\n")
@@ -217,23 +202,13 @@ def _retry_after(response: httpx.Response) -> float:
         return 0.0
 
 
-async def sse_events(lines: AsyncIterable[str]) -> AsyncIterator[tuple[str, str]]:
-    """(event, data) pairs of a Server-Sent Events stream, given its lines."""
-    kind, data = "message", list[str]()
-    async for line in lines:
-        if not line:
-            if data:
-                yield kind, "\n".join(data)
-            kind, data = "message", []
-        elif line.startswith(":"):
-            continue  # a comment: the API's keep-alive
-        else:
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                kind = value
-            elif field == "data":
-                data.append(value)
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) pairs of a Server-Sent Events response (SSEError if it is not one)."""
+    async for event in EventSource(response).aiter_sse():
+        # A block without data (a keep-alive comment after an event with an ID) is no
+        # event by the spec; httpx-sse yields it, with empty data, once an ID was seen.
+        if event.data:
+            yield event.event, event.data
 
 
 async def follow_events(
@@ -241,11 +216,12 @@ async def follow_events(
 ) -> dict[str, Any] | None:
     """Follow `/events` to the final status; None if the stream ended before it."""
     timeout = httpx.Timeout(30.0, read=EVENTS_READ_TIMEOUT)
-    async with client.stream("GET", f"/reports/{report_id}/events", timeout=timeout) as response:
-        if response.is_error:
-            await response.aread()
-            _check(response)
-        async for kind, data in sse_events(response.aiter_lines()):
+    events = aconnect_sse(client, "GET", f"/reports/{report_id}/events", timeout=timeout)
+    async with events as source:
+        if source.response.is_error:
+            await source.response.aread()
+            _check(source.response)
+        async for kind, data in sse_events(source.response):
             if kind != "status":
                 continue
             doc: dict[str, Any] = json.loads(data)

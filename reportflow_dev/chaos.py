@@ -52,7 +52,8 @@ from reportflow.models import Backoff, RetrySchedule, Timeouts
 from reportflow.seed import seed
 from reportflow.service.history import activity_starts
 from reportflow.temporal import DEV_NAMESPACE
-from reportflow.testing import (
+from reportflow.tokens import create_token
+from reportflow_dev.testing import (
     RecordingSmtpServer,
     TcpProxy,
     TemporalDevServer,
@@ -61,7 +62,6 @@ from reportflow.testing import (
     kill_chromiums,
     serve_api,
 )
-from reportflow.tokens import create_token
 
 log = logging.getLogger(__name__)
 

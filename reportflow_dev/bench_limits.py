@@ -22,11 +22,11 @@ from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
 from reportflow.activities.query import aggregate
-from reportflow.bench_figures import Figure, ms, pct
 from reportflow.db import create_engine, create_schema, transactions, users
 from reportflow.models import GenerateReportInput, RetrySchedule, Timeouts
 from reportflow.seed import seed, user_id_for
 from reportflow.workflows.generate_report import GenerateReport
+from reportflow_dev.bench_figures import Figure, ms, pct
 
 # Rows of other users (and of this user outside the range) added between sizes.
 _FILLER_USERS = 500

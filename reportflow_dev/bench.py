@@ -13,7 +13,7 @@ behind uvicorn, one worker process with its Chromium) and then:
 - the embedded dev server's ceiling: GenerateReport runs with instant stand-in
   activities, as many as it completes per minute.
 
-These figures feed the capacity model (`reportflow.capacity`, `--capacity N`).
+These figures feed the capacity model (`reportflow_dev.capacity`, `--capacity N`).
 
 Figures are printed, never asserted: speed is measured here, not in tests.
 """
@@ -42,7 +42,6 @@ from temporalio.worker import Worker
 
 from reportflow.activities.query import aggregate
 from reportflow.browser import Browser, find_chromium
-from reportflow.capacity import Figures
 from reportflow.codec import data_converter
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
@@ -65,7 +64,10 @@ from reportflow.models import (
 from reportflow.report import render_html
 from reportflow.seed import seed, user_id_for
 from reportflow.temporal import DEV_NAMESPACE
-from reportflow.testing import (
+from reportflow.tokens import create_token
+from reportflow.workflows.generate_report import GenerateReport
+from reportflow_dev.capacity import Figures
+from reportflow_dev.testing import (
     RecordingSmtpServer,
     TemporalDevServer,
     WorkerProcess,
@@ -73,8 +75,6 @@ from reportflow.testing import (
     harness_secrets,
     serve_api,
 )
-from reportflow.tokens import create_token
-from reportflow.workflows.generate_report import GenerateReport
 
 log = logging.getLogger(__name__)
 

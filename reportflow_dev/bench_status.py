@@ -39,8 +39,6 @@ import httpx
 from temporalio.client import Client
 
 from reportflow.activities.query import aggregate
-from reportflow.bench_figures import Figure, ms, pct
-from reportflow.bench_limits import aggregate_scaling, start_knee
 from reportflow.browser import Browser, find_chromium
 from reportflow.config import Settings
 from reportflow.db import create_engine, create_schema
@@ -49,7 +47,10 @@ from reportflow.report import render_html
 from reportflow.seed import seed, user_id_for
 from reportflow.service.reports import report_id_for, start_report_run
 from reportflow.temporal import with_codec
-from reportflow.testing import (
+from reportflow.tokens import create_token
+from reportflow_dev.bench_figures import Figure, ms, pct
+from reportflow_dev.bench_limits import aggregate_scaling, start_knee
+from reportflow_dev.testing import (
     RecordingSmtpServer,
     TemporalDevServer,
     WorkerProcess,
@@ -59,7 +60,6 @@ from reportflow.testing import (
     harness_secrets,
     settings_env,
 )
-from reportflow.tokens import create_token
 
 # Frontend operations a worker makes (polls, completions, heartbeats): not the API's.
 _WORKER_OPERATIONS = ("Poll", "Respond", "RecordActivityTaskHeartbeat", "ShutdownWorker")

@@ -1,0 +1,90 @@
+"""`reportflow dlq list|redrive|cancel`: failed reports, straight to Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from reportflow.cli.options import parse_since
+from reportflow.config import get_settings
+
+app = typer.Typer()
+dlq = typer.Typer(no_args_is_help=True)
+app.add_typer(
+    dlq,
+    name="dlq",
+    short_help="failed reports (the dead-letter queue): list them, run them again",
+    help="Talks to Temporal directly (TEMPORAL_ADDRESS etc.), like the admin API.",
+)
+
+# The filter of redrive and cancel (reportflow.service.dead_letters.Filter) and its two switches.
+All = Annotated[bool, typer.Option("--all", help="no filter: every matching report")]
+User = Annotated[str | None, typer.Option(help="only this user's reports")]
+Since = Annotated[
+    datetime | None,
+    typer.Option(parser=parse_since, metavar="WHEN", help="started at or after (UTC)"),
+]
+Query = Annotated[
+    str | None, typer.Option(metavar="VISIBILITY", help="any Temporal visibility clause, ANDed")
+]
+Yes = Annotated[bool, typer.Option("--yes", help="act (without it: count and list)")]
+
+
+@dlq.command("list", help="every failed report with reason, stage, attempts and time")
+def list_() -> None:
+    from reportflow import dlq as failed
+
+    raise typer.Exit(asyncio.run(failed.list_failed(get_settings())))
+
+
+@dlq.command("redrive", help="run failed reports again (same IDs)")
+def redrive(
+    ids: Annotated[list[str] | None, typer.Argument(metavar="ID", help="report IDs")] = None,
+    all_: All = False,
+    user: User = None,
+    since: Since = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(help="only failed reports with this reason code, e.g. SmtpRejected"),
+    ] = None,
+    query: Query = None,
+    yes: Yes = False,
+) -> None:
+    from reportflow import dlq as failed
+    from reportflow.service.dead_letters import Filter
+
+    settings = get_settings()
+    if ids:
+        raise typer.Exit(asyncio.run(failed.redrive_reports(settings, ids)))
+    where = Filter(user=user, since=since, reason=reason, query=query)
+    if not where.any and not all_:
+        sys.stderr.write("reportflow dlq redrive: name report IDs, give a filter, or pass --all\n")
+        raise typer.Exit(2)
+    raise typer.Exit(asyncio.run(failed.redrive_matching(settings, where, yes=yes)))
+
+
+@dlq.command("cancel", help="cancel running reports that match a filter (one batch operation)")
+def cancel(
+    all_: All = False,
+    user: User = None,
+    since: Since = None,
+    reason: Annotated[
+        str | None, typer.Option(help="a note recorded with the batch operation")
+    ] = None,
+    query: Query = None,
+    yes: Yes = False,
+) -> None:
+    from reportflow import dlq as failed
+    from reportflow.service.dead_letters import Filter
+
+    where = Filter(user=user, since=since, reason=reason, query=query)
+    if not where.any and not all_:
+        sys.stderr.write(
+            "reportflow dlq cancel: give a filter (--user, --since, --query) or --all\n"
+        )
+        raise typer.Exit(2)
+    raise typer.Exit(asyncio.run(failed.cancel_matching(get_settings(), where, yes=yes)))
