@@ -7,8 +7,8 @@ import logging
 import subprocess
 import sys
 
-from reportflow.browser import find_chromium
-from reportflow.config import get_settings
+from reportflow.core.browser import find_chromium
+from reportflow.core.config import get_settings
 
 log = logging.getLogger(__name__)
 

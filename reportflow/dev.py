@@ -26,13 +26,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from reportflow.api.app import create_app
 from reportflow.api.routes.codec import origin_of
-from reportflow.codec import Keyring, new_key_entry
-from reportflow.config import DEV_SECRET, VAR_DIR, Settings
-from reportflow.db import create_engine, create_schema
+from reportflow.core.codec import Keyring, new_key_entry
+from reportflow.core.config import DEV_SECRET, VAR_DIR, Settings
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path
+from reportflow.core.tokens import create_token, lookup
 from reportflow.seed import ensure_seeded
 from reportflow.smtp_sink import start_sink
-from reportflow.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path
-from reportflow.tokens import create_token, lookup
 from reportflow.worker import run_worker
 
 DEMO_USER = "u0001"

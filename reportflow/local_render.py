@@ -14,9 +14,9 @@ from datetime import date
 from pathlib import Path
 
 from reportflow.activities.query import aggregate
-from reportflow.browser import Browser, count_pages, find_chromium
-from reportflow.config import Settings
-from reportflow.db import create_engine
+from reportflow.core.browser import Browser, count_pages, find_chromium
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine
 from reportflow.report import render_html
 from reportflow.service.reports import report_id_for
 

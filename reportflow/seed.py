@@ -21,8 +21,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from reportflow.db import transactions
-from reportflow.db import users as users_table
+from reportflow.core.db import transactions
+from reportflow.core.db import users as users_table
 
 DEFAULT_USERS = 5
 DEFAULT_DAYS = 120

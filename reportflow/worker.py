@@ -17,19 +17,20 @@ from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
-from reportflow import retention, tracing
 from reportflow.activities.report import ReportActivities
 from reportflow.activities.schedule import ScheduleActivities
 from reportflow.activities.slots import SlotActivities
 from reportflow.activities.webhook import WebhookActivities
-from reportflow.browser import Browser, find_chromium
-from reportflow.config import Settings, get_settings, require_secrets
-from reportflow.db import create_engine, ensure_schema
-from reportflow.logs import setup_logging
-from reportflow.mailer import Mailer
+from reportflow.core import tracing
+from reportflow.core.browser import Browser, find_chromium
+from reportflow.core.config import Settings, get_settings, require_secrets
+from reportflow.core.db import create_engine, ensure_schema
+from reportflow.core.logs import setup_logging
+from reportflow.core.mailer import Mailer
+from reportflow.core.store import open_store
+from reportflow.core.temporal import connect, metrics_runtime
 from reportflow.models import email_queue
-from reportflow.store import open_store
-from reportflow.temporal import connect, metrics_runtime
+from reportflow.service import retention
 from reportflow.workflows.deliver_webhooks import DeliverWebhooks
 from reportflow.workflows.expire_reports import ExpireReports
 from reportflow.workflows.generate_report import GenerateReport

@@ -41,10 +41,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from reportflow.activities.query import aggregate
-from reportflow.browser import Browser, find_chromium
-from reportflow.codec import data_converter
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema
+from reportflow.core.browser import Browser, find_chromium
+from reportflow.core.codec import data_converter
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.temporal import DEV_NAMESPACE
+from reportflow.core.tokens import create_token
 from reportflow.models import (
     Backoff,
     CleanupInput,
@@ -63,8 +65,6 @@ from reportflow.models import (
 )
 from reportflow.report import render_html
 from reportflow.seed import seed, user_id_for
-from reportflow.temporal import DEV_NAMESPACE
-from reportflow.tokens import create_token
 from reportflow.workflows.generate_report import GenerateReport
 from reportflow_dev.capacity import Figures
 from reportflow_dev.testing import (

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
 from reportflow.activities.query import aggregate
-from reportflow.db import create_engine, create_schema, transactions, users
+from reportflow.core.db import create_engine, create_schema, transactions, users
 from reportflow.models import GenerateReportInput, RetrySchedule, Timeouts
 from reportflow.seed import seed, user_id_for
 from reportflow.workflows.generate_report import GenerateReport

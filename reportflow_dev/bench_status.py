@@ -39,15 +39,15 @@ import httpx
 from temporalio.client import Client
 
 from reportflow.activities.query import aggregate
-from reportflow.browser import Browser, find_chromium
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema
+from reportflow.core.browser import Browser, find_chromium
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.temporal import with_codec
+from reportflow.core.tokens import create_token
 from reportflow.models import Backoff, RetrySchedule
 from reportflow.report import render_html
 from reportflow.seed import seed, user_id_for
 from reportflow.service.reports import report_id_for, start_report_run
-from reportflow.temporal import with_codec
-from reportflow.tokens import create_token
 from reportflow_dev.bench_figures import Figure, ms, pct
 from reportflow_dev.bench_limits import aggregate_scaling, start_knee
 from reportflow_dev.testing import (

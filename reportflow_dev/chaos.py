@@ -45,14 +45,14 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from reportflow.codec import data_converter
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema, users
+from reportflow.core.codec import data_converter
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema, users
+from reportflow.core.temporal import DEV_NAMESPACE
+from reportflow.core.tokens import create_token
 from reportflow.models import Backoff, RetrySchedule, Timeouts
 from reportflow.seed import seed
 from reportflow.service.history import activity_starts
-from reportflow.temporal import DEV_NAMESPACE
-from reportflow.tokens import create_token
 from reportflow_dev.testing import (
     RecordingSmtpServer,
     TcpProxy,
@@ -563,7 +563,7 @@ async def open_world(
             await postgres.create()
             database = postgres
         else:
-            database = SqliteDatabase(root / "db" / "reportflow.db")
+            database = SqliteDatabase(root / "db" / "reportflow.core.db")
             stack.push_async_callback(database.close)
         smtp = RecordingSmtpServer()
         settings = chaos_settings(

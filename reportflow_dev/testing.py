@@ -37,12 +37,12 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from reportflow.api.app import create_app
-from reportflow.browser import INSTANCE_SWITCH
-from reportflow.codec import new_key_entry
-from reportflow.config import Settings
+from reportflow.core.browser import INSTANCE_SWITCH
+from reportflow.core.codec import new_key_entry
+from reportflow.core.config import Settings
+from reportflow.core.temporal import DEV_NAMESPACE, FAIRNESS_DEV_ARGS, temporal_cli_path
 from reportflow.dev import Server
 from reportflow.models import SEARCH_ATTRIBUTE_USER
-from reportflow.temporal import DEV_NAMESPACE, FAIRNESS_DEV_ARGS, temporal_cli_path
 from reportflow.worker import run_worker
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from reportflow.tokens import create_token
+from reportflow.core.tokens import create_token
 from reportflow_dev.testing import settings_env
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, Bearer, latest_run, wait_status

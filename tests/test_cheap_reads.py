@@ -15,8 +15,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from reportflow.api.token_cache import TokenCache
-from reportflow.db import api_tokens
-from reportflow.tokens import create_token, hash_token
+from reportflow.core.db import api_tokens
+from reportflow.core.tokens import create_token, hash_token
 from tests.utils.counted_api import CountedApi, counted_api
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, wait_status

@@ -23,7 +23,7 @@ from temporalio.envconfig import ClientConfig
 from typer.testing import CliRunner
 
 from reportflow.cli import app
-from reportflow.config import Settings
+from reportflow.core.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

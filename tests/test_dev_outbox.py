@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from reportflow.config import Settings
-from reportflow.mailer import Mailer
+from reportflow.core.config import Settings
+from reportflow.core.mailer import Mailer
 from reportflow.smtp_sink import start_sink
 from tests.utils.stack import free_port, serve_api
 

@@ -10,7 +10,7 @@ import httpx
 from temporalio.client import Client
 
 from reportflow.api.downloads import signature
-from reportflow.config import Settings
+from reportflow.core.config import Settings
 from tests.conftest import MakeUser
 from tests.utils.data import sample_transactions
 from tests.utils.reportflow_http import FINAL, download_pdf, last_90_days, wait_status

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from reportflow.temporal import with_codec
+from reportflow.core.temporal import with_codec
 from tests.utils.reportflow_http import FINAL, report_id_for, wait_status
 from tests.utils.service import stack
 from tests.utils.smtp import SmtpServer

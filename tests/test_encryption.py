@@ -18,11 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.common.v1 import Payload
 from temporalio.testing import WorkflowEnvironment
 
-from reportflow.codec import ENCODING, KEY_ID, EncryptionCodec, Keyring, KeyringError, new_key_entry
+from reportflow.core.codec import (
+    ENCODING,
+    KEY_ID,
+    EncryptionCodec,
+    Keyring,
+    KeyringError,
+    new_key_entry,
+)
+from reportflow.core.temporal import temporal_cli_path, with_codec
+from reportflow.core.tokens import create_token
 from reportflow.models import ReportResult
 from reportflow.service.reports import start_report
-from reportflow.temporal import temporal_cli_path, with_codec
-from reportflow.tokens import create_token
 from tests.conftest import make_settings
 from tests.utils.data import create_user
 from tests.utils.payloads import payloads_in
@@ -259,7 +266,7 @@ async def test_report_started_under_key_1_completes_after_rotating_to_key_2(
         with_codec(temporal_env.client, before),
         with_codec(temporal_env.client, after),
     )
-    from reportflow.db import create_engine, create_schema
+    from reportflow.core.db import create_engine, create_schema
 
     engine = create_engine(before.database_url)
     await create_schema(engine)

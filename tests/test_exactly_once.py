@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reportflow.activities.email import Limits, send_report_email
-from reportflow.mailer import Mailer
+from reportflow.core.mailer import Mailer
+from reportflow.core.store import FileStore
 from reportflow.models import EmailInput
-from reportflow.store import FileStore
 from tests.conftest import MakeUser
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, wait_status

@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from reportflow.api.app import create_app
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.tokens import create_token
 from reportflow.models import MAX_EXTRA_RECIPIENTS
-from reportflow.tokens import create_token
 from tests.conftest import MakeUser, make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, Bearer, wait_status
@@ -151,7 +151,7 @@ async def test_admin_token_powers_and_audit_lines(
     queued: QueuedStack,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="reportflow.audit")
+    caplog.set_level(logging.INFO, logger="reportflow.core.audit")
     user = await make_user(email=None)  # its report fails: something to redrive
     admin = Bearer(await create_token(app_engine, admin=True))
     report_id = (await http.post("/reports", json={}, headers=user.headers)).json()["report_id"]
@@ -197,7 +197,7 @@ async def test_admin_token_powers_and_audit_lines(
     audit = [
         (r.actor, r.action, r.target)  # type: ignore[attr-defined]
         for r in caplog.records
-        if r.name == "reportflow.audit"
+        if r.name == "reportflow.core.audit"
     ]
     assert [(action, target) for _, action, target in audit] == [
         ("redrive", report_id),

@@ -20,8 +20,9 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from reportflow.config import Settings
-from reportflow.db import report_slots
+from reportflow.core.config import Settings
+from reportflow.core.db import report_slots
+from reportflow.core.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path
 from reportflow.models import (
     CleanupInput,
     EmailInput,
@@ -36,7 +37,6 @@ from reportflow.models import (
     email_queue,
 )
 from reportflow.service.reports import BACKGROUND, INTERACTIVE, start_report
-from reportflow.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path
 from reportflow.workflows.deliver_webhooks import DeliverWebhooks
 from reportflow.workflows.generate_report import GenerateReport
 from tests.conftest import make_settings

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from reportflow.db import create_engine, create_schema
-from reportflow.temporal import temporal_cli_path
-from reportflow.tokens import create_token
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.temporal import temporal_cli_path
+from reportflow.core.tokens import create_token
 from reportflow_dev.testing import free_port, serve_api
 from tests.conftest import make_settings
 from tests.utils.data import create_user

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from reportflow import migrations
-from reportflow.db import create_engine, ensure_schema, metadata
+from reportflow.core.db import create_engine, ensure_schema, metadata
 from reportflow_dev.testing import ApiProcess
 from tests.conftest import make_settings
 from tests.utils.postgres import scratch_database

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema, users
-from reportflow.tokens import create_token
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema, users
+from reportflow.core.tokens import create_token
 from tests.conftest import MakeUser, make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, Bearer, wait_status
@@ -190,7 +190,7 @@ async def test_dlq_command_lists_and_redrives(
 
     assert code == 0, out
     assert f"{report_id}: redriven" in out
-    audit = [json.loads(line) for line in out.splitlines() if '"reportflow.audit"' in line]
+    audit = [json.loads(line) for line in out.splitlines() if '"reportflow.core.audit"' in line]
     assert [(a["action"], a["target"]) for a in audit] == [("redrive", report_id)]
     assert audit[0]["actor"].startswith("os-user ")
     # Another process started the run: the API's watcher sees it within

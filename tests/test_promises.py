@@ -25,13 +25,13 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from reportflow.activities.report import ReportActivities
-from reportflow.browser import Browser, find_chromium
-from reportflow.db import create_engine, create_schema, deliveries
-from reportflow.mailer import Mailer
+from reportflow.core.browser import Browser, find_chromium
+from reportflow.core.db import create_engine, create_schema, deliveries
+from reportflow.core.mailer import Mailer
+from reportflow.core.store import FileStore
+from reportflow.core.tokens import create_token
 from reportflow.models import Backoff, RenderInput, RetrySchedule, Timeouts
-from reportflow.retention import schedule_id
-from reportflow.store import FileStore
-from reportflow.tokens import create_token
+from reportflow.service.retention import schedule_id
 from tests.conftest import FAST_BACKOFF, make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import (

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 from temporalio.client import Client
 
-from reportflow.db import create_engine, create_schema
-from reportflow.tokens import create_token
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.tokens import create_token
 from tests.conftest import make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, Bearer, wait_status

@@ -17,9 +17,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from reportflow.api.ratelimit import RateLimiter
 from reportflow.api.schemas import today
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema
-from reportflow.tokens import create_token
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.tokens import create_token
 from reportflow_dev.testing import ApiProcess
 from tests.conftest import make_settings
 from tests.utils.data import create_user

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reportflow.browser import Browser, Isolation, count_pages, find_chromium
+from reportflow.core.browser import Browser, Isolation, count_pages, find_chromium
 from reportflow.models import CategoryTotal, MerchantTotal, TransactionRow
 from reportflow.report import format_cents, render_html
 from tests.utils.listener import Listener, hostile_strings, serve_listener

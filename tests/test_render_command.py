@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pypdf import PdfReader
 
-from reportflow.db import create_engine, create_schema
+from reportflow.core.db import create_engine, create_schema
 from tests.utils.data import Txn, create_user, sample_transactions
 from tests.utils.reportflow_http import last_90_days
 

@@ -30,7 +30,7 @@ from reportflow.cli.api_client import (
     sse_events,
     status_line,
 )
-from reportflow.config import Settings
+from reportflow.core.config import Settings
 from reportflow.models import STAGES, Backoff, RetrySchedule
 from tests.conftest import FAST_BACKOFF, MakeUser
 from tests.utils.data import sample_transactions

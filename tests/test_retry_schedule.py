@@ -31,7 +31,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from reportflow.config import Settings
+from reportflow.core.config import Settings
+from reportflow.core.temporal import USER_ID_KEY
+from reportflow.core.temporal import test_server_path as find_test_server
 from reportflow.models import (
     NO_EMAIL_ADDRESS,
     NON_RETRYABLE_ERRORS,
@@ -52,8 +54,6 @@ from reportflow.models import (
 )
 from reportflow.service import reports
 from reportflow.service.reports import start_report
-from reportflow.temporal import USER_ID_KEY
-from reportflow.temporal import test_server_path as find_test_server
 from reportflow.workflows.generate_report import GenerateReport, retry_policy
 from tests.utils.reports import make_report_data
 

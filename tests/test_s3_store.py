@@ -13,9 +13,9 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from reportflow.db import create_engine, create_schema
-from reportflow.store import FileStore, S3Store, open_store
-from reportflow.tokens import create_token
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.store import FileStore, S3Store, open_store
+from reportflow.core.tokens import create_token
 from tests.conftest import make_settings
 from tests.utils.data import create_user, sample_transactions
 from tests.utils.reportflow_http import Bearer, last_90_days, pdf_text, wait_status

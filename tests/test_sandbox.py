@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from reportflow import browser as browser_module
-from reportflow.browser import Browser, count_pages, find_chromium
+from reportflow.core import browser as browser_module
+from reportflow.core.browser import Browser, count_pages, find_chromium
 from reportflow.report import render_html
 from tests.utils.reports import make_report_data
 
@@ -31,7 +31,7 @@ async def test_sandbox_is_tried_and_left_only_when_it_cannot_start(
     # worker goes on without; as a user with user namespaces it keeps it.
     monkeypatch.setattr(browser_module, "sandbox_choice", lambda: (True, "sandbox on"))
     browser = Browser(find_chromium(os.environ.get("CHROMIUM_EXECUTABLE")))
-    caplog.set_level(logging.INFO, logger="reportflow.browser")
+    caplog.set_level(logging.INFO, logger="reportflow.core.browser")
     try:
         await browser.start()
         assert count_pages(await browser.pdf(render_html(make_report_data()))) >= 1

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowExecutionStatus
 
-from reportflow.config import Settings
-from reportflow.schedules import previous_period
+from reportflow.core.config import Settings
+from reportflow.service.schedules import previous_period
 from reportflow_dev.testing import settings_env
 from tests.conftest import MakeUser
 from tests.utils.reportflow_http import latest_run, wait_status

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reportflow.tokens import create_token
+from reportflow.core.tokens import create_token
 from tests.conftest import MakeUser
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "st")

@@ -15,8 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from reportflow.api.app import create_app
-from reportflow.codec import Keyring
-from reportflow.config import DEV_SECRET, Settings
+from reportflow.core.codec import Keyring
+from reportflow.core.config import DEV_SECRET, Settings
 from reportflow.dev import dev_secrets, is_loopback, run_dev, start_temporal
 from reportflow_dev.testing import free_port
 

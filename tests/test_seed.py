@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from reportflow.activities.query import aggregate
-from reportflow.db import create_engine, create_schema, transactions, users
+from reportflow.core.db import create_engine, create_schema, transactions, users
 from reportflow.seed import HOSTILE_MERCHANTS, ensure_seeded, seed
 from tests.utils.data import expected_totals
 

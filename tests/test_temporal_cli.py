@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from reportflow.db import create_engine, create_schema, users
-from reportflow.temporal import temporal_cli_path
-from reportflow.tokens import create_token
+from reportflow.core.db import create_engine, create_schema, users
+from reportflow.core.temporal import temporal_cli_path
+from reportflow.core.tokens import create_token
 from tests.conftest import MakeUser, make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, Bearer, wait_status

@@ -14,9 +14,9 @@ import httpx
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reportflow.config import Settings
-from reportflow.db import api_tokens
-from reportflow.tokens import (
+from reportflow.core.config import Settings
+from reportflow.core.db import api_tokens
+from reportflow.core.tokens import (
     TokenError,
     create_token,
     hash_token,
@@ -78,7 +78,7 @@ async def test_token_create_list_revoke_through_the_command(
     code, out, err = await reportflow(settings, "token", "revoke", tid)
     assert code == 0, err
     assert out.strip() == f"revoked {tid}"
-    [line] = [json.loads(x) for x in err.splitlines() if '"reportflow.audit"' in x]
+    [line] = [json.loads(x) for x in err.splitlines() if '"reportflow.core.audit"' in x]
     assert (line["action"], line["target"]) == ("token revoke", tid)
     assert line["actor"].startswith("os-user ")
     refused = await http.get("/reports", headers=headers)

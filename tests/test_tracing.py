@@ -13,10 +13,10 @@ import pytest
 from opentelemetry import trace
 from temporalio.testing import WorkflowEnvironment
 
-from reportflow import tracing
 from reportflow.api.app import create_app
-from reportflow.db import create_engine, create_schema
-from reportflow.tokens import create_token
+from reportflow.core import tracing
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.tokens import create_token
 from tests.conftest import make_settings
 from tests.utils.data import create_user, sample_transactions
 from tests.utils.otlp import OtlpReceiver, ReceivedSpan

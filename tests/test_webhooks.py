@@ -12,9 +12,9 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from reportflow.db import create_engine, create_schema
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.tokens import create_token
 from reportflow.models import Backoff, RetrySchedule, Timeouts
-from reportflow.tokens import create_token
 from tests.conftest import FAST_BACKOFF, MakeUser, make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, Bearer, HasHeaders, report_id_for, wait_status

@@ -36,8 +36,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 
-from reportflow.db import deliveries, users
-from reportflow.mailer import Mailer
+from reportflow.core.db import deliveries, users
+from reportflow.core.mailer import Mailer
+from reportflow.core.store import ReportStore
 from reportflow.models import (
     EMAIL_IN_FLIGHT,
     NO_EMAIL_ADDRESS,
@@ -47,7 +48,6 @@ from reportflow.models import (
     EmailInput,
     EmailResult,
 )
-from reportflow.store import ReportStore
 
 log = logging.getLogger(__name__)
 

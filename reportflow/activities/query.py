@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio.exceptions import ApplicationError
 
-from reportflow.db import transactions, users
+from reportflow.core.db import transactions, users
 from reportflow.models import (
     INVALID_RANGE,
     NO_EMAIL_ADDRESS,

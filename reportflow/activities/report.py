@@ -17,12 +17,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from reportflow import tracing
+from reportflow.activities.background import finish_within, heartbeating
 from reportflow.activities.email import Limits, send_report_email
 from reportflow.activities.query import aggregate
-from reportflow.background import finish_within, heartbeating
-from reportflow.browser import Browser, count_pages
-from reportflow.mailer import Mailer
+from reportflow.core import tracing
+from reportflow.core.browser import Browser, count_pages
+from reportflow.core.mailer import Mailer
+from reportflow.core.store import ReportStore, pdf_key
 from reportflow.models import (
     CleanupInput,
     EmailInput,
@@ -35,7 +36,6 @@ from reportflow.models import (
     ReportData,
 )
 from reportflow.report import render_html
-from reportflow.store import ReportStore, pdf_key
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from datetime import datetime
 
 from temporalio import activity
 
-from reportflow.config import Settings
+from reportflow.core.config import Settings
 from reportflow.models import ScheduledReportResult, StartScheduledInput
-from reportflow.schedules import period_of_run
 from reportflow.service.reports import BACKGROUND, start_report
+from reportflow.service.schedules import period_of_run
 
 log = logging.getLogger(__name__)
 

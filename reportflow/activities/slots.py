@@ -22,9 +22,9 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError, RPCStatusCode
 
-from reportflow.db import report_slots, users
+from reportflow.core.db import report_slots, users
 from reportflow.models import USER_AT_CAPACITY, SlotGrant, SlotInput
-from reportflow.webhooks import active_endpoints
+from reportflow.service.webhooks import active_endpoints
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from reportflow import webhooks
 from reportflow.models import (
     WebhookDeliveryInput,
     WebhookDeliveryResult,
     WebhookTargets,
     WebhookTargetsInput,
 )
+from reportflow.service import webhooks
 
 log = logging.getLogger(__name__)
 

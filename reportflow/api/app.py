@@ -18,14 +18,13 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
-from reportflow import tracing
 from reportflow.api.events import StreamCounter
 from reportflow.api.ratelimit import RateLimiter
 from reportflow.api.routes import (
     admin,
-    dev,
     health,
     metrics,
+    outbox,
     pages,
     reports,
     schedules,
@@ -35,11 +34,12 @@ from reportflow.api.routes import codec as codec_routes
 from reportflow.api.security import SecurityHeaders
 from reportflow.api.token_cache import TokenCache
 from reportflow.api.watch import Watchers
-from reportflow.codec import EncryptionCodec
-from reportflow.config import Settings, get_settings
-from reportflow.db import create_engine, ensure_schema
-from reportflow.store import open_store
-from reportflow.temporal import connect
+from reportflow.core import tracing
+from reportflow.core.codec import EncryptionCodec
+from reportflow.core.config import Settings, get_settings
+from reportflow.core.db import create_engine, ensure_schema
+from reportflow.core.store import open_store
+from reportflow.core.temporal import connect
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,6 @@ def create_app(
     app.include_router(codec_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if dev_outbox is not None:
-        app.include_router(dev.router)
+        app.include_router(outbox.router)
     tracing.instrument_app(app)
     return app

@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from reportflow.api.token_cache import TokenCache
-from reportflow.config import Settings
-from reportflow.store import ReportStore
-from reportflow.tokens import Caller
+from reportflow.core.config import Settings
+from reportflow.core.store import ReportStore
+from reportflow.core.tokens import Caller
 
 bearer = HTTPBearer(auto_error=False, description="A token from `reportflow token create`")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from reportflow.store import ReportStore
+from reportflow.core.store import ReportStore
 
 
 @dataclass

@@ -18,7 +18,7 @@ from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reportflow.db import rate_limits
+from reportflow.core.db import rate_limits
 
 
 class RateLimiter:

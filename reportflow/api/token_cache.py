@@ -11,7 +11,7 @@ import time
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reportflow.tokens import Caller, hash_token, lookup
+from reportflow.core.tokens import Caller, hash_token, lookup
 
 MAX_ENTRIES = 10_000
 

@@ -39,9 +39,9 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from reportflow.api.schemas import StatusDocument
-from reportflow.config import Settings
+from reportflow.core.config import Settings
+from reportflow.core.tokens import Caller
 from reportflow.service.status import Described, build_document, read_status
-from reportflow.tokens import Caller
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import NoReturn
 import typer
 
 from reportflow.cli import database, dlq, reports, schedule, serve, tokens
-from reportflow.logs import setup_logging
+from reportflow.core.logs import setup_logging
 
 app = typer.Typer(
     name="reportflow",
@@ -88,5 +88,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
             return stop.code or 0
-        raise  # a message (reportflow.config.require_secrets): Python prints it, exit 1
+        raise  # a message (reportflow.core.config.require_secrets): Python prints it, exit 1
     return 0

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from reportflow.config import get_settings
+from reportflow.core.config import get_settings
 
 app = typer.Typer()
 db = typer.Typer(no_args_is_help=True)
@@ -24,7 +24,7 @@ app.add_typer(
 def _migrate(revision: str | None) -> None:
     """Upgrade to `revision` (None: only look), then say where the database is."""
     from reportflow import migrations
-    from reportflow.db import create_engine
+    from reportflow.core.db import create_engine
 
     async def go() -> str:
         engine = create_engine(get_settings().database_url)
@@ -56,7 +56,7 @@ def seed(
     users: Annotated[int, typer.Option(help="how many users")] = 5,
     days: Annotated[int, typer.Option(help="days of history")] = 120,
 ) -> None:
-    from reportflow.db import create_engine, ensure_schema
+    from reportflow.core.db import create_engine, ensure_schema
     from reportflow.seed import seed as fill
 
     async def go() -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from reportflow.cli.options import parse_since
-from reportflow.config import get_settings
+from reportflow.core.config import get_settings
 
 app = typer.Typer()
 dlq = typer.Typer(no_args_is_help=True)
@@ -36,7 +36,7 @@ Yes = Annotated[bool, typer.Option("--yes", help="act (without it: count and lis
 
 @dlq.command("list", help="every failed report with reason, stage, attempts and time")
 def list_() -> None:
-    from reportflow import dlq as failed
+    from reportflow.cli import failed
 
     raise typer.Exit(asyncio.run(failed.list_failed(get_settings())))
 
@@ -54,7 +54,7 @@ def redrive(
     query: Query = None,
     yes: Yes = False,
 ) -> None:
-    from reportflow import dlq as failed
+    from reportflow.cli import failed
     from reportflow.service.dead_letters import Filter
 
     settings = get_settings()
@@ -78,7 +78,7 @@ def cancel(
     query: Query = None,
     yes: Yes = False,
 ) -> None:
-    from reportflow import dlq as failed
+    from reportflow.cli import failed
     from reportflow.service.dead_letters import Filter
 
     where = Filter(user=user, since=since, reason=reason, query=query)

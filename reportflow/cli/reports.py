@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from reportflow.cli.options import DEFAULT_URL, day_option, quiet
-from reportflow.config import get_settings
+from reportflow.core.config import get_settings
 
 app = typer.Typer()
 

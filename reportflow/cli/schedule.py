@@ -1,5 +1,5 @@
 """`reportflow schedule create|list|pause|unpause|delete`: operators' front door to
-reportflow.schedules (straight to Temporal, like dlq)."""
+reportflow.service.schedules (straight to Temporal, like dlq)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from reportflow.config import get_settings
+from reportflow.core.config import get_settings
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from reportflow.schedules import ScheduleDocument
+    from reportflow.service.schedules import ScheduleDocument
 
 app = typer.Typer()
 schedule = typer.Typer(no_args_is_help=True)
@@ -31,8 +31,8 @@ ScheduleId = Annotated[str, typer.Argument(metavar="ID", help="the schedule ID")
 
 def _on_temporal(action: Callable[[Client], Awaitable[list[ScheduleDocument] | None]]) -> None:
     """Run `action` on a Temporal client; print the schedules it returns."""
-    from reportflow import schedules
-    from reportflow.temporal import connect
+    from reportflow.core.temporal import connect
+    from reportflow.service import schedules
 
     async def go() -> list[ScheduleDocument] | None:
         return await action(await connect())
@@ -70,7 +70,7 @@ def create(
 ) -> None:
     from pydantic import ValidationError
 
-    from reportflow import schedules
+    from reportflow.service import schedules
 
     try:
         request = schedules.ScheduleRequest(
@@ -92,7 +92,7 @@ def create(
 
 @schedule.command("list", help="schedules (one user's with --user)")
 def list_(user: Annotated[str | None, typer.Option(help="only this user's")] = None) -> None:
-    from reportflow import schedules
+    from reportflow.service import schedules
 
     async def go(client: Client) -> list[ScheduleDocument]:
         return await schedules.list_schedules(client, user_id=user)
@@ -101,7 +101,7 @@ def list_(user: Annotated[str | None, typer.Option(help="only this user's")] = N
 
 
 def _pause(schedule_id: str, paused: bool) -> None:
-    from reportflow import schedules
+    from reportflow.service import schedules
 
     async def go(client: Client) -> list[ScheduleDocument]:
         return [await schedules.pause_schedule(client, schedule_id, user_id=None, paused=paused)]
@@ -121,7 +121,7 @@ def unpause(schedule_id: ScheduleId) -> None:
 
 @schedule.command("delete", help="delete a schedule")
 def delete(schedule_id: ScheduleId) -> None:
-    from reportflow import schedules
+    from reportflow.service import schedules
 
     async def go(client: Client) -> None:
         await schedules.delete_schedule(client, schedule_id, user_id=None)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from reportflow.config import get_settings, require_secrets
+from reportflow.core.config import get_settings, require_secrets
 
 app = typer.Typer()
 
@@ -19,7 +19,7 @@ def dev(
         typer.Option("--public", help="allow a non-loopback HOST (the outbox stays loopback-only)"),
     ] = False,
 ) -> None:
-    from reportflow import tracing
+    from reportflow.core import tracing
     from reportflow.dev import run_dev
 
     tracing.configure("reportflow")
@@ -35,7 +35,7 @@ def api(
 ) -> None:
     import uvicorn
 
-    from reportflow import tracing
+    from reportflow.core import tracing
 
     tracing.configure("reportflow-api")
     settings = get_settings()
@@ -51,7 +51,7 @@ def api(
 
 @app.command("worker", help="run a Temporal worker")
 def worker() -> None:
-    from reportflow import tracing
+    from reportflow.core import tracing
     from reportflow.worker import run_worker
 
     tracing.configure("reportflow-worker")

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from reportflow.config import get_settings
+from reportflow.core.config import get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from reportflow.tokens import TokenInfo
+    from reportflow.core.tokens import TokenInfo
 
 app = typer.Typer()
 token = typer.Typer(no_args_is_help=True)
@@ -24,8 +24,8 @@ app.add_typer(token, name="token", help="manage API tokens")
 
 def _on_database(action: Callable[[AsyncEngine], Awaitable[None]]) -> None:
     """Run `action` on DATABASE_URL; a TokenError is the user's mistake (exit 2)."""
-    from reportflow.db import create_engine, ensure_schema
-    from reportflow.tokens import TokenError
+    from reportflow.core.db import create_engine, ensure_schema
+    from reportflow.core.tokens import TokenError
 
     settings = get_settings()
 
@@ -58,7 +58,7 @@ def create(
         ),
     ] = None,
 ) -> None:
-    from reportflow.tokens import create_token, hash_token, token_id
+    from reportflow.core.tokens import create_token, hash_token, token_id
 
     if (user is None) == (not admin):
         raise typer.BadParameter("give one of them, not both", param_hint="--user / --admin")
@@ -83,7 +83,7 @@ def create(
     "list", help="every token: ID, user or admin, state, created, expires, last used, label"
 )
 def list_() -> None:
-    from reportflow.tokens import list_tokens
+    from reportflow.core.tokens import list_tokens
 
     async def show(engine: AsyncEngine) -> None:
         _table(await list_tokens(engine))
@@ -97,8 +97,8 @@ def revoke(
         str, typer.Argument(metavar="ID|TOKEN", help="a token ID (tok_…) or the token")
     ],
 ) -> None:
-    from reportflow.audit import audit, operator
-    from reportflow.tokens import revoke_token
+    from reportflow.core.audit import audit, operator
+    from reportflow.core.tokens import revoke_token
 
     async def go(engine: AsyncEngine) -> None:
         revoked = await revoke_token(engine, id_or_token)
@@ -136,7 +136,7 @@ def keygen(
 ) -> None:
     import secrets
 
-    from reportflow.codec import new_key_entry
+    from reportflow.core.codec import new_key_entry
 
     sys.stdout.write(
         f"SECRET_KEY={secrets.token_urlsafe(32)}\n"

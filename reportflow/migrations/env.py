@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from reportflow.db import metadata
+from reportflow.core.db import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

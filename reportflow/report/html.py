@@ -1,7 +1,7 @@
 """The report's HTML page from ReportData: the Jinja2 template and the formatting of figures.
 
 Merchant names and categories are untrusted (DESIGN.md "Rendering and security").
-The page holds the first two of the four walls; `reportflow.browser` holds the rest:
+The page holds the first two of the four walls; `reportflow.core.browser` holds the rest:
 
 1. Jinja2 autoescaping (`autoescape=True`, never `|safe` on data), so no data
    can become markup at all.

@@ -24,9 +24,9 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import Client, WorkflowExecution
 
+from reportflow.core.temporal import USER_ID_KEY
 from reportflow.models import WORKFLOW_TYPE
 from reportflow.service.reports import STATUS_FILTERS
-from reportflow.temporal import USER_ID_KEY
 
 FAILED_QUERY = f"WorkflowType = '{WORKFLOW_TYPE}' AND {STATUS_FILTERS['failed']}"
 

@@ -8,7 +8,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 
-from reportflow.codec import readable_failure
+from reportflow.core.codec import readable_failure
 
 
 @dataclass(frozen=True)

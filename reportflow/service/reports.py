@@ -23,17 +23,17 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from reportflow.audit import audit
-from reportflow.config import Settings
+from reportflow.core.audit import audit
+from reportflow.core.config import Settings
+from reportflow.core.store import pdf_key
+from reportflow.core.temporal import USER_ID_KEY
 from reportflow.models import WORKFLOW_TYPE, GenerateReportInput
 from reportflow.service.status import StartedExecution, build_document, describe_report, owner_of
-from reportflow.store import pdf_key
-from reportflow.temporal import USER_ID_KEY
 
 if TYPE_CHECKING:
     from reportflow.api.schemas import StatusDocument
-    from reportflow.store import ReportStore
-    from reportflow.tokens import Caller
+    from reportflow.core.store import ReportStore
+    from reportflow.core.tokens import Caller
 
 log = logging.getLogger(__name__)
 

@@ -31,13 +31,13 @@ from reportflow.api.schemas import (
     Status,
     StatusDocument,
 )
-from reportflow.codec import readable_failure
-from reportflow.config import Settings
+from reportflow.core.codec import readable_failure
+from reportflow.core.config import Settings
 from reportflow.models import STAGES, WORKFLOW_TYPE
-from reportflow.retention import pdf_expires_at
+from reportflow.service.retention import pdf_expires_at
 
 if TYPE_CHECKING:
-    from reportflow.tokens import Caller
+    from reportflow.core.tokens import Caller
 
 REPORT_ID = re.compile(
     r"^report-(?P<user>[A-Za-z0-9_.]{1,64})-(?P<start>\d{4}-\d{2}-\d{2})-(?P<end>\d{4}-\d{2}-\d{2})$"

@@ -3,7 +3,7 @@
 A Schedule names its runs `<schedule id>-<nominal time>`, so the report cannot
 be the scheduled workflow itself: this one works out the period from its
 nominal time and starts GenerateReport under the deterministic report ID, the
-same one a manual request for that range gets (see reportflow.schedules).
+same one a manual request for that range gets (see reportflow.service.schedules).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from playwright.async_api import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from reportflow.browser import LAUNCH_ARGS, find_chromium
-from reportflow.config import Settings
+from reportflow.core.browser import LAUNCH_ARGS, find_chromium
+from reportflow.core.config import Settings
 from reportflow.models import Backoff, RetrySchedule
 from tests.conftest import FAST_BACKOFF, make_settings
 from tests.utils.smtp import SmtpServer

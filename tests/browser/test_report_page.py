@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import Page, expect
 from temporalio.client import Client
 
-from reportflow.config import Settings
+from reportflow.core.config import Settings
 from tests.browser.page_actions import (
     REPORT_TIMEOUT_MS,
     generate_button,

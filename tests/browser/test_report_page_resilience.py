@@ -12,7 +12,7 @@ from itertools import pairwise
 import pytest
 from playwright.async_api import Page, Route, expect
 
-from reportflow.config import Settings
+from reportflow.core.config import Settings
 from tests.browser.conftest import Console, screenshot_path
 from tests.browser.page_actions import (
     generate_button,

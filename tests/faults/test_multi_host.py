@@ -22,10 +22,10 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.tokens import create_token
 from reportflow.service.history import activity_starts
-from reportflow.tokens import create_token
 from reportflow_dev.testing import ApiProcess, WorkerProcess, kill_chromiums
 from tests.conftest import User, make_settings
 from tests.faults.test_worker_crash import (

@@ -19,7 +19,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from reportflow.config import Settings
+from reportflow.core.config import Settings
 from reportflow.service.history import activity_starts
 from reportflow_dev.testing import WorkerProcess, kill_chromiums
 from tests.faults.test_worker_crash import (

@@ -28,13 +28,13 @@ from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from reportflow.browser import CLOSE_TIMEOUT_SECONDS
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema
+from reportflow.core.browser import CLOSE_TIMEOUT_SECONDS
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.temporal import with_codec
+from reportflow.core.tokens import create_token
 from reportflow.models import Timeouts
 from reportflow.service.history import ActivityStart, activity_starts
-from reportflow.temporal import with_codec
-from reportflow.tokens import create_token
 from reportflow_dev.testing import WorkerProcess, kill_chromiums, serve_api, worker_process
 from tests.conftest import User, make_settings
 from tests.utils.data import create_user, sample_transactions

@@ -15,9 +15,9 @@ from temporalio.client import Client
 
 from reportflow.api.app import create_app
 from reportflow.api.watch import Watchers
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema
-from reportflow.tokens import create_token
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.tokens import create_token
 from tests.conftest import make_settings
 from tests.utils.data import create_user, sample_transactions
 from tests.utils.reportflow_http import Bearer, last_90_days

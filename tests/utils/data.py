@@ -11,8 +11,8 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import DateTime, String, bindparam, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reportflow.db import transactions as transactions_table
-from reportflow.db import users
+from reportflow.core.db import transactions as transactions_table
+from reportflow.core.db import users
 
 # (posted_at, amount_cents, merchant, category)
 Txn = tuple[datetime, int, str, str]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import make_url, text
 
-from reportflow.db import create_engine
+from reportflow.core.db import create_engine
 
 
 def server_url() -> str:

@@ -13,10 +13,10 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from reportflow.config import Settings
-from reportflow.db import create_engine, create_schema
+from reportflow.core.config import Settings
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.tokens import create_token
 from reportflow.models import Backoff, RetrySchedule
-from reportflow.tokens import create_token
 from tests.conftest import FAST_BACKOFF, make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import Bearer, render_held

@@ -24,7 +24,7 @@ from temporalio.api.common.v1 import Payloads
 
 from reportflow.api.deps import EngineDep, SettingsDep, authenticate, bearer
 from reportflow.api.schemas import problem
-from reportflow.codec import EncryptionCodec, KeyringError
+from reportflow.core.codec import EncryptionCodec, KeyringError
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 

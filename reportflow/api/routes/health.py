@@ -13,7 +13,7 @@ from sqlalchemy import text
 from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow.api.deps import EngineDep, TemporalDep, authenticate
-from reportflow.temporal import USER_ID_KEY
+from reportflow.core.temporal import USER_ID_KEY
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from temporalio.client import Client
 from reportflow.api.deps import EngineDep, SettingsDep, TemporalDep
 from reportflow.api.schemas import COMMON_ERRORS, problem
 from reportflow.api.token_cache import TokenCache
-from reportflow.config import Settings
+from reportflow.core.config import Settings
 from reportflow.service.queue import queue_stats
 
 router = APIRouter(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
-from reportflow.api.pages import templates
+from reportflow.api.templating import templates
 
 router = APIRouter(tags=["pages"])
 

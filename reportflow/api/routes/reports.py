@@ -10,7 +10,6 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from temporalio.client import Client
 
-from reportflow import tracing
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
 from reportflow.api.downloads import DownloadLink, download_link, verify
 from reportflow.api.events import StreamCounter
@@ -24,11 +23,12 @@ from reportflow.api.schemas import (
     problem,
 )
 from reportflow.api.watch import Snapshot, Watchers
-from reportflow.config import Settings
+from reportflow.core import tracing
+from reportflow.core.config import Settings
+from reportflow.core.store import FileStore, ReportStore
+from reportflow.core.tokens import Caller
 from reportflow.service import reports
 from reportflow.service.status import may_see
-from reportflow.store import FileStore, ReportStore
-from reportflow.tokens import Caller
 
 router = APIRouter(
     prefix="/reports",

@@ -6,7 +6,8 @@ from fastapi import APIRouter, HTTPException, Response, status
 
 from reportflow.api.deps import CallerDep, SettingsDep, TemporalDep
 from reportflow.api.schemas import COMMON_ERRORS, problem
-from reportflow.schedules import (
+from reportflow.core.tokens import Caller
+from reportflow.service.schedules import (
     ScheduleDocument,
     ScheduleNotFound,
     ScheduleRequest,
@@ -15,7 +16,6 @@ from reportflow.schedules import (
     list_schedules,
     pause_schedule,
 )
-from reportflow.tokens import Caller
 
 router = APIRouter(
     prefix="/schedules",

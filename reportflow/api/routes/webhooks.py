@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response, status
 
-from reportflow import webhooks
 from reportflow.api.deps import CallerDep, EngineDep
 from reportflow.api.schemas import COMMON_ERRORS, problem
-from reportflow.tokens import Caller
+from reportflow.core.tokens import Caller
+from reportflow.service import webhooks
 
 router = APIRouter(
     prefix="/webhooks",

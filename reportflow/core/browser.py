@@ -31,8 +31,8 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import PdfMargins, Playwright, async_playwright
 from pypdf import PdfReader
 
-from reportflow import tracing
-from reportflow.background import heartbeating
+from reportflow.activities.background import heartbeating
+from reportflow.core import tracing
 
 logger = logging.getLogger(__name__)
 

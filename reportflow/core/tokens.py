@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reportflow.db import api_tokens, users
+from reportflow.core.db import api_tokens, users
 
 USER_ID = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
 TOKEN_ID = re.compile(r"^tok_[0-9a-f]{12}$")

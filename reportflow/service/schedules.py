@@ -37,9 +37,9 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from reportflow.config import Settings
+from reportflow.core.config import Settings
+from reportflow.core.temporal import USER_ID_KEY
 from reportflow.models import SCHEDULED_WORKFLOW_TYPE, ScheduledReportInput
-from reportflow.temporal import USER_ID_KEY
 
 log = logging.getLogger(__name__)
 

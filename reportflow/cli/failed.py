@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from reportflow.audit import operator
-from reportflow.config import Settings
+from reportflow.core.audit import operator
+from reportflow.core.config import Settings
+from reportflow.core.temporal import connect
 from reportflow.service.dead_letters import Filter, cancel_runs, every_failed, matching_running
 from reportflow.service.reports import NotRedrivable, redrive
-from reportflow.temporal import connect
 
 SHOWN = 20
 

@@ -2,7 +2,7 @@
 
 Temporal's own connection settings (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_API_KEY, TEMPORAL_TLS_*) are not duplicated here: they are read by the
-SDK's envconfig in `reportflow.temporal`, so a Temporal Cloud profile works as is.
+SDK's envconfig in `reportflow.core.temporal`, so a Temporal Cloud profile works as is.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from reportflow.codec import Keyring
+from reportflow.core.codec import Keyring
 from reportflow.models import RetrySchedule, Timeouts
 
 VAR_DIR = Path("var")
@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
     temporal_ui_url: str = "http://localhost:8233"
 
-    database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'reportflow.db'}"
+    database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'reportflow.core.db'}"
     # PostgreSQL connections per process: at most pool + overflow = 8. With 2 API
     # replicas and 4 workers that is 48, beside Temporal's 2 x 20 on the same
     # server, under PostgreSQL's default max_connections=100 (97 for non-superusers).

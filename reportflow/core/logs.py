@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from reportflow.tracing import log_ids
+from reportflow.core.tracing import log_ids
 
 # Fields a record may carry through `extra=` that belong in the JSON line.
 _FIELDS = (
@@ -45,7 +45,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key.removeprefix("temporal_")] = {
                     k: context[k] for k in ("activity_type", "attempt", "run_id") if k in context
                 }
-        # The trace this line belongs to, when tracing is on (see reportflow.tracing).
+        # The trace this line belongs to, when tracing is on (see reportflow.core.tracing).
         entry.update(log_ids())
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -13,9 +13,9 @@ from temporalio.common import SearchAttributeKey
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from reportflow import tracing
-from reportflow.codec import data_converter
-from reportflow.config import Settings, get_settings
+from reportflow.core import tracing
+from reportflow.core.codec import data_converter
+from reportflow.core.config import Settings, get_settings
 from reportflow.models import SEARCH_ATTRIBUTE_USER
 
 USER_ID_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_USER)

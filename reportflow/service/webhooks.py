@@ -31,7 +31,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
-from reportflow.db import webhooks
+from reportflow.core.db import webhooks
 from reportflow.models import WebhookEvent
 
 log = logging.getLogger(__name__)

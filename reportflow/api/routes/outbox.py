@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from reportflow.api.pages import templates
+from reportflow.api.templating import templates
 from reportflow.smtp_sink import list_outbox
 
 router = APIRouter(prefix="/dev", tags=["dev"], include_in_schema=False)

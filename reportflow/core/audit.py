@@ -1,6 +1,6 @@
 """The audit trail: one structured log line per admin action, with who and what.
 
-Lines go to the `reportflow.audit` logger (JSON, like every log here) with
+Lines go to the `reportflow.core.audit` logger (JSON, like every log here) with
 `actor` (the token ID and whose it is, or the operator's OS user for commands
 run on a host), `action` and `target`, so a log pipeline can keep them apart.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 
-log = logging.getLogger("reportflow.audit")
+log = logging.getLogger("reportflow.core.audit")
 
 
 def audit(actor: str, action: str, target: str, **details: object) -> None:

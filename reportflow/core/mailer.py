@@ -15,8 +15,8 @@ from email.utils import parseaddr
 import aiosmtplib
 from temporalio.exceptions import ApplicationError
 
-from reportflow import tracing
-from reportflow.config import Settings
+from reportflow.core import tracing
+from reportflow.core.config import Settings
 from reportflow.models import SMTP_REJECTED, SMTP_UNAVAILABLE
 
 log = logging.getLogger(__name__)
