@@ -1,0 +1,1 @@
+"""reportflow: durable background report generation on Temporal (see README, Layout)."""

@@ -1,0 +1,1 @@
+"""The processes as Temporal workflows; each module imports nothing heavy (the sandbox)."""
