@@ -7,7 +7,6 @@ SDK's envconfig in `reportflow.core.temporal`, so a Temporal Cloud profile works
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -179,8 +178,3 @@ def require_secrets(settings: Settings, command: str) -> None:
             "Set them in the environment or .env (`reportflow keygen` prints both); "
             "`reportflow dev` makes development ones under var/."
         )
-
-
-def temporal_address_configured() -> bool:
-    """True when the user points at their own Temporal (no embedded dev server)."""
-    return bool(os.environ.get("TEMPORAL_ADDRESS"))
