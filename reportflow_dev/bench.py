@@ -357,32 +357,49 @@ async def _dev_server_ceiling(
     )
 
 
+@dataclass
+class BenchStack:
+    """A private stack in a temporary directory, not yet started: a recording SMTP
+    server, the Temporal dev server (its metrics on a port of its own), settings
+    for the API and the worker, and a token for each seeded user."""
+
+    smtp: RecordingSmtpServer
+    temporal: TemporalDevServer
+    metrics_port: int
+    settings: Settings
+    tokens: list[str]
+
+
+async def bench_stack(tmp: Path, users: int) -> BenchStack:
+    smtp = RecordingSmtpServer()
+    metrics_port = free_port()
+    temporal = TemporalDevServer(
+        tmp / "temporal.db", tmp / "temporal.log", metrics_port=metrics_port
+    )
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
+        report_store_url=str(tmp / "reports"),
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        rate_limit_per_minute=1_000_000,
+        worker_metrics_bind="",
+        retry=RetrySchedule(email=Backoff(initial_seconds=0.5)),
+        **harness_secrets(),
+    )
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    await seed(engine, users=users, days=400)
+    tokens = [await create_token(engine, user_id=user_id_for(n + 1)) for n in range(users)]
+    await engine.dispose()
+    return BenchStack(smtp, temporal, metrics_port, settings, tokens)
+
+
 async def run_bench(options: BenchOptions) -> BenchResult:
     result = BenchResult()
     with tempfile.TemporaryDirectory(prefix="reportflow-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
-        smtp = RecordingSmtpServer()
-        temporal = TemporalDevServer(
-            tmp / "temporal.db", tmp / "temporal.log", metrics_port=free_port()
-        )
-        settings = Settings(
-            database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
-            report_store_url=str(tmp / "reports"),
-            smtp_host=smtp.host,
-            smtp_port=smtp.port,
-            rate_limit_per_minute=100_000,
-            worker_metrics_bind="",
-            retry=RetrySchedule(email=Backoff(initial_seconds=0.5)),
-            **harness_secrets(),
-        )
-        engine = create_engine(settings.database_url)
-        await create_schema(engine)
-        await seed(engine, users=options.users, days=400)
-        tokens = [
-            await create_token(engine, user_id=user_id_for(n + 1)) for n in range(options.users)
-        ]
-        await engine.dispose()
-
+        stack = await bench_stack(tmp, options.users)
+        smtp, temporal, settings, tokens = stack.smtp, stack.temporal, stack.settings, stack.tokens
         result.rows = await _parts(settings, options, result)
         await smtp.start()
         await temporal.start()

@@ -41,23 +41,20 @@ from temporalio.client import Client
 from reportflow.activities.query import aggregate
 from reportflow.core.browser import Browser, find_chromium
 from reportflow.core.config import Settings
-from reportflow.core.db import create_engine, create_schema
+from reportflow.core.db import create_engine
 from reportflow.core.temporal import with_codec
-from reportflow.core.tokens import create_token
-from reportflow.models import Backoff, RetrySchedule
 from reportflow.report import render_html
-from reportflow.seed import seed, user_id_for
-from reportflow.service.reports import report_id_for, start_report_run
+from reportflow.seed import user_id_for
+from reportflow.service.reports import report_id_for, start_report
+from reportflow_dev.bench import bench_stack
 from reportflow_dev.bench_figures import Figure, ms, pct
 from reportflow_dev.bench_limits import aggregate_scaling, start_knee
 from reportflow_dev.testing import (
     RecordingSmtpServer,
-    TemporalDevServer,
     WorkerProcess,
     _descendants,
     _parents,
     free_port,
-    harness_secrets,
     settings_env,
 )
 
@@ -269,7 +266,7 @@ async def _p1(
 
             async def raw(i: int, base: int = base) -> object:
                 start, end = _range(base + options.starts + i)
-                begun = await start_report_run(
+                begun = await start_report(
                     client, settings, user_id=user_id_for(i % len(tokens) + 1), start=start, end=end
                 )
                 started.append(begun.report_id)
@@ -365,28 +362,9 @@ async def _end_to_end(
 async def run_ratios(options: RatioOptions) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="reportflow-ratios-") as tmp_dir:
         tmp = Path(tmp_dir)
-        smtp = RecordingSmtpServer()
-        metrics_port = free_port()
-        temporal = TemporalDevServer(
-            tmp / "temporal.db", tmp / "temporal.log", metrics_port=metrics_port
-        )
-        settings = Settings(
-            database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
-            report_store_url=str(tmp / "reports"),
-            smtp_host=smtp.host,
-            smtp_port=smtp.port,
-            rate_limit_per_minute=1_000_000,
-            worker_metrics_bind="",
-            retry=RetrySchedule(email=Backoff(initial_seconds=0.5)),
-            **harness_secrets(),
-        )
-        engine = create_engine(settings.database_url)
-        await create_schema(engine)
-        await seed(engine, users=options.users, days=400)
-        token_list = [
-            await create_token(engine, user_id=user_id_for(n + 1)) for n in range(options.users)
-        ]
-        await engine.dispose()
+        stack = await bench_stack(tmp, options.users)
+        smtp, temporal, settings = stack.smtp, stack.temporal, stack.settings
+        metrics_port, token_list = stack.metrics_port, stack.tokens
 
         await smtp.start()
         await temporal.start()

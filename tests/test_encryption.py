@@ -275,7 +275,9 @@ async def test_report_started_under_key_1_completes_after_rotating_to_key_2(
     await engine.dispose()
 
     start, end = last_90_days()
-    report_id, _ = await start_report(client1, before, user_id=user_id, start=start, end=end)
+    report_id = (
+        await start_report(client1, before, user_id=user_id, start=start, end=end)
+    ).report_id
     handle = client2.get_workflow_handle(report_id, result_type=ReportResult)
 
     async def stage() -> str:

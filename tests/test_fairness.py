@@ -205,7 +205,7 @@ async def _wait_of_b(client: Client, settings: Settings, backlog: int) -> tuple[
             )
             for n in range(i, min(i + 50, backlog))
         ]
-        a_ids += [report_id for report_id, _ in await asyncio.gather(*batch)]
+        a_ids += [begun.report_id for begun in await asyncio.gather(*batch)]
     worker = Worker(
         client,
         task_queue=settings.task_queue,
@@ -227,14 +227,16 @@ async def _wait_of_b(client: Client, settings: Settings, backlog: int) -> tuple[
             what="A's reports under way",
         )
         b_started = time.monotonic()
-        b_id, _ = await start_report(
-            client,
-            settings,
-            user_id="userB",
-            start=day,
-            end=day,
-            priority_key=BACKGROUND,
-        )
+        b_id = (
+            await start_report(
+                client,
+                settings,
+                user_id="userB",
+                start=day,
+                end=day,
+                priority_key=BACKGROUND,
+            )
+        ).report_id
         await wait_until(
             lambda: asyncio.sleep(0, b_id in stand_ins.first_activity),
             bool,

@@ -368,10 +368,11 @@ async def test_report_started_by_the_service_uses_the_configured_backoff(
     async def start(task_queue: str) -> WorkflowHandle[Any, ReportResult]:
         settings = Settings(task_queue=task_queue)
         user_id = f"user-{uuid.uuid4().hex[:8]}"
-        report_id, started = await start_report(
+        begun = await start_report(
             env.client, settings, user_id=user_id, start=date(2024, 4, 1), end=date(2024, 6, 30)
         )
-        assert started
+        assert begun.joined_or_started
+        report_id = begun.report_id
         # Only handles from `env.client.start_workflow` let time skip while their
         # result is awaited; this one would wait out the backoff in real time.
         # So skip the server's clock past the whole schedule (220 s) by hand.

@@ -25,7 +25,7 @@ class ScheduleActivities:
         start, end = period_of_run(
             input.every, datetime.fromisoformat(input.nominal_time), input.timezone
         )
-        report_id, started = await start_report(
+        begun = await start_report(
             activity.client(),
             self.settings,
             user_id=input.user_id,
@@ -35,9 +35,12 @@ class ScheduleActivities:
         )
         log.info(
             "scheduled report %s",
-            "started" if started else "already there",
-            extra={"report_id": report_id, "schedule_run": activity.info().workflow_id},
+            "started" if begun.joined_or_started else "already there",
+            extra={"report_id": begun.report_id, "schedule_run": activity.info().workflow_id},
         )
         return ScheduledReportResult(
-            report_id=report_id, started=started, start=start.isoformat(), end=end.isoformat()
+            report_id=begun.report_id,
+            started=begun.joined_or_started,
+            start=start.isoformat(),
+            end=end.isoformat(),
         )

@@ -98,33 +98,6 @@ async def start_report(
     regenerate: bool = False,
     recipients: list[str] | None = None,
     priority_key: int = INTERACTIVE,
-) -> tuple[str, bool]:
-    """Start the report's workflow unless one is open or completed; (report ID, started?).
-
-    "started" is also true when an open run was joined."""
-    begun = await start_report_run(
-        client,
-        settings,
-        user_id=user_id,
-        start=start,
-        end=end,
-        regenerate=regenerate,
-        recipients=recipients,
-        priority_key=priority_key,
-    )
-    return begun.report_id, begun.joined_or_started
-
-
-async def start_report_run(
-    client: Client,
-    settings: Settings,
-    *,
-    user_id: str,
-    start: date,
-    end: date,
-    regenerate: bool = False,
-    recipients: list[str] | None = None,
-    priority_key: int = INTERACTIVE,
 ) -> ReportStart:
     """Start the report's workflow unless one is open or completed.
 

@@ -108,7 +108,7 @@ async def create_report(
             headers={"Retry-After": str(wait)},
         )
     start, end = body.dates()
-    begun = await reports.start_report_run(
+    begun = await reports.start_report(
         client, settings, user_id=user_id, start=start, end=end, regenerate=body.regenerate
     )
     tracing.mark_report(begun.report_id)
