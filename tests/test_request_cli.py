@@ -22,7 +22,7 @@ import pytest
 
 from reportflow.cli.api_client import (
     ApiError,
-    Progress,
+    ProgressLine,
     follow,
     follow_polling,
     poll_delays,
@@ -317,7 +317,7 @@ def test_retry_notice_shortens_a_long_error_and_says_when_due() -> None:
 
 def test_progress_redraws_one_line_on_a_terminal() -> None:
     stream = io.StringIO()
-    progress = Progress(stream, tty=True)
+    progress = ProgressLine(stream, tty=True)
 
     progress.show({"progress": 10, "stage": "querying"}, now=NOW)
     progress.show({"progress": 10, "stage": "querying"}, now=NOW)
@@ -333,7 +333,7 @@ def test_progress_redraws_one_line_on_a_terminal() -> None:
 
 def test_progress_prints_a_line_per_change_elsewhere() -> None:
     stream = io.StringIO()
-    progress = Progress(stream, tty=False)
+    progress = ProgressLine(stream, tty=False)
 
     progress.show({"progress": 10, "stage": "querying"}, now=NOW)
     progress.show({"progress": 10, "stage": "querying"}, now=NOW)
@@ -411,7 +411,7 @@ async def test_follow_polls_when_the_event_stream_fails(
     ]
 
     async with stand_in_api(events, statuses) as client:
-        doc = await follow(client, "r", Progress(stream, tty=False), poll=itertools.repeat(0.0))
+        doc = await follow(client, "r", ProgressLine(stream, tty=False), poll=itertools.repeat(0.0))
 
     assert doc == COMPLETED
     assert notice in stream.getvalue()
@@ -435,7 +435,7 @@ async def test_polling_backs_off_honours_retry_after_and_waits_out_outages() -> 
     stream = io.StringIO()
 
     async with stand_in_api(sse(), statuses) as client:
-        doc = await follow_polling(client, "r", Progress(stream, tty=False), sleep=record)
+        doc = await follow_polling(client, "r", ProgressLine(stream, tty=False), sleep=record)
 
     assert doc == COMPLETED
     assert waits == [7.0, 3.0, 4.5, 6.75]
@@ -449,6 +449,6 @@ async def test_polling_stops_on_a_refusal() -> None:
     ]
     async with stand_in_api(sse(), statuses) as client:
         with pytest.raises(ApiError, match="no such report") as raised:
-            await follow_polling(client, "r", Progress(io.StringIO(), tty=False))
+            await follow_polling(client, "r", ProgressLine(io.StringIO(), tty=False))
 
     assert raised.value.status_code == 404

@@ -13,7 +13,7 @@ the terminal and cuts the progress line to its width in cells (a wide
 character takes two; cutting by characters would wrap the line and break the
 redraw). What stays written here, and why:
 
-- The progress line itself (`status_line`, `Progress`). Its text is part of the
+- The progress line itself (`status_line`, `ProgressLine`). Its text is part of the
   command's contract: off a terminal each change is one plain line
   (`[########------------]  40%  rendering`) that scripts and the tests read,
   and on a terminal it is that same line redrawn in place. rich's Progress
@@ -134,7 +134,7 @@ def status_line(doc: Mapping[str, Any], *, now: datetime, width: int = BAR_WIDTH
     return line
 
 
-class Progress:
+class ProgressLine:
     """The progress display on stderr: one redrawn line on a terminal, else a line per change."""
 
     def __init__(self, stream: TextIO, *, tty: bool | None = None) -> None:
@@ -212,7 +212,7 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]
 
 
 async def follow_events(
-    client: httpx.AsyncClient, report_id: str, progress: Progress
+    client: httpx.AsyncClient, report_id: str, progress: ProgressLine
 ) -> dict[str, Any] | None:
     """Follow `/events` to the final status; None if the stream ended before it."""
     timeout = httpx.Timeout(30.0, read=EVENTS_READ_TIMEOUT)
@@ -246,7 +246,7 @@ def poll_delays(
 async def follow_polling(
     client: httpx.AsyncClient,
     report_id: str,
-    progress: Progress,
+    progress: ProgressLine,
     delays: Iterable[float] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> dict[str, Any]:
@@ -272,7 +272,7 @@ async def follow_polling(
 async def follow(
     client: httpx.AsyncClient,
     report_id: str,
-    progress: Progress,
+    progress: ProgressLine,
     poll: Iterable[float] | None = None,
 ) -> dict[str, Any]:
     """The report's final status document: live events first, polling if they fail."""
@@ -384,7 +384,7 @@ async def _wait_cancelled(client: httpx.AsyncClient, report_id: str) -> str:
 async def on_interrupt(
     client: httpx.AsyncClient,
     report_id: str | None,
-    progress: Progress,
+    progress: ProgressLine,
     stdin: TextIO,
     ctrl_c: CtrlC,
 ) -> int:
@@ -440,7 +440,7 @@ async def on_interrupt(
 async def _report(
     client: httpx.AsyncClient,
     options: RequestOptions,
-    progress: Progress,
+    progress: ProgressLine,
     stdout: TextIO,
     started: list[str],
 ) -> int:
@@ -511,7 +511,7 @@ async def request_report(
     stdin: TextIO,
 ) -> int:
     """Start (or find) the report, follow it to the end, print and save its PDF."""
-    progress = Progress(stderr)
+    progress = ProgressLine(stderr)
     problem = _check_options(options)
     if problem:
         progress.say(f"reportflow request: {problem}")
