@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 
 
-async def test_bench_prints_a_table_of_figures() -> None:
+async def bench(*args: str) -> str:
+    """`reportflow bench ARGS`; its output. Past the timeout it is interrupted as by
+    Ctrl-C, so it stops the servers it started (a killed bench would leave them)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "reportflow.cli",
         "bench",
-        "--quick",
-        "--capacity",
-        "10000",
-        "1000000",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
     )
-    async with asyncio.timeout(240):
-        out, err = await process.communicate()
+    try:
+        async with asyncio.timeout(240):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(60):
+                    await process.wait()
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, err.decode()[-2000:]
-    table, capacity = out.decode().split("\ncapacity model from this run: ")
+    return out.decode()
+
+
+async def test_bench_prints_a_table_of_figures() -> None:
+    out = await bench("--quick", "--capacity", "10000", "1000000")
+    table, capacity = out.split("\ncapacity model from this run: ")
     lines = table.splitlines()
     assert lines[0].split()[:4] == ["measure", "n", "p50", "p95"]
     measures = "\n".join(lines[1:])
@@ -46,20 +64,7 @@ async def test_bench_prints_a_table_of_figures() -> None:
 
 
 async def test_bench_ratios_come_as_json() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "reportflow.cli",
-        "bench",
-        "--ratios",
-        "--quick",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(240):
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()[-2000:]
+    out = await bench("--ratios", "--quick", "--json")
     report = json.loads(out)
     assert report["machine"]["cores"] >= 1
     figures = {f["key"] for f in report["ratios"]}
