@@ -24,8 +24,11 @@ class OutboxHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         message = message_from_bytes(content, policy=policy.default)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        name = f"{stamp}-{time.monotonic_ns() % 10**9:09d}.eml"
+        # One clock for the second and its fraction, so names sort as messages came
+        # (a monotonic fraction wraps at its own moment, not at the wall clock's second).
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
+        name = f"{stamp}-{now % 10**9:09d}.eml"
         (self.outbox / name).write_bytes(content)
         log.info("sink received mail to %s: %s", ", ".join(envelope.rcpt_tos), message["Subject"])
         return "250 Message accepted for delivery"

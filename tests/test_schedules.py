@@ -192,6 +192,18 @@ async def test_cli_creates_a_monthly_schedule_with_a_backfill_of_past_months(
     last_month = previous_period("month", this_month[0])
     for start, end in (this_month, last_month):
         report_id = f"report-{user.id}-{start}-{end}"
+        # The backfill's runs start their reports in the background, after the command.
+        path = f"/reports/{report_id}"
+
+        async def probe(path: str = path) -> httpx.Response:
+            return await http.get(path, headers=user.headers)
+
+        await wait_until(
+            probe,
+            lambda response: response.status_code == 200,
+            timeout=120,
+            what=f"{report_id} started by the backfill",
+        )
         doc = await wait_status(http, user, report_id, {"completed", "failed"}, timeout=120)
         assert doc["status"] == "completed", doc
     sent = smtp.messages_to(user.email or "")
