@@ -136,3 +136,21 @@ async def test_limiter_refills_one_start_per_interval(tmp_path: Path) -> None:
         assert await first.retry_after("u") == 1  # one slot came back, and it is taken
     finally:
         await engine.dispose()
+
+
+async def test_a_start_read_a_moment_late_still_gets_the_last_slot(tmp_path: Path) -> None:
+    """Two replicas whose clocks (or lock waits) differ by 50 ms: the one that is
+    behind still gets the last slot of a burst, and nobody gets one more."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'limits.db'}")
+    await create_schema(engine)
+    start = time.time()
+    ahead = RateLimiter(engine, per_minute=LIMIT, clock=lambda: start + 0.05)
+    behind = RateLimiter(engine, per_minute=LIMIT, clock=lambda: start)
+    try:
+        for _ in range(LIMIT - 1):
+            assert await ahead.retry_after("u") == 0
+        assert await behind.retry_after("u") == 0
+        assert await behind.retry_after("u") > 0
+        assert await ahead.retry_after("u") > 0
+    finally:
+        await engine.dispose()

@@ -7,12 +7,19 @@ The algorithm is GCRA (a token bucket in one number): each user's row holds a
 one every `interval` = 60 s / per_minute) and moves `tat` on by one interval.
 The check and the move are one conditional UPDATE, which the database applies
 atomically per row, so two replicas cannot both take the last slot.
+
+`now` is read before the row is: a request that waited on the database's lock
+(or runs on a replica whose clock is a little behind) compares against a `tat`
+another one moved from a later `now`. Without slack that request is refused the
+last slot of a burst; `CLOCK_SLACK_SECONDS` (never more than a quarter interval,
+so never a start beyond the limit) absorbs it.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,21 +27,31 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reportflow.core.db import rate_limits
 
+CLOCK_SLACK_SECONDS = 1.0
+
 
 class RateLimiter:
-    def __init__(self, engine: AsyncEngine, per_minute: int, window_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        per_minute: int,
+        window_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.engine = engine
         self.per_minute = per_minute
         self.window = window_seconds
         self.interval = window_seconds / per_minute
+        self.clock = clock
+        self.tolerance = self.window - self.interval + min(CLOCK_SLACK_SECONDS, self.interval / 4)
 
     async def retry_after(self, key: str) -> int:
         """0 and counts the start if allowed; else the seconds until the next one is."""
-        now = time.time()
-        tolerance = self.window - self.interval
+        tolerance = self.tolerance
         # More than one pass only when another replica's start changed the row
         # between this one's statements (it inserted the row, or moved it).
         for _ in range(4):
+            now = self.clock()
             async with self.engine.begin() as conn:
                 moved = await conn.execute(
                     update(rate_limits)
