@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -49,6 +50,7 @@ from reportflow.service.reports import report_id_for, start_report
 from reportflow_dev.bench import bench_stack
 from reportflow_dev.bench_figures import Figure, ms, pct
 from reportflow_dev.bench_limits import aggregate_scaling, start_knee
+from reportflow_dev.load import CpuGroup, RawHttp
 from reportflow_dev.testing import (
     RecordingSmtpServer,
     WorkerProcess,
@@ -57,6 +59,9 @@ from reportflow_dev.testing import (
     free_port,
     settings_env,
 )
+
+# The worker's CPU weight next to the API's and Temporal's (see CpuGroup).
+WORKER_CPU_SHARE = 0.25
 
 # Frontend operations a worker makes (polls, completions, heartbeats): not the API's.
 _WORKER_OPERATIONS = ("Poll", "Respond", "RecordActivityTaskHeartbeat", "ShutdownWorker")
@@ -235,7 +240,7 @@ def _range(offset_days: int) -> tuple[date, date]:
 
 
 async def _p1(
-    http: httpx.AsyncClient,
+    base_url: str,
     client: Client,
     settings: Settings,
     tokens: list[str],
@@ -247,22 +252,35 @@ async def _p1(
     figures = []
     offset = 1000
     for concurrency in (1, 50):
+        # Kept-alive connections, one per request in flight (see RawHttp).
+        idle: asyncio.Queue[RawHttp] = asyncio.Queue()
+        for _ in range(concurrency):
+            idle.put_nowait(RawHttp(base_url))
         # Interleaved, so both see the same server state.
         posts: list[float] = []
         raws: list[float] = []
         for _ in range(2):
             base = offset
 
-            async def post(i: int, base: int = base) -> object:
+            async def post(i: int, base: int = base, idle: asyncio.Queue[RawHttp] = idle) -> object:
                 start, end = _range(base + i)
-                response = await http.post(
-                    "/reports",
-                    json={"start": str(start), "end": str(end)},
-                    headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
-                )
-                response.raise_for_status()
-                started.append(response.json()["report_id"])
-                return response
+                conn = await idle.get()
+                try:
+                    reply = await conn.request(
+                        "POST",
+                        "/reports",
+                        {
+                            "Authorization": f"Bearer {tokens[i % len(tokens)]}",
+                            "Content-Type": "application/json",
+                        },
+                        json.dumps({"start": str(start), "end": str(end)}).encode(),
+                    )
+                finally:
+                    idle.put_nowait(conn)
+                if reply.status != 202:
+                    raise RuntimeError(f"POST /reports answered {reply.status}: {reply.body!r}")
+                started.append(json.loads(reply.body)["report_id"])
+                return reply
 
             async def raw(i: int, base: int = base) -> object:
                 start, end = _range(base + options.starts + i)
@@ -275,6 +293,8 @@ async def _p1(
             posts += await _timed_calls(options.starts // 2, concurrency, post)
             raws += await _timed_calls(options.starts // 2, concurrency, raw)
             offset += 2 * options.starts
+        while not idle.empty():
+            await idle.get_nowait().close()
         ratio = pct(posts, 0.99) / pct(raws, 0.99)
         figures.append(
             Figure(
@@ -383,14 +403,16 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
             ):
                 # P1 with no worker: starts only; then those runs are ended.
                 p1_runs: list[str] = []
-                figures += await _p1(http, client, settings, token_list, options, p1_runs)
+                figures += await _p1(url, client, settings, token_list, options, p1_runs)
                 for report_id in p1_runs:  # timed starts only: no worker renders them
                     await client.get_workflow_handle(report_id).terminate("bench: P1 only")
 
                 raw, raw_one = await _raw_renders(settings, options, offset=1)
                 worker = WorkerProcess.start(settings, temporal.address, tmp / "worker.log")
+                group = CpuGroup(f"reportflow-bench-{os.getpid()}", WORKER_CPU_SHARE)
                 try:
                     await worker.wait_ready()
+                    group.add({worker.pid, *_descendants(worker.pid, _parents())})
                     assert temporal.process is not None
                     meter = CpuMeter(
                         {
@@ -439,11 +461,14 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                         ),
                     ]
                     rss = {1 + options.reports: _tree_rss(worker.pid)}
-                    figures += await _p4(http, smtp, calls, meter, token_list, options, alone)
+                    figures += await _p4(
+                        http, smtp, calls, meter, token_list, options, alone, group
+                    )
                     rss[1 + 2 * options.reports] = _tree_rss(worker.pid)
                     figures.append(_p6(rss))
                 finally:
                     worker.stop()
+                    group.remove()
                 figures.append(await start_knee(client, options.start_rates))
         finally:
             await temporal.stop()
@@ -462,6 +487,7 @@ async def _p4(
     token_list: list[str],
     options: RatioOptions,
     alone: float,
+    group: CpuGroup,
 ) -> list[Figure]:
     """The same burst of reports as P2, with `pollers` clients reading their status."""
     offset = 2
@@ -480,7 +506,7 @@ async def _p4(
         """Fire, acknowledge, poll: this report's share of the pollers starts now."""
         index = ids.index(report_id)
         pollers.extend(
-            asyncio.create_task(_poll(http, owners, ids, n, options, stats))
+            asyncio.create_task(_poll(str(http.base_url), owners, ids, n, options, stats))
             for n in range(index, options.pollers, len(ids))
         )
 
@@ -505,7 +531,8 @@ async def _p4(
             "P4",
             f"GET /reports/{{id}}, {options.pollers} pollers at 1/s during P2's burst",
             f"p50 {ms(pct(stats.times, 0.5))}, p99 {ms(p99)}",
-            f"{stats.sent - stats.failed} of {stats.sent} served ({expected:.0f} due)",
+            f"{stats.sent - stats.failed} of {stats.sent} served ({expected:.0f} due); "
+            + group.description,
             served,
             "p99 <= 50 ms, all served",
             p99 <= 0.05 and stats.failed == 0 and stats.sent >= 0.95 * expected,
@@ -515,6 +542,7 @@ async def _p4(
                 "requests": stats.sent,
                 "failed": stats.failed,
                 "seconds": wall,
+                "worker_cpu_share": group.share if group.path else 1.0,
             },
         ),
         Figure(
@@ -555,46 +583,36 @@ class _PollStats:
 
 
 async def _poll(
-    http: httpx.AsyncClient,
+    base_url: str,
     owners: dict[str, str],
     ids: list[str],
     n: int,
     options: RatioOptions,
     stats: _PollStats,
 ) -> None:
-    """One client reading its report's status once a second."""
+    """One client reading its report's status once a second, on a connection of
+    its own (as separate users have), the way a naive client does: no ETag."""
     report_id = ids[n % len(ids)]
     headers = {"Authorization": f"Bearer {owners[report_id]}"}
-    # A client (and connection) of its own, as separate users have: one shared
-    # pool would time its own lock contention, not the API.
-    async with httpx.AsyncClient(base_url=http.base_url, timeout=60) as own:
-        await _poll_with(own, report_id, headers, n, options, stats)
-
-
-async def _poll_with(
-    http: httpx.AsyncClient,
-    report_id: str,
-    headers: dict[str, str],
-    n: int,
-    options: RatioOptions,
-    stats: _PollStats,
-) -> None:
+    conn = RawHttp(base_url)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(options.poll_seconds * n / options.pollers):
             await stats.stop.wait()  # spread the pollers over the second
     tick = first = time.perf_counter()
-    while not stats.stop.is_set():
-        stats.sent += 1
-        began = time.perf_counter()
-        try:
-            response = await http.get(f"/reports/{report_id}", headers=headers)
-            ok = response.status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        stats.times.append(time.perf_counter() - began)
-        stats.failed += not ok
-        tick += options.poll_seconds
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, tick - time.perf_counter())):
-                await stats.stop.wait()
+    try:
+        while not stats.stop.is_set():
+            stats.sent += 1
+            began = time.perf_counter()
+            try:
+                ok = (await conn.request("GET", f"/reports/{report_id}", headers)).status == 200
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                ok = False
+            stats.times.append(time.perf_counter() - began)
+            stats.failed += not ok
+            tick += options.poll_seconds
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, tick - time.perf_counter())):
+                    await stats.stop.wait()
+    finally:
+        await conn.close()
     stats.due_seconds += time.perf_counter() - first

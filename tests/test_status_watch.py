@@ -17,6 +17,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from reportflow.core.db import create_engine
+from reportflow.core.tokens import revoke_token
 from tests.utils.counted_api import CountedApi, counted_api
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import in_process_worker
@@ -105,6 +107,33 @@ async def test_someone_elses_report_is_404_even_when_watched(api: CountedApi) ->
 
     for path in (f"/reports/{report_id}", f"/reports/{report_id}/events"):
         assert (await api.http.get(path, headers=stranger.headers)).status_code == 404
+
+
+async def test_a_watched_status_still_checks_the_token_on_every_read(api: CountedApi) -> None:
+    """Reads that succeed are answered before routing (StatusReads); they carry
+    the route's headers, and a revoked token is refused at the very next read."""
+    reader = await api.new_token()
+    report_id = (await api.http.post("/reports", json={}, headers=reader.headers)).json()[
+        "report_id"
+    ]
+    read = await api.http.get(f"/reports/{report_id}", headers=reader.headers)
+    assert read.status_code == 200
+    assert read.headers["Content-Type"] == "application/json"
+    assert read.headers["Cache-Control"] == "private, no-cache"
+    assert read.headers["X-Content-Type-Options"] == "nosniff"
+    assert read.headers["Retry-After"] == "2"
+    assert int(read.headers["Content-Length"]) == len(read.content)
+
+    engine = create_engine(api.settings.database_url)
+    try:
+        await revoke_token(engine, reader.token)
+    finally:
+        await engine.dispose()
+    refused = await api.http.get(f"/reports/{report_id}", headers=reader.headers)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
+    lowercase = {"Authorization": f"bearer {api.user.token}"}
+    assert (await api.http.get(f"/reports/{report_id}", headers=lowercase)).status_code == 404
 
 
 async def test_sse_follows_each_stage_from_history_events(

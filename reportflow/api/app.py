@@ -32,6 +32,7 @@ from reportflow.api.routes import (
 )
 from reportflow.api.routes import codec as codec_routes
 from reportflow.api.security import SecurityHeaders
+from reportflow.api.status_reads import StatusReads
 from reportflow.api.token_cache import TokenCache
 from reportflow.api.watch import Watchers
 from reportflow.core import tracing
@@ -229,6 +230,7 @@ def create_app(
     app.add_exception_handler(RPCError, _temporal_unavailable)
     app.add_exception_handler(RuntimeError, _temporal_not_connected)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(StatusReads)  # innermost: security headers still go on its answers
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,

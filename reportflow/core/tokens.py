@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reportflow.core.db import api_tokens, users
@@ -123,13 +123,23 @@ async def create_token(
     return token
 
 
+# Built once: every request runs it, and building a statement (and its cache
+# key) costs more CPU than SQLite takes to answer it.
+_LOOKUP = select(
+    api_tokens.c.user_id,
+    api_tokens.c.is_admin,
+    api_tokens.c.created_at,
+    api_tokens.c.expires_at,
+    api_tokens.c.revoked_at,
+    api_tokens.c.last_used_at,
+).where(api_tokens.c.token_hash == bindparam("digest"))
+
+
 async def lookup(engine: AsyncEngine, token: str) -> Caller | None:
     """The caller of a live token; None for an unknown, revoked or expired one."""
     digest = hash_token(token)
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(select(api_tokens).where(api_tokens.c.token_hash == digest))
-        ).first()
+        row = (await conn.execute(_LOOKUP, {"digest": digest})).first()
     if row is None or row.revoked_at is not None:
         return None
     now = datetime.now(UTC)

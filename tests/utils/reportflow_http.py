@@ -25,6 +25,7 @@ class Bearer:
     """A caller known only by its token."""
 
     def __init__(self, token: str) -> None:
+        self.token = token
         self.headers = {"Authorization": f"Bearer {token}"}
 
 

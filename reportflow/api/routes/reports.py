@@ -22,6 +22,7 @@ from reportflow.api.schemas import (
     StatusDocument,
     problem,
 )
+from reportflow.api.status_reads import RETRY_AFTER_SECONDS, status_answer
 from reportflow.api.watch import Snapshot, Watchers
 from reportflow.core import tracing
 from reportflow.core.config import Settings
@@ -36,7 +37,6 @@ router = APIRouter(
     responses={**COMMON_ERRORS, 403: problem("An admin token has no reports of its own")},
 )
 
-RETRY_AFTER_SECONDS = "2"
 NOT_FOUND = "no such report: check the ID, or list your reports with GET /reports"
 
 
@@ -56,13 +56,6 @@ async def _watched(request: Request, report_id: str, caller: Caller) -> Snapshot
     if snapshot is None or not snapshot.visible_to(caller):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
     return snapshot
-
-
-def _etag_matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-    return etag in tags or "*" in tags
 
 
 def _user_of(caller: Caller) -> str:
@@ -132,14 +125,13 @@ async def create_report(
 )
 async def get_report(report_id: str, request: Request, caller: CallerDep) -> Response:
     """The report's status document with its `ETag`; `Retry-After` while it is not
-    finished; `304` with no body when `If-None-Match` names the current `ETag`."""
+    finished; `304` with no body when `If-None-Match` names the current `ETag`.
+
+    (The reads that succeed are answered before routing, by StatusReads; this
+    route answers the same way, and answers everything else.)"""
     snapshot = await _watched(request, report_id, caller)
-    headers = {"ETag": snapshot.etag, "Cache-Control": "private, no-cache"}
-    if not snapshot.doc.is_final:
-        headers["Retry-After"] = RETRY_AFTER_SECONDS
-    if _etag_matches(request.headers.get("if-none-match"), snapshot.etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return Response(snapshot.body, media_type="application/json", headers=headers)
+    code, headers, body = status_answer(snapshot, request.headers.get("if-none-match"))
+    return Response(body, status_code=code, headers=headers)
 
 
 @router.get(

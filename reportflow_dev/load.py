@@ -1,0 +1,142 @@
+"""What the bench needs to stand in for many remote clients on the machine it measures.
+
+- `RawHttp`: one keep-alive HTTP/1.1 connection in a few dozen lines. A hundred
+  pollers through httpx cost the bench about as much CPU as the API spends
+  answering them (~1 ms a request), and on a 2-core machine that CPU is taken
+  from the renderer being measured. Real pollers run on other machines; this
+  client keeps their cost off the figures.
+- `CpuGroup`: the production shape on one host. API and worker run in separate
+  containers (or hosts) in production, each with its CPU share; here the worker
+  and its Chromium go into a control group of lower weight, so the API is not
+  queued behind renderers (Chromium, run as root, raises its own priority to
+  nice -8, which `nice` cannot undo). Where no control group can be made (not
+  root, no writable cgroup file system) the bench says so and runs without.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class RawHttp:
+    """One HTTP/1.1 connection, requests one after another, reconnecting when the
+    server closes it. Only what the API answers: Content-Length bodies."""
+
+    def __init__(self, base_url: str) -> None:
+        parts = urlsplit(base_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        message = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        for attempt in (1, 2):  # a kept-alive connection the server has since closed
+            try:
+                return await self._exchange(message)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                await self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, message: bytes) -> Reply:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        self._writer.write(message)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in header_lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        body = await self._reader.readexactly(length) if length else b""
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return Reply(int(status_line.split(" ", 2)[1]), headers, body)
+
+    async def close(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+_V1_CPU = Path("/sys/fs/cgroup/cpu")
+_V2 = Path("/sys/fs/cgroup")
+
+
+class CpuGroup:
+    """A control group whose processes get `share` of the CPU weight a process
+    outside it gets (cgroup v1 `cpu.shares`, or v2 `cpu.weight`)."""
+
+    def __init__(self, name: str, share: float) -> None:
+        self.share = share
+        self.path: Path | None = None
+        candidates = [
+            (_V1_CPU / name, "cpu.shares", int(1024 * share)),
+            (_V2 / name, "cpu.weight", max(1, int(100 * share))),
+        ]
+        for path, knob, value in candidates:
+            if not (path.parent / "cgroup.procs").exists() or not os.access(path.parent, os.W_OK):
+                continue
+            try:
+                path.mkdir(exist_ok=True)
+                (path / knob).write_text(str(value))
+            except OSError:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+                continue
+            self.path = path
+            self.knob = f"{knob}={value}"
+            break
+
+    @property
+    def description(self) -> str:
+        if self.path is None:
+            return "worker at the API's CPU weight (no writable cgroup)"
+        return f"worker at {self.share:.0%} of the API's CPU weight ({self.knob})"
+
+    def add(self, pids: Iterable[int]) -> None:
+        if self.path is None:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):  # a process that has just exited
+                (self.path / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        """Back to the parent group (a group with processes cannot be removed)."""
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError):
+            for pid in (self.path / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (self.path.parent / "cgroup.procs").write_text(pid)
+            self.path.rmdir()
