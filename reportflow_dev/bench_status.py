@@ -71,7 +71,7 @@ _WORKER_OPERATIONS = ("Poll", "Respond", "RecordActivityTaskHeartbeat", "Shutdow
 class RatioOptions:
     users: int = 24
     reports: int = 24  # per end-to-end run
-    starts: int = 40  # P1 samples at each concurrency
+    starts: int = 200  # P1 samples of each kind at each concurrency (p99: the 2nd slowest)
     pollers: int = 100
     poll_seconds: float = 1.0
     table_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # P5
@@ -223,6 +223,67 @@ def _range(offset_days: int) -> tuple[date, date]:
     return end - timedelta(days=89), end
 
 
+async def _p1_at(
+    concurrency: int,
+    base_url: str,
+    client: Client,
+    settings: Settings,
+    tokens: list[str],
+    days: range,
+    started: list[str],
+) -> tuple[list[float], list[float]]:
+    """Seconds taken by POSTs and by raw starts, alternating (one POST, then one raw
+    start), so both meet the same server state, and at 50 at once the same load."""
+    idle: asyncio.Queue[RawHttp] = asyncio.Queue()  # kept-alive, one per request in flight
+    for _ in range(concurrency):
+        idle.put_nowait(RawHttp(base_url))
+    posts: list[float] = []
+    raws: list[float] = []
+
+    async def post(i: int) -> None:
+        start, end = _range(i)
+        conn = await idle.get()
+        try:
+            began = time.perf_counter()
+            reply = await conn.request(
+                "POST",
+                "/reports",
+                {
+                    "Authorization": f"Bearer {tokens[i % len(tokens)]}",
+                    "Content-Type": "application/json",
+                },
+                json.dumps({"start": str(start), "end": str(end)}).encode(),
+            )
+            posts.append(time.perf_counter() - began)
+        finally:
+            idle.put_nowait(conn)
+        if reply.status != 202:
+            raise RuntimeError(f"POST /reports answered {reply.status}: {reply.body!r}")
+        started.append(json.loads(reply.body)["report_id"])
+
+    async def raw(i: int) -> None:
+        start, end = _range(i)
+        began = time.perf_counter()
+        begun = await start_report(
+            client, settings, user_id=user_id_for(i % len(tokens) + 1), start=start, end=end
+        )
+        raws.append(time.perf_counter() - began)
+        started.append(begun.report_id)
+
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await (post if i % 2 == 0 else raw)(i)
+
+    try:
+        await asyncio.gather(*(one(i) for i in days))
+    finally:
+        while not idle.empty():
+            await idle.get_nowait().close()
+    return posts, raws
+
+
 async def _p1(
     base_url: str,
     client: Client,
@@ -234,57 +295,9 @@ async def _p1(
     """POST /reports vs raw start_workflow, fresh report IDs each (no worker runs);
     the IDs started go to `started`."""
     figures = []
-    offset = 1000
-    for concurrency in (1, 50):
-        # Kept-alive connections, one per request in flight (see RawHttp).
-        idle: asyncio.Queue[RawHttp] = asyncio.Queue()
-        for _ in range(concurrency):
-            idle.put_nowait(RawHttp(base_url))
-        # Alternating, one POST then one raw start, so both meet the same server
-        # state (and at 50 at once, the same load) throughout.
-        posts: list[float] = []
-        raws: list[float] = []
-
-        async def post(i: int) -> None:
-            start, end = _range(i)
-            conn = await idle.get()
-            try:
-                began = time.perf_counter()
-                reply = await conn.request(
-                    "POST",
-                    "/reports",
-                    {
-                        "Authorization": f"Bearer {tokens[i % len(tokens)]}",
-                        "Content-Type": "application/json",
-                    },
-                    json.dumps({"start": str(start), "end": str(end)}).encode(),
-                )
-                posts.append(time.perf_counter() - began)
-            finally:
-                idle.put_nowait(conn)
-            if reply.status != 202:
-                raise RuntimeError(f"POST /reports answered {reply.status}: {reply.body!r}")
-            started.append(json.loads(reply.body)["report_id"])
-
-        async def raw(i: int) -> None:
-            start, end = _range(i)
-            began = time.perf_counter()
-            begun = await start_report(
-                client, settings, user_id=user_id_for(i % len(tokens) + 1), start=start, end=end
-            )
-            raws.append(time.perf_counter() - began)
-            started.append(begun.report_id)
-
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(i: int) -> None:
-            async with gate:
-                await (post if i % 2 == 0 else raw)(i)
-
-        await asyncio.gather(*(one(offset + i) for i in range(2 * options.starts)))
-        offset += 2 * options.starts
-        while not idle.empty():
-            await idle.get_nowait().close()
+    for n, concurrency in enumerate((1, 50)):
+        days = range(1000 + n * 2 * options.starts, 1000 + (n + 1) * 2 * options.starts)
+        posts, raws = await _p1_at(concurrency, base_url, client, settings, tokens, days, started)
         ratio = pct(posts, 0.99) / pct(raws, 0.99)
         figures.append(
             Figure(
