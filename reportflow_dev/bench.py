@@ -382,6 +382,7 @@ async def bench_stack(tmp: Path, users: int) -> BenchStack:
         smtp_host=smtp.host,
         smtp_port=smtp.port,
         rate_limit_per_minute=1_000_000,
+        events_max_streams_per_token=1_000,  # P4's SSE streams share the seeded users' tokens
         worker_metrics_bind="",
         retry=RetrySchedule(email=Backoff(initial_seconds=0.5)),
         **harness_secrets(),

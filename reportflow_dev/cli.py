@@ -134,6 +134,8 @@ def bench(
             reports=4,
             starts=4,
             pollers=10,
+            many_pollers=20,
+            streams=20,
             table_rows=(10_000, 50_000),
             start_rates=(5, 20),
             postgres_url=postgres_url,

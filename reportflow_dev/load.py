@@ -5,6 +5,7 @@
   answering them (~1 ms a request), and on a 2-core machine that CPU is taken
   from the renderer being measured. Real pollers run on other machines; this
   client keeps their cost off the figures.
+- `sse_events`: one Server-Sent Events stream read to its end, as cheaply.
 - `CpuGroup`: the production shape on one host. API and worker run in separate
   containers (or hosts) in production, each with its CPU share; here the worker
   and its Chromium go into a control group of lower weight, so the API is not
@@ -88,6 +89,29 @@ class RawHttp:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
+
+async def sse_events(base_url: str, path: str, headers: dict[str, str]) -> int:
+    """Read one Server-Sent Events stream to its end; the number of `status` events,
+    or an error if it ended before a final status."""
+    parts = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = await reader.read()  # the server closes after the final status
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    if not received.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"{path}: {received[:80]!r}")
+    if not any(f'"status":"{s}"'.encode() in received for s in FINAL):
+        raise RuntimeError(f"{path}: the stream ended before a final status")
+    return received.count(b"event: status\n")
+
+
+FINAL = ("completed", "failed", "cancelled")
 
 _V1_CPU = Path("/sys/fs/cgroup/cpu")
 _V2 = Path("/sys/fs/cgroup")
