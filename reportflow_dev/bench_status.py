@@ -494,6 +494,17 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
     return figures
 
 
+def _burst(
+    options: RatioOptions, token_list: list[str], offset: int
+) -> tuple[list[str], dict[str, str]]:
+    """The report IDs `_end_to_end` will start at this offset, and each one's token."""
+    ids = [
+        report_id_for(user_id_for(i % options.users + 1), *_range(offset))
+        for i in range(options.reports)
+    ]
+    return ids, {rid: token_list[i % len(token_list)] for i, rid in enumerate(ids)}
+
+
 async def _p4(
     http: httpx.AsyncClient,
     smtp: RecordingSmtpServer,
@@ -506,11 +517,7 @@ async def _p4(
     offset: int,
 ) -> list[Figure]:
     """The same burst of reports as P2, with `pollers` clients reading their status."""
-    ids = [
-        report_id_for(user_id_for(i % options.users + 1), *_range(offset))
-        for i in range(options.reports)
-    ]
-    owners = {rid: token_list[i % len(token_list)] for i, rid in enumerate(ids)}
+    ids, owners = _burst(options, token_list, offset)
     before_calls = await calls.snapshot()
     meter.start()
     began = time.perf_counter()
@@ -600,11 +607,7 @@ async def _p4_streams(
 ) -> list[Figure]:
     """The burst again, with `streams` SSE streams open on its reports (each
     report's share opened as it is POSTed, read until the final status)."""
-    ids = [
-        report_id_for(user_id_for(i % options.users + 1), *_range(offset))
-        for i in range(options.reports)
-    ]
-    owners = {rid: token_list[i % len(token_list)] for i, rid in enumerate(ids)}
+    ids, owners = _burst(options, token_list, offset)
     before_calls = await calls.snapshot()
     meter.start()
     began = time.perf_counter()
