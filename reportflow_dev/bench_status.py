@@ -479,7 +479,7 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                     many = replace(options, pollers=options.many_pollers)
                     figures += await _p4(*p4, many, alone, group, offset=3)
                     figures += await _p4_streams(*p4, options, offset=4)
-                    rss[1 + 4 * options.reports] = _tree_rss(worker.pid)
+                    rss[1 + 6 * options.reports] = _tree_rss(worker.pid)
                     figures.append(_p6(rss))
                 finally:
                     worker.stop()
@@ -545,6 +545,10 @@ async def _p4(
     made = TemporalCalls.api_calls(before_calls, await calls.snapshot())
     total_calls = sum(made.values())
     describes = made.get("DescribeWorkflowExecution", 0.0)
+    # The rate without pollers again, just after: on a machine this small a burst's
+    # rate drifts by more than the 5% judged, so the loaded burst is bracketed.
+    after, _ = await _end_to_end(http, smtp, token_list, options, offset=offset + 10)
+    unloaded = (alone + after) / 2
     served = 1 - stats.failed / max(stats.sent, 1)
     expected = stats.due_seconds / options.poll_seconds
     p99 = pct(stats.times, 0.99)
@@ -585,13 +589,13 @@ async def _p4(
         ),
         Figure(
             "P4",
-            "reports/s with those pollers vs without (P2)",
+            "reports/s with those pollers vs without (P2, and again after)",
             f"{loaded:.2f}/s",
-            f"{alone:.2f}/s",
-            loaded / alone,
+            f"{unloaded:.2f}/s ({alone:.2f} before, {after:.2f} after)",
+            loaded / unloaded,
             ">= 0.95" if judged else "",
-            loaded / alone >= 0.95 if judged else None,
-            {"reports_per_s": loaded},
+            loaded / unloaded >= 0.95 if judged else None,
+            {"reports_per_s": loaded, "unloaded_before": alone, "unloaded_after": after},
         ),
     ]
 
