@@ -20,6 +20,7 @@ import pytest
 from reportflow.core.browser import Browser, Isolation, count_pages, find_chromium
 from reportflow.models import CategoryTotal, MerchantTotal, TransactionRow
 from reportflow.report import format_cents, render_html
+from reportflow_dev.testing import _descendants, _parents
 from tests.utils.listener import Listener, hostile_strings, serve_listener
 from tests.utils.reportflow_http import pdf_text
 from tests.utils.reports import make_empty_report_data, make_report_data
@@ -90,6 +91,23 @@ async def test_pdf_calls_heartbeat(browser: Browser) -> None:
     pdf = await browser.pdf(render_html(make_report_data()), heartbeat=lambda: beats.append(1.0))
     assert pdf.startswith(b"%PDF")
     assert len(beats) >= 1
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+async def test_chromium_never_outranks_the_worker(browser: Browser) -> None:
+    """Run as root, Chromium sets its browser and GPU processes to nice -8, above the
+    worker, the API and Temporal on a shared host; it must not."""
+    await browser.pdf(render_html(make_report_data()))  # renderers and the GPU process are up
+    assert browser.process_pid is not None
+    chromium = {browser.process_pid, *_descendants(browser.process_pid, _parents())}
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    niceness = {pid: _nice(pid) for pid in chromium if Path(f"/proc/{pid}").exists()}
+    assert len(niceness) >= 3, niceness  # browser, GPU or utility, a renderer
+    assert all(nice >= ours for nice in niceness.values()), niceness
 
 
 async def test_concurrent_pdfs_share_one_browser(browser: Browser) -> None:

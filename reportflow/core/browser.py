@@ -9,18 +9,21 @@ the report's HTML (`reportflow.report`) holds walls 1 and 2, the browser the res
    bypassed, and background networking is disabled, so nothing can be fetched.
 
 One `Browser` (one Chromium process) lives for the whole worker process; it is
-launched lazily and relaunched once if it has died.
+launched lazily and relaunched once if it has died. Chromium never runs at a
+higher CPU priority than the process that launched it (`_forgo_priority_raise`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import io
 import logging
 import os
 import shutil
 import signal
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,6 +155,31 @@ def sandbox_choice() -> tuple[bool, str]:
     return True, "sandbox on"
 
 
+_PR_CAPBSET_DROP = 24  # prctl(2)
+_CAP_SYS_NICE = 23  # capability(7)
+
+
+def _forgo_priority_raise() -> None:
+    """Keep Chromium at this process's CPU priority or below.
+
+    Chromium that may raise its priority (root, with CAP_SYS_NICE) puts its browser
+    and GPU processes at nice -8: above the worker's own Python, the API and
+    Temporal on a shared host. A render then holds up the workflow tasks around it
+    and any status read. Dropping the capability from this process's bounding set
+    keeps it from everything launched from now on (the Playwright driver, Chromium);
+    this process keeps its own. Without the capability (not root, or a container's
+    defaults) there is nothing to drop, and the call changes nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_CAPBSET_DROP, _CAP_SYS_NICE, 0, 0, 0) != 0:
+            logger.debug("CAP_SYS_NICE kept in the bounding set (errno %d)", ctypes.get_errno())
+    except (OSError, AttributeError):
+        logger.debug("no prctl here", exc_info=True)
+
+
 class Browser:
     """One long-lived headless Chromium for this process; one fresh context per PDF."""
 
@@ -250,6 +278,7 @@ class Browser:
                 os.kill(pid, signal.SIGKILL)
 
     async def _launch_locked(self) -> None:
+        _forgo_priority_raise()
         old, self._browser = self._browser, None
         if old is not None:
             with contextlib.suppress(Exception):
