@@ -563,7 +563,7 @@ async def open_world(
             await postgres.create()
             database = postgres
         else:
-            database = SqliteDatabase(root / "db" / "reportflow.core.db")
+            database = SqliteDatabase(root / "db" / "reportflow.db")
             stack.push_async_callback(database.close)
         smtp = RecordingSmtpServer()
         settings = chaos_settings(

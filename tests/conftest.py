@@ -44,7 +44,7 @@ async def database_url(
         async with scratch_database("rf_session") as url:
             yield url
         return
-    path: Path = tmp_path_factory.mktemp("db") / "reportflow.core.db"
+    path: Path = tmp_path_factory.mktemp("db") / "reportflow.db"
     yield f"sqlite+aiosqlite:///{path}"
 
 
@@ -107,7 +107,7 @@ SECRETS = harness_secrets()
 def make_settings(tmp: Path, smtp_port: int, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "environment": "test",
-        "database_url": f"sqlite+aiosqlite:///{tmp / 'reportflow.core.db'}",
+        "database_url": f"sqlite+aiosqlite:///{tmp / 'reportflow.db'}",
         "report_store_url": str(tmp / "reports"),
         "smtp_host": "127.0.0.1",
         "smtp_port": smtp_port,
@@ -129,7 +129,7 @@ async def stack_database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     """The running stack's database: a fresh PostgreSQL database of its own when
     TEST_DATABASE_URL is set (CI), else a SQLite file, as `reportflow dev` uses."""
     if not os.environ.get("TEST_DATABASE_URL"):
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('stack-db') / 'reportflow.core.db'}"
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('stack-db') / 'reportflow.db'}"
         return
     async with scratch_database("rf_stack") as url:
         yield url

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
     temporal_ui_url: str = "http://localhost:8233"
 
-    database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'reportflow.core.db'}"
+    database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'reportflow.db'}"
     # PostgreSQL connections per process: at most pool + overflow = 8. With 2 API
     # replicas and 4 workers that is 48, beside Temporal's 2 x 20 on the same
     # server, under PostgreSQL's default max_connections=100 (97 for non-superusers).
