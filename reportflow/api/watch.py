@@ -41,7 +41,7 @@ from temporalio.client import Client
 from reportflow.api.schemas import StatusDocument
 from reportflow.core.config import Settings
 from reportflow.core.tokens import Caller
-from reportflow.service.status import Described, build_document, read_status
+from reportflow.service.status import Described, build_document, may_see, read_status
 
 log = logging.getLogger(__name__)
 
@@ -313,9 +313,14 @@ class Watchers:
         if watcher is not None:
             watcher.poke()
 
-    async def read(self, report_id: str) -> Snapshot | None:
-        """The report's current document (None = no such report); callers check ownership."""
-        return await self.watcher(report_id).current()
+    async def read(self, report_id: str, caller: Caller) -> Snapshot | None:
+        """The report's current document; None when there is no such report or it is
+        not the caller's (the two are not told apart). Someone else's report ID is
+        refused before anything is watched."""
+        if not may_see(caller, report_id):
+            return None
+        snapshot = await self.watcher(report_id).current()
+        return snapshot if snapshot is not None and snapshot.visible_to(caller) else None
 
     @contextlib.contextmanager
     def reading(self, report_id: str) -> Iterator[Watcher]:

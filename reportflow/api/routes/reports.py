@@ -29,7 +29,6 @@ from reportflow.core.config import Settings
 from reportflow.core.store import FileStore, ReportStore
 from reportflow.core.tokens import Caller
 from reportflow.service import reports
-from reportflow.service.status import may_see
 
 router = APIRouter(
     prefix="/reports",
@@ -49,11 +48,9 @@ def _with_progress_headers(response: Response, doc: StatusDocument) -> StatusDoc
 async def _watched(request: Request, report_id: str, caller: Caller) -> Snapshot:
     """The report's document as this process's watcher holds it (no Temporal call
     when it is being watched already)."""
-    if not may_see(caller, report_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
     watchers: Watchers = request.app.state.watchers
-    snapshot = await watchers.read(report_id)
-    if snapshot is None or not snapshot.visible_to(caller):
+    snapshot = await watchers.read(report_id, caller)
+    if snapshot is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
     return snapshot
 
