@@ -28,8 +28,10 @@ def busiest(times: list[float], window: float) -> int:
 async def test_two_workers_send_at_most_the_rate_and_each_email_once(
     tmp_path: Path, smtp: SmtpServer, temporal_client: Client
 ) -> None:
-    # Slower than two workers render here, so emails queue for their turn.
-    rate, count = 1.0, 16
+    # Well below what two workers render, even on a loaded machine (one full-suite
+    # run rendered only ~1/s, and at a limit of 1/s no email ever had to wait), so
+    # emails do queue for their turn.
+    rate, count = 0.5, 16
     async with (
         stack(tmp_path, smtp, temporal_client, worker=False, email_rate_per_second=rate) as s,
         contextlib.AsyncExitStack() as workers,
@@ -80,7 +82,7 @@ async def test_two_workers_send_at_most_the_rate_and_each_email_once(
     burst = 6
     windows = {w: busiest(times, w) for w in (1.0, 2.0, 5.0, 10.0)}
     log.warning(
-        "email rate %.0f/s, 2 workers, %d reports: sent over %.1f s; busiest windows %s; "
+        "email rate %g/s, 2 workers, %d reports: sent over %.1f s; busiest windows %s; "
         "arrivals %s",
         rate,
         count,
