@@ -82,8 +82,7 @@ async def test_two_workers_send_at_most_the_rate_and_each_email_once(
     burst = 6
     windows = {w: busiest(times, w) for w in (1.0, 2.0, 5.0, 10.0)}
     log.warning(
-        "email rate %g/s, 2 workers, %d reports: sent over %.1f s; busiest windows %s; "
-        "arrivals %s",
+        "email rate %g/s, 2 workers, %d reports: sent over %.1f s; busiest windows %s; arrivals %s",
         rate,
         count,
         span,
