@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -96,6 +97,34 @@ async def test_reports_over_the_per_user_cap_stay_queued_until_one_ends(
         async with s.engine.connect() as conn:
             left = await conn.scalar(select(func.count()).select_from(report_slots))
         assert left == 0
+
+
+async def test_a_free_slot_is_taken_and_given_back_without_tasks_of_their_own(
+    tmp_path: Path, smtp: SmtpServer, temporal_client: Client
+) -> None:
+    """With a slot free, taking and giving it back are local activities: the history
+    schedules only the report's own steps, and the slot is free again at the end."""
+    async with stack(tmp_path, smtp, temporal_client, max_running_reports_per_user=2) as s:
+        _, user = await s.user()
+        report_id = (await s.http.post("/reports", json={}, headers=user.headers)).json()[
+            "report_id"
+        ]
+        assert (await wait_status(s.http, user, report_id, FINAL))["status"] == "completed"
+        history = await temporal_client.get_workflow_handle(report_id).fetch_history()
+        scheduled = [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        assert scheduled == ["query", "render", "send_email"]
+        local = [
+            json.loads(e.marker_recorded_event_attributes.details["data"].payloads[0].data)
+            for e in history.events
+            if e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        ]
+        assert [m["activity_type"] for m in local] == ["acquire_slot", "release_slot"]
+        async with s.engine.connect() as conn:
+            assert await conn.scalar(select(func.count()).select_from(report_slots)) == 0
 
 
 # ------------------------------------------------------------------- fairness

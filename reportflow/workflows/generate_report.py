@@ -8,12 +8,13 @@ there), and as current details, which the Temporal Web UI shows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from reportflow.activities.report import ReportActivities
@@ -35,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         email_queue,
     )
 
+T = TypeVar("T")
 
 # Changes guarded for runs that started on older code (see tests/test_replay.py).
 REMOVE_PDF_OF_FAILED_RUN = "remove-pdf-of-failed-run"
@@ -46,8 +48,18 @@ EMAIL_QUEUE = "email-queue"
 CANCEL_BEATS_FAILED_ATTEMPT = "cancel-beats-failed-attempt"
 # A run begun on this code takes every change above at once: one marker (and one
 # TemporalChangeVersion upsert, each a billed action) instead of one per change.
-# Runs begun before it still ask each patch. A later change gets a patch of its own.
+# Runs begun before it still ask each patch.
 ALL_ABOVE = "all-changes-above"
+# A later change gets a patch of its own, which implies ALL_ABOVE: a new run still
+# records one marker. This one: the slot is taken and given back by a local
+# activity (no activity task, no workflow task of its own), and the last stage and
+# the result go into the memo at once.
+SLOTS_IN_WORKFLOW_TASK = "slots-in-workflow-task"
+
+# A slot step as a local activity: one attempt, inside the workflow task. If it
+# fails (the user is at capacity, the database is away), the step goes on as an
+# ordinary activity with its retries, which the status and the Web UI show.
+ONE_LOCAL_ATTEMPT = RetryPolicy(maximum_attempts=1)
 
 
 def retry_policy(backoff: Backoff) -> RetryPolicy:
@@ -85,20 +97,21 @@ class GenerateReport:
         self._slot: SlotInput | None = None
         # Histories before acquire_slot said so (it returned None) announce always.
         self._webhooks = True
+        self._local_slots = False
         self._all_changes = False
 
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
-        self._all_changes = workflow.patched(ALL_ABOVE)
+        self._local_slots = workflow.patched(SLOTS_IN_WORKFLOW_TASK)
+        self._all_changes = self._local_slots or workflow.patched(ALL_ABOVE)
         try:
             return await self._run(input)
         finally:
             if self._slot is not None:
-                await workflow.execute_activity_method(
+                await self._slot_step(
                     SlotActivities.release_slot,
                     self._slot,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                    RetryPolicy(maximum_interval=timedelta(seconds=30)),
                 )
 
     def _has(self, change: str) -> bool:
@@ -110,11 +123,10 @@ class GenerateReport:
         free (retried with backoff: an attempt adds nothing to the history)."""
         workflow.set_current_details("**Stage:** queued (waiting for a free slot of this user)")
         slot = SlotInput(input.user_id, input.report_id, workflow.info().run_id)
-        grant = await workflow.execute_activity_method(
+        grant = await self._slot_step(
             SlotActivities.acquire_slot,
             slot,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(
+            RetryPolicy(
                 initial_interval=timedelta(seconds=1),
                 backoff_coefficient=1.5,
                 maximum_interval=timedelta(seconds=10),
@@ -124,6 +136,29 @@ class GenerateReport:
         self._slot = slot
         if grant is not None:
             self._webhooks = grant.webhooks
+
+    async def _slot_step(
+        self,
+        step: Callable[[SlotActivities, SlotInput], Awaitable[T]],
+        slot: SlotInput,
+        retry: RetryPolicy,
+    ) -> T:
+        """Take or give back a slot: first as a local activity (SLOTS_IN_WORKFLOW_TASK),
+        then, if that attempt failed, as an activity retried by `retry`."""
+        if self._local_slots:
+            try:
+                return await workflow.execute_local_activity_method(
+                    step,
+                    slot,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=ONE_LOCAL_ATTEMPT,
+                )
+            except FailureError as err:  # a local activity's failure comes unwrapped
+                if isinstance(err.cause if isinstance(err, ActivityError) else err, CancelledError):
+                    raise
+        return await workflow.execute_activity_method(
+            step, slot, start_to_close_timeout=timedelta(seconds=30), retry_policy=retry
+        )
 
     async def _run(self, input: GenerateReportInput) -> ReportResult:
         retry, timeouts = input.retry, input.timeouts
@@ -200,17 +235,19 @@ class GenerateReport:
             emailed_to=emailed.recipients,
             message_id=emailed.message_id,
         )
-        workflow.upsert_memo(
-            {
-                "result": {
-                    "pages": result.pages,
-                    "bytes": result.bytes,
-                    "emailed_to": result.emailed_to,
-                    "message_id": result.message_id,
-                }
+        done = {
+            "result": {
+                "pages": result.pages,
+                "bytes": result.bytes,
+                "emailed_to": result.emailed_to,
+                "message_id": result.message_id,
             }
-        )
-        self._enter("done")
+        }
+        if self._local_slots:
+            self._enter("done", done)
+        else:
+            workflow.upsert_memo(done)
+            self._enter("done")
         self._record_durations("completed")
         await self._announce(input, "completed")
         return result
@@ -293,13 +330,19 @@ class GenerateReport:
     def _times(self) -> dict[str, str]:
         return {"updated_at": workflow.now().isoformat()}
 
-    def _enter(self, stage: str) -> None:
+    def _enter(self, stage: str, memo: Mapping[str, object] | None = None) -> None:
+        """Publish `stage` (with `memo`'s other keys in the same upsert)."""
         self._stage_started[stage] = workflow.now()
         self._progress.stage = stage
         self._progress.progress = STAGES[stage]
         self._progress.updated_at = workflow.now().isoformat()
         workflow.upsert_memo(
-            {"stage": stage, "progress": STAGES[stage], "updated_at": self._progress.updated_at}
+            {
+                **(memo or {}),
+                "stage": stage,
+                "progress": STAGES[stage],
+                "updated_at": self._progress.updated_at,
+            }
         )
         workflow.set_current_details(f"**Stage:** {stage} ({STAGES[stage]}%)")
 
