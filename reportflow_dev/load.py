@@ -12,6 +12,11 @@
   queued behind renderers (Chromium, run as root, raises its own priority to
   nice -8, which `nice` cannot undo). Where no control group can be made (not
   root, no writable cgroup file system) the bench says so and runs without.
+- `CoreSplit`: the production shape taken further, as on separate hosts: the
+  worker and its Chromium on cores of their own (the upper half), the Temporal
+  server, the API and the clients on the rest. What a worker host can do next
+  to raw Chromium on the same cores is then measured without the co-located
+  Temporal dev server's CPU, which in production is a cluster's.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -164,3 +169,49 @@ class CpuGroup:
                 with contextlib.suppress(OSError):
                     (self.path.parent / "cgroup.procs").write_text(pid)
             self.path.rmdir()
+
+
+def _pin(pids: Iterable[int], cpus: set[int]) -> None:
+    """Every thread of these processes onto `cpus` (children they start inherit it)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a process or thread that has just exited
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
+
+
+class CoreSplit:
+    """The worker's cores (the upper half) and everyone else's; `possible` on 2+ cores."""
+
+    def __init__(self) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        half = len(cpus) // 2
+        self.all = set(cpus)
+        self.others, self.worker = set(cpus[:half]), set(cpus[half:])
+
+    @property
+    def possible(self) -> bool:
+        return bool(self.others)
+
+    @property
+    def description(self) -> str:
+        def cores(cpus: set[int]) -> str:
+            return ("core " if len(cpus) == 1 else "cores ") + ",".join(map(str, sorted(cpus)))
+
+        return f"worker on {cores(self.worker)}, Temporal, API and clients on {cores(self.others)}"
+
+    @contextlib.contextmanager
+    def on_worker_cores(self) -> Iterator[None]:
+        """This thread (so processes it starts: a raw Chromium) on the worker's cores."""
+        os.sched_setaffinity(0, self.worker)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, self.all)
+
+    def apply(self, worker: Iterable[int], others: Iterable[int]) -> None:
+        _pin(worker, self.worker)
+        _pin(others, self.others)
+
+    def undo(self, pids: Iterable[int]) -> None:
+        _pin(pids, self.all)
