@@ -100,13 +100,22 @@ async def test_history_holds_no_personal_data_without_the_codec(
     # Search attributes never pass through a codec: ours carry the opaque user ID only.
     sa = frozenset({"search_attributes"})
     # The SDK writes workflow.patched() markers itself, past the codec: they hold
-    # the patch's name (e.g. "truthful-cancel") and nothing of the user's.
-    payloads = [
-        p
-        for event in history.events
-        if event.marker_recorded_event_attributes.marker_name != "core_patch"
-        for p in payloads_in(event, sa)
-    ]
+    # the patch's name (e.g. "truthful-cancel") and nothing of the user's. A local
+    # activity's marker (the slot taken, given back) holds the SDK's bookkeeping
+    # in clear too (sequence, attempt, activity type, times); its result is ours.
+    payloads = []
+    local_results = 0
+    for event in history.events:
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name == "core_patch":
+            continue
+        if marker.marker_name == "core_local_activity":
+            results = list(payloads_in(marker.details["result"]))
+            local_results += len(results)
+            payloads += results
+            continue
+        payloads += payloads_in(event, sa)
+    assert local_results >= 1
     payloads += list(payloads_in(description.raw_description, sa))
     assert len(payloads) > 10
     assert [p for p in payloads if p.metadata.get("encoding") != ENCODING] == []
