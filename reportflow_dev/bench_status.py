@@ -457,23 +457,21 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                     )
                     meter.start()
                     alone, _ = await _end_to_end(http, smtp, token_list, options, offset=1)
+                    cpu = meter.read(options.reports / alone)
+                    # Raw again just after (the worker idle): bracketed, as P4's rate is.
+                    raws = (raw, (await _raw_renders(settings, options, offset=1))[0])
                     shared = f"all on {len(split.all)} cores, {group.description}"
-                    figures += _p2(
-                        options,
-                        alone,
-                        raw,
-                        meter.read(options.reports / alone),
-                        shared,
-                        judged=not split.possible,
-                    )
+                    figures += _p2(options, alone, raws, cpu, shared, judged=not split.possible)
                     done, layout = 1 + options.reports, shared
                     if split.possible:  # as on separate hosts, from here to P6
                         split.apply({worker.pid, *_descendants(worker.pid, _parents())}, others)
                         meter.start()
                         alone, _ = await _end_to_end(http, smtp, token_list, options, offset=5)
-                        layout = split.description
                         cpu = meter.read(options.reports / alone)
-                        figures += _p2(options, alone, raw_split, cpu, layout, judged=True)
+                        with split.on_worker_cores():
+                            raws = (raw_split, (await _raw_renders(settings, options, offset=5))[0])
+                        layout = split.description
+                        figures += _p2(options, alone, raws, cpu, layout, judged=True)
                         done += options.reports
                     rss = {done: _tree_rss(worker.pid)}
                     p4 = (http, smtp, calls, meter, token_list)
@@ -502,24 +500,31 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
 def _p2(
     options: RatioOptions,
     rate: float,
-    raw: float,
+    raws: tuple[float, float],
     cpu: dict[str, float],
     layout: str,
     *,
     judged: bool,
 ) -> list[Figure]:
-    """Reports per second end to end against raw Chromium on the same cores, and
-    where the CPU went meanwhile."""
+    """Reports per second end to end against raw Chromium on the same cores (the
+    mean of just before and just after), and where the CPU went meanwhile."""
+    raw = sum(raws) / 2
     return [
         Figure(
             "P2",
             f"reports/s end to end, {options.reports} at once, one worker",
             f"{rate:.2f}/s",
-            f"{raw:.2f} PDFs/s raw Chromium on the same cores; {layout}",
+            f"{raw:.2f} PDFs/s raw Chromium on the same cores ({raws[0]:.2f} before, "
+            f"{raws[1]:.2f} after); {layout}",
             rate / raw,
             ">= 0.85" if judged else "",
             rate / raw >= 0.85 if judged else None,
-            {"reports_per_s": rate, "raw_pdfs_per_s": raw},
+            {
+                "reports_per_s": rate,
+                "raw_pdfs_per_s": raw,
+                "raw_before": raws[0],
+                "raw_after": raws[1],
+            },
         ),
         Figure(
             "P2",

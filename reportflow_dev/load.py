@@ -203,11 +203,12 @@ class CoreSplit:
     @contextlib.contextmanager
     def on_worker_cores(self) -> Iterator[None]:
         """This thread (so processes it starts: a raw Chromium) on the worker's cores."""
+        before = os.sched_getaffinity(0)
         os.sched_setaffinity(0, self.worker)
         try:
             yield
         finally:
-            os.sched_setaffinity(0, self.all)
+            os.sched_setaffinity(0, before)
 
     def apply(self, worker: Iterable[int], others: Iterable[int]) -> None:
         _pin(worker, self.worker)
