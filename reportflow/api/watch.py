@@ -55,7 +55,8 @@ _APPLIED_LOCALLY = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
     EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
     # Change nothing a reader sees: patch markers (with the TemporalChangeVersion
-    # search attribute the SDK upserts beside them), the webhook child's start.
+    # search attribute the SDK upserts beside them), the slot's local-activity
+    # markers (the stage they lead to comes as a memo upsert), the webhook child's start.
     EventType.EVENT_TYPE_MARKER_RECORDED,
     EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
     EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,

@@ -153,8 +153,9 @@ class GenerateReport:
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=ONE_LOCAL_ATTEMPT,
                 )
-            except FailureError as err:  # a local activity's failure comes unwrapped
-                if isinstance(err.cause if isinstance(err, ActivityError) else err, CancelledError):
+            except FailureError as err:  # a local activity's failure may come unwrapped
+                cause = err.cause if isinstance(err, ActivityError) else err
+                if isinstance(cause, CancelledError):
                     raise
         return await workflow.execute_activity_method(
             step, slot, start_to_close_timeout=timedelta(seconds=30), retry_policy=retry
