@@ -29,6 +29,7 @@ from reportflow.core.logs import setup_logging
 from reportflow.core.mailer import Mailer
 from reportflow.core.store import open_store
 from reportflow.core.temporal import connect, metrics_runtime
+from reportflow.core.workflow_runner import ContextFreeRunner
 from reportflow.models import email_queue
 from reportflow.service import retention
 from reportflow.workflows.deliver_webhooks import DeliverWebhooks
@@ -105,6 +106,7 @@ async def run_worker(
         client,
         task_queue=settings.task_queue,
         workflows=[GenerateReport, ExpireReports, ScheduledReport, DeliverWebhooks],
+        workflow_runner=ContextFreeRunner(client.data_converter),
         activities=[
             *activities.all,
             ScheduleActivities(settings).start_scheduled_report,
