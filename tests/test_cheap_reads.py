@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,20 @@ async def test_token_lookups_are_kept_for_their_ttl(app_engine: AsyncEngine) -> 
     assert still is not None and still.user_id == user_id  # honoured until the TTL ends
     assert await uncached.lookup(app_engine, token) is None
     assert await cached.lookup(app_engine, "rf_unknown") is None
+
+
+async def test_a_kept_token_lookup_ends_at_the_tokens_expiry(app_engine: AsyncEngine) -> None:
+    user_id = await create_user(app_engine)
+    token = await create_token(app_engine, user_id=user_id, lifetime=timedelta(seconds=1))
+    cache = TokenCache(ttl_seconds=60)
+    assert await cache.lookup(app_engine, token) is not None
+    # Past its expiry the token is read again, and refused: the hour-long TTL does not keep it.
+    await wait_until(
+        partial(cache.lookup, app_engine, token),
+        lambda caller: caller is None,
+        timeout=5,
+        what="the expired token refused",
+    )
 
 
 async def test_dead_letter_page_costs_a_bounded_number_of_calls(

@@ -46,11 +46,11 @@ class Settings(BaseSettings):
     # event); it ends this long after its last reader.
     status_watch_idle_seconds: float = Field(default=10.0, gt=0)
     status_refresh_seconds: float = Field(default=10.0, gt=0)
-    # A token lookup may be kept this long in each API process. Off by default, so
-    # a revoked or expired token is refused at once on every replica; a few
-    # seconds spare pollers a database query each, and let a revoked token work
-    # that much longer.
-    token_cache_seconds: float = Field(default=0.0, ge=0)
+    # A token lookup may be kept this long in each API process (never past the
+    # token's expiry): pollers are spared a database query each, and a revoked
+    # token is refused on every replica within this time (0: at once, and a
+    # query on every request).
+    token_cache_seconds: float = Field(default=2.0, ge=0)
     # /metrics reads Temporal at most once per this many seconds, whoever asks.
     metrics_cache_seconds: float = Field(default=10.0, ge=0)
     # Bearer token Prometheus sends to /metrics (an admin token works too);

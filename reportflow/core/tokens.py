@@ -6,8 +6,9 @@ stretching needed): the database never holds a usable token. A token's ID is
 `tok_` and the first 12 hex digits of that hash: it names the token in lists,
 logs and `reportflow token revoke` without revealing it.
 
-Every request reads the token's row, so a revocation or an expiry holds at once
-on every API replica; the row's `last_used_at` is written at most once a minute.
+Each API process keeps a token's row for TOKEN_CACHE_SECONDS (2 s by default,
+never past its expiry), so a revocation holds on every API replica within that
+time (at once with 0); the row's `last_used_at` is written at most once a minute.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Caller:
     user_id: str | None
     is_admin: bool
     token_id: str = ""
+    expires_at: datetime | None = None
 
     @property
     def name(self) -> str:
@@ -143,11 +145,17 @@ async def lookup(engine: AsyncEngine, token: str) -> Caller | None:
     if row is None or row.revoked_at is not None:
         return None
     now = datetime.now(UTC)
-    if _expiry(row.expires_at, row.created_at, bool(row.is_admin)) <= now:
+    expires_at = _expiry(row.expires_at, row.created_at, bool(row.is_admin))
+    if expires_at <= now:
         return None
     if row.last_used_at is None or _utc(row.last_used_at) <= now - LAST_USED_EVERY:
         await _touch(engine, digest, now)
-    return Caller(user_id=row.user_id, is_admin=bool(row.is_admin), token_id=token_id(digest))
+    return Caller(
+        user_id=row.user_id,
+        is_admin=bool(row.is_admin),
+        token_id=token_id(digest),
+        expires_at=expires_at,
+    )
 
 
 async def _touch(engine: AsyncEngine, digest: str, now: datetime) -> None:
