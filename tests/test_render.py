@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from reportflow.activities.background import heartbeating
 from reportflow.core.browser import Browser, Isolation, count_pages, find_chromium
 from reportflow.models import CategoryTotal, MerchantTotal, TransactionRow
 from reportflow.report import format_cents, render_html
@@ -86,11 +87,22 @@ async def test_pdf_of_empty_range(browser: Browser) -> None:
     assert format_cents(0, data.currency) in text
 
 
-async def test_pdf_calls_heartbeat(browser: Browser) -> None:
+async def test_heartbeats_come_each_interval_and_none_at_the_start() -> None:
+    """A render (or an email) shorter than the interval costs Temporal no heartbeat;
+    a longer one (waiting for a render slot, a slow print) beats every interval."""
+    loop = asyncio.get_running_loop()
     beats: list[float] = []
-    pdf = await browser.pdf(render_html(make_report_data()), heartbeat=lambda: beats.append(1.0))
-    assert pdf.startswith(b"%PDF")
-    assert len(beats) >= 1
+    began = loop.time()
+    async with heartbeating(lambda: beats.append(loop.time() - began), interval=0.5):
+        await asyncio.sleep(0.05)
+    assert beats == []
+
+    began = loop.time()
+    async with heartbeating(lambda: beats.append(loop.time() - began), interval=0.05):
+        async with asyncio.timeout(10):
+            while len(beats) < 3:
+                await asyncio.sleep(0.01)
+    assert beats[0] >= 0.05
 
 
 def _nice(pid: int) -> int:

@@ -55,7 +55,9 @@ async def finish_within(work: Awaitable[T], deadline_seconds: float | None) -> T
 async def heartbeating(
     heartbeat: Callable[[], None] | None, interval: float = HEARTBEAT_INTERVAL_SECONDS
 ) -> AsyncIterator[None]:
-    """Call `heartbeat` every `interval` seconds while the body runs."""
+    """Call `heartbeat` every `interval` seconds while the body runs, the first time
+    `interval` after it starts: a body shorter than that sends none. (A heartbeat at
+    the start tells Temporal nothing the start did not, and costs a call to it.)"""
     if heartbeat is None:
         yield
         return
@@ -69,8 +71,8 @@ async def heartbeating(
 
 async def _heartbeat_loop(heartbeat: Callable[[], None], interval: float) -> None:
     while True:
+        await asyncio.sleep(interval)
         try:
             heartbeat()
         except Exception:
             log.warning("heartbeat callback failed", exc_info=True)
-        await asyncio.sleep(interval)

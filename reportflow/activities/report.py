@@ -92,7 +92,6 @@ class ReportActivities:
     @activity.defn(name="render")
     async def render(self, input: RenderInput) -> RenderResult:
         """The report's HTML, printed to PDF by the browser, put in the store."""
-        activity.heartbeat("rendering html")
         html = render_html(input.data)
         pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing pdf"))
         return await self._store_pdf(input.data.report_id, pdf)
