@@ -82,7 +82,7 @@ async def test_a_kept_token_lookup_ends_at_the_tokens_expiry(app_engine: AsyncEn
     token = await create_token(app_engine, user_id=user_id, lifetime=timedelta(seconds=1))
     cache = TokenCache(ttl_seconds=60)
     assert await cache.lookup(app_engine, token) is not None
-    # Past its expiry the token is read again, and refused: the hour-long TTL does not keep it.
+    # Past its expiry the token is read again, and refused: the minute-long TTL does not keep it.
     await wait_until(
         partial(cache.lookup, app_engine, token),
         lambda caller: caller is None,

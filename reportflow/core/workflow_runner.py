@@ -5,7 +5,7 @@ activation's), the SDK asks the workflow instance which serialization context
 each payload belongs to (the workflow, or the activity a command schedules), so a
 codec that cares can tell them apart. In the sandbox each question compiles and
 runs a snippet of code inside it, two per payload: profiled during a burst of
-reports that was about a fifth of the worker's own Python, more than the
+reports that was about a sixth of the worker's own Python, more than the
 workflow's code itself.
 
 reportflow's converter gives every context the same answer: the encryption codec
