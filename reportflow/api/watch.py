@@ -67,6 +67,16 @@ _APPLIED_LOCALLY = {
 _TURN_RECHECK_SECONDS = 1.0
 
 
+def _held_back(event: HistoryEvent) -> bool:
+    """The slot step scheduled as an ordinary activity: the user is at capacity (its
+    local attempt failed). The document's `waiting` sentence comes from the pending
+    activity that only a describe shows."""
+    return (
+        event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "acquire_slot"
+    )
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A status document as served: its JSON body and ETag are computed once."""
@@ -192,7 +202,7 @@ class Watcher:
             timed
             or self._stale
             or described.doc.is_final
-            or any(e.event_type not in _APPLIED_LOCALLY for e in events)
+            or any(e.event_type not in _APPLIED_LOCALLY or _held_back(e) for e in events)
         ):
             return await self._describe()
         memo = dict(described.memo)
