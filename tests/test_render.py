@@ -102,7 +102,7 @@ async def test_heartbeats_come_each_interval_and_none_at_the_start() -> None:
         async with asyncio.timeout(10):
             while len(beats) < 3:
                 await asyncio.sleep(0.01)
-    assert beats[0] >= 0.05
+    assert beats[0] >= 0.04  # one interval in, not at the start
 
 
 def _nice(pid: int) -> int:
