@@ -13,8 +13,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio.api.enums.v1 import VersioningBehavior
-from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
+from temporalio.api.enums.v1 import RoutingConfigUpdateState, VersioningBehavior
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentRequest,
+    SetWorkerDeploymentCurrentVersionRequest,
+)
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -39,7 +42,9 @@ pytestmark = pytest.mark.faults
 
 async def set_current(client: Client, deployment: str, build_id: str) -> None:
     """`temporal worker deployment set-current-version`, retried until the server
-    has seen the build's worker poll (it registers versions as they poll)."""
+    has seen the build's worker poll (it registers versions as they poll); then
+    until the new routing has reached the task queues (the server propagates it
+    after answering: a start a moment later could still go to the old build)."""
 
     async def attempt() -> bool:
         try:
@@ -56,6 +61,26 @@ async def set_current(client: Client, deployment: str, build_id: str) -> None:
         return True
 
     await wait_until(attempt, bool, timeout=WORKER_START_TIMEOUT, what=f"{build_id} current")
+
+    async def routing() -> tuple[str, int]:
+        info = (
+            await client.workflow_service.describe_worker_deployment(
+                DescribeWorkerDeploymentRequest(
+                    namespace=client.namespace, deployment_name=deployment
+                )
+            )
+        ).worker_deployment_info
+        current = info.routing_config.current_deployment_version.build_id
+        return current, info.routing_config_update_state
+
+    await wait_until(
+        routing,
+        lambda got: (
+            got == (build_id, RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_COMPLETED)
+        ),
+        timeout=WORKER_START_TIMEOUT,
+        what=f"the routing to {build_id} propagated",
+    )
 
 
 def versioned(settings: Settings, build_id: str) -> Settings:
