@@ -78,7 +78,7 @@ class RatioOptions:
     users: int = 24
     reports: int = 24  # per end-to-end run
     # P1 samples of each kind at each concurrency: the p99 is the 10th slowest (of 200
-    # it was the 2nd, one stall of the dev server's from the ratio moving by 0.2).
+    # it was the 2nd, and one stall of the dev server's moved the ratio by 0.2).
     starts: int = 1_000
     pollers: int = 100
     many_pollers: int = 500  # P4 again, latency and cost only

@@ -47,13 +47,13 @@ def context_free(converter: DataConverter) -> bool:
 class ContextFreeRunner(WorkflowRunner):
     """The sandboxed runner, for a data converter that ignores serialization context."""
 
-    def __init__(self, converter: DataConverter, inner: WorkflowRunner | None = None) -> None:
+    def __init__(self, converter: DataConverter) -> None:
         if not context_free(converter):
             raise ValueError(
                 "this data converter uses serialization contexts or external storage; "
                 "run workflows with the SDK's SandboxedWorkflowRunner instead"
             )
-        self._inner = inner or SandboxedWorkflowRunner()
+        self._inner = SandboxedWorkflowRunner()
 
     def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
         self._inner.prepare_workflow(defn)
