@@ -118,8 +118,8 @@ async def test_limit_holds_across_two_api_processes_and_a_restart(
         await _terminate_started(temporal_env.client, racer_id)
 
 
-async def test_limiter_refills_one_start_per_interval(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'limits.db'}")
+async def test_limiter_refills_one_start_per_interval(database: str) -> None:
+    engine = create_engine(database)
     await create_schema(engine)
     # Two limiters on one database stand for two replicas: 2 starts per 2 s.
     first, second = (RateLimiter(engine, per_minute=2, window_seconds=2.0) for _ in range(2))
@@ -135,13 +135,15 @@ async def test_limiter_refills_one_start_per_interval(tmp_path: Path) -> None:
             await asyncio.sleep(0.1)
         assert await first.retry_after("u") == 1  # one slot came back, and it is taken
     finally:
+        first.close()
+        second.close()
         await engine.dispose()
 
 
-async def test_a_start_read_a_moment_late_still_gets_the_last_slot(tmp_path: Path) -> None:
+async def test_a_start_read_a_moment_late_still_gets_the_last_slot(database: str) -> None:
     """Two replicas whose clocks (or lock waits) differ by 50 ms: the one that is
     behind still gets the last slot of a burst, and nobody gets one more."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'limits.db'}")
+    engine = create_engine(database)
     await create_schema(engine)
     start = time.time()
     ahead = RateLimiter(engine, per_minute=LIMIT, clock=lambda: start + 0.05)
@@ -153,4 +155,25 @@ async def test_a_start_read_a_moment_late_still_gets_the_last_slot(tmp_path: Pat
         assert await behind.retry_after("u") > 0
         assert await ahead.retry_after("u") > 0
     finally:
+        ahead.close()
+        behind.close()
+        await engine.dispose()
+
+
+async def test_many_starts_at_once_through_two_limiters_get_exactly_the_limit(
+    database: str,
+) -> None:
+    """Two replicas' limiters on one database, 25 starts at once through each: the
+    database decides, so exactly the limit gets through, for each user alike."""
+    engine = create_engine(database)
+    await create_schema(engine)
+    limiters = [RateLimiter(engine, per_minute=10) for _ in range(2)]
+    try:
+        for user in ("first", "second"):
+            answers = await asyncio.gather(*(limiters[n % 2].retry_after(user) for n in range(50)))
+            assert answers.count(0) == 10, answers
+            assert all(1 <= wait <= 6 for wait in answers if wait), answers
+    finally:
+        for limiter in limiters:
+            limiter.close()
         await engine.dispose()

@@ -205,6 +205,7 @@ def create_app(
         app.state.rate_limiter = RateLimiter(app.state.engine, settings.rate_limit_per_minute)
         yield
         await app.state.watchers.close()
+        app.state.rate_limiter.close()
         await app.state.engine.dispose()
 
     app = FastAPI(

@@ -26,7 +26,8 @@ from sqlalchemy import (
     event,
     func,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
@@ -156,6 +157,18 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 3) -> Asy
         max_overflow=max_overflow,
         connect_args={"command_timeout": 30},
     )
+
+
+def sqlite_twin(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine (the stdlib driver) on the same SQLite file as `engine`,
+    for work that is cheaper done whole on one thread than statement by statement
+    through aiosqlite's; None for PostgreSQL or an in-memory database."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
+        return None
+    twin = sa_create_engine(url.set(drivername="sqlite"), connect_args={"timeout": 30})
+    event.listen(twin, "connect", _sqlite_wal)
+    return twin
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
