@@ -69,10 +69,6 @@ class BodyLimit:
             (n for prefix, n in self.by_prefix.items() if scope["path"].startswith(prefix)),
             self.max_bytes,
         )
-        too_large = JSONResponse(
-            {"detail": f"the request body is over {limit} bytes; send a smaller one"},
-            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-        )
         body = b""
         while True:
             message = await receive()
@@ -80,6 +76,10 @@ class BodyLimit:
                 return  # the client went away
             body += message.get("body", b"")
             if len(body) > limit:
+                too_large = JSONResponse(
+                    {"detail": f"the request body is over {limit} bytes; send a smaller one"},
+                    status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+                )
                 await too_large(scope, receive, send)
                 return
             if not message.get("more_body", False):

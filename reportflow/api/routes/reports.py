@@ -39,12 +39,6 @@ router = APIRouter(
 NOT_FOUND = "no such report: check the ID, or list your reports with GET /reports"
 
 
-def _with_progress_headers(response: Response, doc: StatusDocument) -> StatusDocument:
-    if not doc.is_final:
-        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
-    return doc
-
-
 async def _watched(request: Request, report_id: str, caller: Caller) -> Snapshot:
     """The report's document as this process's watcher holds it (no Temporal call
     when it is being watched already)."""
@@ -78,12 +72,11 @@ def _user_of(caller: Caller) -> str:
 )
 async def create_report(
     request: Request,
-    response: Response,
     caller: CallerDep,
     client: TemporalDep,
     settings: SettingsDep,
     body: Annotated[ReportRequest | None, Body()] = None,
-) -> StatusDocument:
+) -> Response:
     """Start a report (or find the one already running or done for this range).
 
     With no body, the report covers the last 90 days ending today (UTC).
@@ -107,8 +100,17 @@ async def create_report(
         request.app.state.watchers.poke(begun.report_id)
     else:
         doc = (await _watched(request, begun.report_id, caller)).doc
-    response.headers["Location"] = doc.links.self
-    return _with_progress_headers(response, doc)
+    # Serialized here, as status reads are: FastAPI would validate the document
+    # against its own model again first.
+    headers = {"Location": doc.links.self}
+    if not doc.is_final:
+        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return Response(
+        doc.model_dump_json(),
+        status_code=status.HTTP_202_ACCEPTED,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 @router.get(
