@@ -77,9 +77,11 @@ _WORKER_OPERATIONS = ("Poll", "Respond", "RecordActivityTaskHeartbeat", "Shutdow
 class RatioOptions:
     users: int = 24
     reports: int = 24  # per end-to-end run
-    # P1 samples of each kind at each concurrency: the p99 is the 10th slowest (of 200
-    # it was the 2nd, and one stall of the dev server's moved the ratio by 0.2).
-    starts: int = 1_000
+    # P1 samples of each kind, one at a time and 50 at once: the p99 is the 30th and
+    # the 10th slowest. One at a time, a tenth of the dev server's starts take four
+    # times its median; with 1,000 samples where those fell moved the ratio by
+    # +-0.07 from run to run on one machine (of 200, one stall moved it by 0.2).
+    starts: tuple[int, int] = (3_000, 1_000)
     pollers: int = 100
     many_pollers: int = 500  # P4 again, latency and cost only
     streams: int = 1_000  # P4: open SSE streams during a burst
@@ -319,8 +321,10 @@ async def _p1(
     """POST /reports vs raw start_workflow, fresh report IDs each (no worker runs);
     the IDs started go to `started`."""
     figures = []
-    for n, concurrency in enumerate((1, 50)):
-        days = range(1000 + n * 2 * options.starts, 1000 + (n + 1) * 2 * options.starts)
+    first_day = 1000
+    for concurrency, samples in zip((1, 50), options.starts, strict=True):
+        days = range(first_day, first_day + 2 * samples)
+        first_day = days.stop
         posts, raws = await _p1_at(concurrency, base_url, client, settings, tokens, days, started)
         ratio = pct(posts, 0.99) / pct(raws, 0.99)
         figures.append(

@@ -132,7 +132,7 @@ def bench(
         ratio_options = RatioOptions(
             users=4,
             reports=4,
-            starts=4,
+            starts=(4, 4),
             pollers=10,
             many_pollers=20,
             streams=20,
