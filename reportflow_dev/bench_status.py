@@ -424,6 +424,15 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
         client = with_codec(await Client.connect(temporal.address), settings)
         figures: list[Figure] = []
         try:
+            # P1 with no worker: starts only, then those runs are ended. Their first
+            # workflow tasks stay queued after that, each to be found stale when a
+            # worker polls: on the reports' own task queue 8,000 of them held the
+            # first report that followed for seconds. So P1 has a queue of its own.
+            p1_settings = settings.model_copy(update={"task_queue": "bench-p1-no-worker"})
+            p1_runs: list[str] = []
+            async with _api_process(p1_settings, temporal.address, tmp / "api-p1.log") as (p1, _):
+                figures += await _p1(p1, client, p1_settings, token_list, options, p1_runs)
+            await _terminate(client, p1_runs, "bench: P1 only")
             async with (
                 _api_process(settings, temporal.address, tmp / "api.log") as (url, api_pid),
                 httpx.AsyncClient(
@@ -432,11 +441,6 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                     limits=httpx.Limits(max_connections=60),
                 ) as http,
             ):
-                # P1 with no worker: starts only; then those runs are ended.
-                p1_runs: list[str] = []
-                figures += await _p1(url, client, settings, token_list, options, p1_runs)
-                await _terminate(client, p1_runs, "bench: P1 only")  # no worker renders them
-
                 raw, raw_one = await _raw_renders(settings, options, offset=1)
                 split = CoreSplit()
                 if split.possible:  # raw Chromium on the cores the worker will have
