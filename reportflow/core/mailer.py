@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from email.message import EmailMessage
 from email.utils import parseaddr
 
@@ -41,6 +42,7 @@ class Mailer:
         self.password = password
         self.starttls = starttls
         self.timeout = timeout
+        self._ehlo_name: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Mailer:
@@ -79,6 +81,11 @@ class Mailer:
         )
         try:
             async with asyncio.timeout_at(deadline):
+                if self._ehlo_name is None:
+                    # The name EHLO gives, as aiosmtplib would find it, once a process
+                    # rather than (a thread and a resolver lookup) once a message.
+                    self._ehlo_name = await asyncio.to_thread(socket.getfqdn)
+                client.local_hostname = self._ehlo_name
                 await client.connect()
                 await client.send_message(message)
                 await client.quit()
