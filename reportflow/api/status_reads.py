@@ -17,6 +17,7 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from reportflow.api.schemas import StatusDocument
 from reportflow.api.watch import Snapshot, Watchers
 
 _PATH = re.compile(r"/reports/([^/]+)")
@@ -33,12 +34,19 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
+def progress_headers(doc: StatusDocument) -> dict[str, str]:
+    """`Retry-After` while the report is not finished: when to poll again."""
+    return {} if doc.is_final else {"Retry-After": RETRY_AFTER_SECONDS}
+
+
 def status_answer(snapshot: Snapshot, if_none_match: str | None) -> Answer:
     """Status code, headers and body of a status read: `ETag`, `Retry-After` while
     the report is not finished, `304` with no body when the client has this version."""
-    headers = {"ETag": snapshot.etag, "Cache-Control": "private, no-cache"}
-    if not snapshot.doc.is_final:
-        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    headers = {
+        "ETag": snapshot.etag,
+        "Cache-Control": "private, no-cache",
+        **progress_headers(snapshot.doc),
+    }
     if _etag_matches(if_none_match, snapshot.etag):
         return 304, headers, b""
     headers["Content-Type"] = "application/json"

@@ -128,6 +128,10 @@ rate_limits = Table(
 )
 
 
+# SQLite's busy timeout: a writer waits this long for another's lock.
+_SQLITE_CONNECT = {"timeout": 30}
+
+
 def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 3) -> AsyncEngine:
     """An async engine for SQLite (aiosqlite) or PostgreSQL (asyncpg) URLs.
 
@@ -146,7 +150,7 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 3) -> Asy
             from pathlib import Path
 
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed, connect_args={"timeout": 30})
+        engine = create_async_engine(parsed, connect_args=_SQLITE_CONNECT)
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
         return engine
     # A statement never waits forever: 30 s, like SQLite's busy timeout above.
@@ -166,7 +170,7 @@ def sqlite_twin(engine: AsyncEngine) -> Engine | None:
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
         return None
-    twin = sa_create_engine(url.set(drivername="sqlite"), connect_args={"timeout": 30})
+    twin = sa_create_engine(url.set(drivername="sqlite"), connect_args=_SQLITE_CONNECT)
     event.listen(twin, "connect", _sqlite_wal)
     return twin
 

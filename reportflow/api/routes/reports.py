@@ -22,7 +22,7 @@ from reportflow.api.schemas import (
     StatusDocument,
     problem,
 )
-from reportflow.api.status_reads import RETRY_AFTER_SECONDS, status_answer
+from reportflow.api.status_reads import progress_headers, status_answer
 from reportflow.api.watch import Snapshot, Watchers
 from reportflow.core import tracing
 from reportflow.core.config import Settings
@@ -102,13 +102,10 @@ async def create_report(
         doc = (await _watched(request, begun.report_id, caller)).doc
     # Serialized here, as status reads are: FastAPI would validate the document
     # against its own model again first.
-    headers = {"Location": doc.links.self}
-    if not doc.is_final:
-        headers["Retry-After"] = RETRY_AFTER_SECONDS
     return Response(
         doc.model_dump_json(),
         status_code=status.HTTP_202_ACCEPTED,
-        headers=headers,
+        headers={"Location": doc.links.self, **progress_headers(doc)},
         media_type="application/json",
     )
 
