@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,18 @@ import httpx
 import obstore
 import pytest
 import yaml
-from sqlalchemy import make_url
+from sqlalchemy import URL, make_url, text
+from sqlalchemy.exc import DBAPIError
 from temporalio.envconfig import ClientConfig
 from temporalio.service import TLSConfig
 from typer.testing import CliRunner
 
+from reportflow import migrations
 from reportflow.cli import app, certs
 from reportflow.core.config import Settings
+from reportflow.core.db import create_engine
 from reportflow_dev.testing import free_port
+from tests.utils.postgres import scratch_database, server_url
 from tests.utils.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -679,3 +684,89 @@ async def test_caddy_serves_the_api_over_tls_with_hsts_and_only_reads_from_the_s
         log.close()
         api.close()
         store.close()
+
+
+# --------------------------------------------------------------------------- postgres role
+
+APP_ROLE_SQL = ROOT / "ops" / "postgres" / "app-role.sql"
+
+
+def run_app_role_sql(admin: URL, database: str, role: str, private: str) -> None:
+    """ops/postgres/app-role.sql as the compose job runs it (psql, as the superuser)."""
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("needs psql (PostgreSQL's client) to run the role script")
+    done = subprocess.run(
+        [
+            psql, "-X", "-q", "-v", "ON_ERROR_STOP=1",
+            "-h", admin.host or "127.0.0.1", "-p", str(admin.port or 5432),
+            "-U", admin.username or "postgres", "-d", database,
+            "-v", f"app_role={role}", "-v", "app_password=it's a pass'word",
+            "-v", f"private_dbs={private},rf_no_such_database",
+            "-f", APP_ROLE_SQL,
+        ],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "PGPASSWORD": admin.password or ""},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def as_user(url: str, role: str) -> str:
+    # The server trusts loopback here, so the password is not what is under test.
+    return make_url(url).set(username=role, password="x").render_as_string(hide_password=False)
+
+
+async def test_app_role_script_makes_an_owner_that_is_no_superuser() -> None:
+    """On a real server: the role migrates its database, takes over tables an earlier
+    superuser migration left, and can neither make databases nor enter the private ones."""
+    admin = make_url(server_url())
+    role = f"rf_role_{uuid.uuid4().hex[:10]}"
+    try:
+        async with scratch_database("rfapp") as app_url, scratch_database("rfprivate") as other:
+            app_db = make_url(app_url).database or ""
+            superuser = create_engine(app_url)
+            async with superuser.begin() as conn:
+                await conn.execute(text("CREATE TABLE legacy (id serial PRIMARY KEY)"))
+            await superuser.dispose()
+            run_app_role_sql(admin, app_db, role, make_url(other).database or "")
+            run_app_role_sql(admin, app_db, role, make_url(other).database or "")  # repeatable
+
+            as_role = create_engine(as_user(app_url, role))
+            try:
+                await migrations.upgrade(as_role)
+                assert await migrations.current(as_role) == migrations.head()
+                async with as_role.connect() as conn:
+                    flags = (
+                        await conn.execute(
+                            text(
+                                "SELECT rolsuper, rolcreatedb, rolcreaterole, rolbypassrls "
+                                "FROM pg_roles WHERE rolname = current_user"
+                            )
+                        )
+                    ).one()
+                    assert tuple(flags) == (False, False, False, False)
+                    owner = await conn.scalar(
+                        text("SELECT tableowner FROM pg_tables WHERE tablename = 'legacy'")
+                    )
+                    assert owner == role
+                    await conn.execute(text("ALTER TABLE legacy ADD COLUMN note text"))
+                async with as_role.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    with pytest.raises(DBAPIError, match="permission denied to create database"):
+                        await conn.execute(text(f'CREATE DATABASE "{role}_x"'))
+            finally:
+                await as_role.dispose()
+            outsider = create_engine(as_user(other, role))
+            try:
+                with pytest.raises(DBAPIError, match="permission denied for database"):
+                    async with outsider.connect():
+                        pass
+            finally:
+                await outsider.dispose()
+    finally:
+        # The role owned the scratch databases, gone now; it owns nothing else.
+        engine = create_engine(admin.render_as_string(hide_password=False))
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        await engine.dispose()
