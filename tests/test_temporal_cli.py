@@ -1,4 +1,4 @@
-"""The Operating page's commands (docs/operating.md), run with the real `temporal` CLI from the lock file."""
+"""The commands of docs/operating.md, run with the real `temporal` CLI from the lock file."""
 
 from __future__ import annotations
 
