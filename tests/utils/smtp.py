@@ -4,11 +4,13 @@ and can be told to refuse for a while, the way a real relay misbehaves."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from typing import AnyStr
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
@@ -111,11 +113,9 @@ class RecordingHandler:
         if faults.quit_reply is not None:
             self.quit_replies[id(session)] = faults.quit_reply
         if faults.hang_up_after_250 > 0:
-            # Closed once the 250 is written: aiosmtpd writes it as soon as this
-            # returns, before the loop runs the callback; close() flushes it first.
             faults.hang_up_after_250 -= 1
-            assert server.transport is not None
-            asyncio.get_running_loop().call_soon(server.transport.close)
+            assert isinstance(server, _Smtp)
+            server.hang_up_after_reply = True
 
     def _accept(self, rcpt_tos: list[str], envelope: Envelope) -> None:
         message = message_from_bytes(envelope.original_content or b"", policy=policy.default)
@@ -151,10 +151,36 @@ class RecordingHandler:
         return "250 OK"
 
 
+class _Smtp(SMTP):
+    """aiosmtpd's server, able to hang up the moment a reply is written."""
+
+    hang_up_after_reply = False
+
+    async def push(self, status: AnyStr) -> None:
+        hang_up, self.hang_up_after_reply = self.hang_up_after_reply, False
+        if not hang_up or not isinstance(self.transport, asyncio.WriteTransport):
+            await super().push(status)
+            return
+        # The reply and the FIN leave in one segment (the cork holds the reply until
+        # the shutdown), so the client reads the 250 and finds the connection closed
+        # in the same moment, before it can write QUIT. A FIN that came after its
+        # QUIT would prove nothing: aiosmtplib takes that for a 221.
+        sock = self.transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        await super().push(status)
+        self.transport.write_eof()
+        self.transport.close()
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _Smtp(self.handler, **self.SMTP_kwargs)
+
+
 class SmtpServer:
     def __init__(self, host: str, port: int) -> None:
         self.handler = RecordingHandler()
-        self.controller = Controller(self.handler, hostname=host, port=port)
+        self.controller = _Controller(self.handler, hostname=host, port=port)
 
     @property
     def port(self) -> int:
