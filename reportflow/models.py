@@ -178,10 +178,20 @@ class EmailInput:
 
 
 @dataclass
+class RefusedRecipient:
+    """A recipient the mail server refused inside a transaction it accepted for others."""
+
+    address: str
+    code: int
+    message: str
+
+
+@dataclass
 class EmailResult:
     message_id: str
-    recipients: list[str]
+    recipients: list[str]  # the ones the server accepted
     already_sent: bool = False
+    refused: list[RefusedRecipient] = field(default_factory=list)
 
 
 @dataclass
@@ -209,6 +219,7 @@ class ReportResult:
     bytes: int
     emailed_to: list[str]
     message_id: str
+    refused: list[RefusedRecipient] = field(default_factory=list)
 
 
 # `add_recipient`: at most this many extra recipients per report, each a plain
@@ -284,6 +295,7 @@ class WebhookEvent:
     error: dict[str, str] | None = None
     retry: Backoff = field(default_factory=webhook_backoff)
     attempt_seconds: float = 30.0
+    refused: list[RefusedRecipient] = field(default_factory=list)  # of a completed report
 
     @property
     def event_id(self) -> str:

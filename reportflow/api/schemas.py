@@ -60,12 +60,23 @@ class ReportRequest(BaseModel):
         return self.start, self.end
 
 
+class RefusedRecipientDoc(BaseModel):
+    address: str
+    code: int = Field(description="The mail server's reply code, e.g. 550")
+    message: str = Field(description="The mail server's words with it")
+
+
 class ReportResultDoc(BaseModel):
     pdf_url: str
     pages: int
     bytes: int
-    emailed_to: list[str]
+    emailed_to: list[str] = Field(description="The recipients the mail server accepted")
     message_id: str
+    refused: list[RefusedRecipientDoc] = Field(
+        default_factory=list,
+        description="Recipients the mail server refused while it accepted the email for "
+        "the others: not emailed, and not retried",
+    )
     pdf_expires_at: datetime | None = Field(
         None, description="When the PDF is removed (REPORT_RETENTION_DAYS); the email stays sent"
     )

@@ -8,9 +8,10 @@ there), and as current details, which the Temporal Web UI shows.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -29,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         GenerateReportInput,
         Progress,
         QueryInput,
+        RefusedRecipient,
         RenderInput,
         ReportResult,
         SlotInput,
@@ -235,8 +237,9 @@ class GenerateReport:
             bytes=rendered.bytes,
             emailed_to=emailed.recipients,
             message_id=emailed.message_id,
+            refused=emailed.refused,
         )
-        done = {
+        done: dict[str, Any] = {
             "result": {
                 "pages": result.pages,
                 "bytes": result.bytes,
@@ -244,17 +247,23 @@ class GenerateReport:
                 "message_id": result.message_id,
             }
         }
+        if result.refused:  # only then: the memo of every other run stays as it was
+            done["result"]["refused"] = [dataclasses.asdict(r) for r in result.refused]
         if self._local_slots:
             self._enter("done", done)
         else:
             workflow.upsert_memo(done)
             self._enter("done")
         self._record_durations("completed")
-        await self._announce(input, "completed")
+        await self._announce(input, "completed", refused=result.refused)
         return result
 
     async def _announce(
-        self, input: GenerateReportInput, outcome: str, error: dict[str, str] | None = None
+        self,
+        input: GenerateReportInput,
+        outcome: str,
+        error: dict[str, str] | None = None,
+        refused: list[RefusedRecipient] | None = None,
     ) -> None:
         """Tell the user's webhook endpoints: a child that outlives this run (ABANDON),
         so the report is final at once while a receiver that is down gets retried."""
@@ -271,6 +280,7 @@ class GenerateReport:
             error=error,
             retry=input.retry.webhook,
             attempt_seconds=input.timeouts.webhook,
+            refused=list(refused or []),
         )
         await workflow.start_child_workflow(
             "DeliverWebhooks",
