@@ -35,11 +35,11 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 from temporalio.testing import WorkflowEnvironment
 
 from reportflow.core.config import Settings
-from reportflow.core.db import create_engine, create_schema
+from reportflow.core.db import POSTGRES_CONNECT_TIMEOUT_SECONDS, create_engine, create_schema
 from reportflow.core.tokens import create_token
 from reportflow.models import Backoff, RetrySchedule, Timeouts
 from reportflow_dev.testing import WorkerProcess, serve_api
@@ -86,6 +86,8 @@ class HookedHandler(RecordingHandler):
 
 
 class HookedSmtp(SmtpServer):
+    handler: HookedHandler
+
     def __init__(self) -> None:
         super().__init__("127.0.0.1", free_port())
         self.handler = HookedHandler()
@@ -400,6 +402,27 @@ async def test_worker_partitioned_from_a_server_comes_back_and_keeps_serving(
              server, HOLD_SECONDS, recovered, dict(watch.answers))  # fmt: skip
 
 
+async def test_database_connection_into_a_partition_gives_up_within_its_connect_timeout(
+    cut_off: CutOff,
+) -> None:
+    """asyncpg alone waits 60 s for a connection nobody answers, as long as a whole
+    query attempt; the worker's engine gives up after its own connect timeout."""
+    proxy = cut_off.proxies["database"]
+    engine = create_engine(_through(proxy, cut_off.settings.database_url))
+    proxy.hold()
+    began = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(POSTGRES_CONNECT_TIMEOUT_SECONDS + 10):
+                async with engine.connect() as conn:
+                    await conn.execute(text("select 1"))
+        waited = time.monotonic() - began
+        assert waited < POSTGRES_CONNECT_TIMEOUT_SECONDS + 5, waited
+    finally:
+        proxy.release()
+        await engine.dispose()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="needs i21-email's record of the 250 in the attempt's heartbeat details: "
@@ -411,8 +434,12 @@ async def test_database_held_as_the_server_accepts_sends_one_email(cut_off: CutO
     [report_id] = await cut_off.start_reports([user])
     await wait_for(lambda: cut_off.proxies["database"].held, timeout=REPORT_TIMEOUT,
                    what="the database held at the 250")  # fmt: skip
-    # Held before the 250 left the SMTP server: the worker has it and cannot record it.
-    watch = await _hold_while_polling(cut_off, "database", [user], [report_id], HOLD_SECONDS)
+    # Held before the 250 left the SMTP server: the worker has it and cannot record
+    # it. Longer than a statement or a connect may wait, so every database call the
+    # worker began during the hold failed (the ledger says "claimed", never "sent"),
+    # and longer than the claim's lease: the attempt after the hold may send.
+    seconds = 40.0
+    watch = await _hold_while_polling(cut_off, "database", [user], [report_id], seconds)
     assert not watch.failures, watch.failures
     [done] = await cut_off.wait_final([user], [report_id])
     assert done["status"] == "completed", done
