@@ -157,14 +157,19 @@ def _through(proxy: HoldingProxy, database_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-async def cut_off(
-    tmp_path_factory: pytest.TempPathFactory, temporal_env: WorkflowEnvironment
-) -> AsyncIterator[CutOff]:
+def _postgres() -> None:
+    """Skip before Temporal starts: without PostgreSQL there is nothing to hold."""
     if not os.environ.get("TEST_DATABASE_URL"):
         pytest.skip(
             "the partition tests hold a worker's PostgreSQL connections (SQLite has "
             "none to hold): set TEST_DATABASE_URL"
         )
+
+
+@pytest.fixture(scope="module")
+async def cut_off(
+    _postgres: None, tmp_path_factory: pytest.TempPathFactory, temporal_env: WorkflowEnvironment
+) -> AsyncIterator[CutOff]:
     tmp = tmp_path_factory.mktemp("partition")
     temporal_host, temporal_port = temporal_env.client.service_client.config.target_host.rsplit(
         ":", 1
