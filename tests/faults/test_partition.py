@@ -14,7 +14,9 @@ serves a report started afterwards.
 
 Two more tests hold a server at the worst moment, right as the SMTP server accepts
 a message: the database (the worker cannot record the 250) and SMTP itself (the
-worker never sees the 250).
+worker never sees the 250). One shows the worker's engine gives up on a
+connection into the partition after its connect timeout, and three check the
+proxy itself (no PostgreSQL needed).
 """
 
 from __future__ import annotations
