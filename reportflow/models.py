@@ -134,8 +134,25 @@ class TransactionRow:
 
 
 @dataclass
+class CurrencyTotal:
+    """Money in, out and net of one currency's transactions: amounts in two
+    currencies are never added up."""
+
+    currency: str
+    transaction_count: int
+    money_in_cents: int
+    money_out_cents: int
+    net_cents: int
+
+
+@dataclass
 class ReportData:
-    """The aggregates of one user's range: small and bounded, so it may travel in history."""
+    """The aggregates of one user's range: small and bounded, so it may travel in history.
+
+    `totals` has one entry per currency in the range, the commonest first (empty in
+    data recorded before it existed). `currency` is that first one; the top-level
+    money figures, the categories, the weeks and the merchants are in it alone;
+    `transaction_count` counts every currency."""
 
     report_id: str
     user_id: str
@@ -151,6 +168,7 @@ class ReportData:
     by_week: list[WeekTotal] = field(default_factory=list)
     top_merchants: list[MerchantTotal] = field(default_factory=list)
     largest: list[TransactionRow] = field(default_factory=list)
+    totals: list[CurrencyTotal] = field(default_factory=list)
 
 
 @dataclass
