@@ -33,6 +33,7 @@ class Mailer:
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
+        tls: bool = False,
         timeout: float = 30.0,
     ) -> None:
         self.host = host
@@ -41,6 +42,7 @@ class Mailer:
         self.username = username
         self.password = password
         self.starttls = starttls
+        self.tls = tls
         self.timeout = timeout
         self._ehlo_name: str | None = None
 
@@ -53,6 +55,7 @@ class Mailer:
             username=settings.smtp_username,
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
+            tls=settings.smtp_tls,
             timeout=settings.smtp_timeout_seconds,
         )
 
@@ -71,12 +74,23 @@ class Mailer:
             await self._send(message, deadline)
 
     async def _send(self, message: EmailMessage, deadline: float | None) -> None:
+        if self.username and not (self.starttls or self.tls):
+            # Settings refuses this too; a Mailer built by hand must not send AUTH in clear.
+            raise ApplicationError(
+                "SMTP credentials are set but the connection is not TLS: set "
+                "SMTP_STARTTLS=true or SMTP_TLS=true; nothing was sent",
+                type=SMTP_REJECTED,
+                non_retryable=True,
+            )
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
             username=self.username,
             password=self.password,
+            # True, not None: a server that offers no STARTTLS is refused before
+            # AUTH, rather than sent the credentials in clear.
             start_tls=self.starttls,
+            use_tls=self.tls,
             timeout=self.timeout,
         )
         try:
