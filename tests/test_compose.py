@@ -96,6 +96,7 @@ def obstore_aws_names() -> set[str]:
 
 SECRETS = {name: f"test-{name.lower()}-0123456789" for name in REQUIRED_SECRETS}
 # A well-formed keyring (key ID and a base64 32-byte key), as `reportflow keygen` prints.
+SECRETS["SECRET_KEY"] = "test-secret-key-of-at-least-32-bytes-0123"  # Settings wants >= 32
 SECRETS["PAYLOAD_ENCRYPTION_KEYS"] = "k1:" + base64.b64encode(bytes(32)).decode()
 
 
