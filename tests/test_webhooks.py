@@ -152,7 +152,9 @@ async def test_one_signed_delivery_per_outcome_even_across_a_retry(
     # The retry carried the same webhook-id, freshly timestamped and signed.
     first, second = receiver.tries("/done")
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
-    assert receiver.got("/failed")[0].payload["data"]["error"]["type"] == "NoEmailAddress"
+    told = receiver.got("/failed")[0].payload["data"]["error"]
+    assert told["type"] == "NoEmailAddress" and told["code"] == "no_email_address"
+    assert told["message"].startswith("your account has no email address")
     assert receiver.bad_signatures == 0
 
 

@@ -37,6 +37,7 @@ from standardwebhooks import Webhook
 
 from reportflow.core.db import users, webhooks
 from reportflow.models import WebhookEvent
+from reportflow.service.errors import public_error
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,8 @@ def event_body(event: WebhookEvent) -> str:
         "end": event.end,
     }
     if event.error:
-        data["error"] = event.error  # type: ignore[assignment]
+        # The receiver is the user's: a code and a sentence, not the server's reply.
+        data["error"] = public_error(event.error)  # type: ignore[assignment]
     payload = {"type": f"report.{event.outcome}", "timestamp": event.occurred_at, "data": data}
     return json.dumps(payload, separators=(",", ":"), sort_keys=True)
 
