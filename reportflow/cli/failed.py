@@ -70,7 +70,7 @@ async def redrive_matching(settings: Settings, where: Filter, *, yes: bool) -> i
         return 0
     redriven, code = 0, 0
     actor = operator()
-    audit(actor, "bulk redrive", f"{len(ids)} reports", filter=str(where), report_ids=ids)
+    audit(actor, "bulk redrive", f"{len(ids)} reports", where=str(where), report_ids=ids)
     for report_id in ids:
         try:
             await redrive(client, settings, report_id, actor=actor)
@@ -98,7 +98,7 @@ async def cancel_matching(settings: Settings, where: Filter, *, yes: bool) -> in
         operator(),
         "bulk cancel",
         f"{len(runs)} reports",
-        filter=str(where),
+        where=str(where),
         note=note,
         report_ids=[r.workflow_id for r in runs],
     )
