@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -121,10 +122,17 @@ def test_grafana_provisioning_loads_the_dashboard_from_prometheus() -> None:
     assert len(ids) == len(set(ids)), "panel IDs must be unique"
 
 
-def test_prometheus_config_is_valid_and_scrapes_api_and_workers() -> None:
+def test_prometheus_config_is_valid_and_scrapes_api_and_workers(tmp_path: Path) -> None:
     path = OPS / "prometheus" / "prometheus.yml"
+    # promtool wants the scrape's token file to exist: compose mounts it as a secret
+    # at /run/secrets/metrics_token; here a copy of the config points at a temp one.
+    token = tmp_path / "metrics_token"
+    token.write_text("test-metrics-token")
+    shutil.copy(OPS / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(path.read_text().replace("/run/secrets/metrics_token", str(token)))
     result = subprocess.run(
-        [promtool(), "check", "config", str(path)], capture_output=True, text=True
+        [promtool(), "check", "config", str(copy)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = {job["job_name"]: job for job in yaml.safe_load(path.read_text())["scrape_configs"]}
