@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -60,11 +61,33 @@ def request(
         float,
         typer.Option(metavar="SECONDS", help="give up following after this long"),
     ] = 600.0,
+    kind: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="the report kind (GET /kinds); default transactions"),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="one of the kind's parameters (repeat it); a value is read as JSON "
+            "when it is (30, true, [1,2]), else as text",
+        ),
+    ] = None,
 ) -> None:
     from reportflow.cli.api_client import RequestOptions, request_report
 
     quiet("httpx")  # the progress bar says it all
+    try:
+        params = parse_params(param or [])
+    except ValueError as err:
+        sys.stderr.write(f"reportflow request: {err}\n")
+        raise typer.Exit(2) from None
+    if params and not kind:
+        sys.stderr.write("reportflow request: --param needs --kind NAME (see GET /kinds)\n")
+        raise typer.Exit(2)
     options = RequestOptions(
+        kind=kind,
+        params=params,
         url=url,
         token=token,
         start=start,
@@ -77,6 +100,21 @@ def request(
         request_report(options, stdout=sys.stdout, stderr=sys.stderr, stdin=sys.stdin)
     )
     raise typer.Exit(code)
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """`--param key=value` pairs; a value that is JSON (a number, true, a list) is
+    sent as such, any other as text. The API validates them against the kind."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param {pair!r}: write it as key=value")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
 
 
 @app.command(

@@ -25,7 +25,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client, WorkflowExecution
 
 from reportflow.core.temporal import USER_ID_KEY
-from reportflow.models import WORKFLOW_TYPE
+from reportflow.models import DEFAULT_KIND, WORKFLOW_TYPE
 from reportflow.service.reports import STATUS_FILTERS
 
 FAILED_QUERY = f"WorkflowType = '{WORKFLOW_TYPE}' AND {STATUS_FILTERS['failed']}"
@@ -41,6 +41,7 @@ class FailedReport:
     retry_state: str | None
     attempts: int
     failed_at: datetime | None
+    kind: str = DEFAULT_KIND
 
 
 # How far back from a failed run's end to look for its failing activity's last
@@ -88,6 +89,7 @@ async def _failed_report(client: Client, execution: WorkflowExecution) -> Failed
         retry_state=error.get("retry_state"),
         attempts=await _attempts(client, execution),
         failed_at=execution.close_time,
+        kind=str(memo.get("kind") or DEFAULT_KIND),
     )
 
 

@@ -1,0 +1,456 @@
+"""Report kinds on real components: the registry, the built-in kinds, and a team's kind
+installed from outside the package (examples/merchant_count) through every surface."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+from reportflow.core.config import Settings
+from reportflow.core.db import transactions
+from reportflow.core.temporal import USER_ID_KEY
+from reportflow.core.tokens import create_token
+from reportflow.kinds import KindError, ReportKind, load_kinds
+from reportflow.models import WORKFLOW_TYPE
+from reportflow.report.builtin_kinds import CSV_COLUMNS
+from reportflow.service.reports import KindRequest
+from reportflow_dev.testing import in_process_worker, serve_api
+from tests.conftest import MakeUser, make_settings
+from tests.utils.data import create_user, sample_transactions
+from tests.utils.reportflow_http import FINAL, last_90_days, pdf_text, wait_status
+from tests.utils.smtp import SmtpServer
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "merchant_count"
+ROOT = Path(__file__).parents[1]
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@pytest.fixture
+def team_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A team's module on sys.path, outside the package."""
+    (tmp_path / "team_kinds.py").write_text(
+        "from pydantic import BaseModel\n"
+        "from reportflow.kinds import ReportKind\n"
+        "class P(BaseModel):\n    n: int = 1\n"
+        "async def q(ctx, params):\n    return {}\n"
+        "ok = ReportKind(name='team-ok', title='OK', params=P, query=q,\n"
+        "    render=lambda d, p: b'', format='txt')\n"
+        "clash = ReportKind(name='transactions', title='Clash', params=P, query=q,\n"
+        "    render=lambda d, p: b'', format='txt')\n"
+        "not_kind = 42\n"
+    )
+    (tmp_path / "team_broken.py").write_text("raise ImportError('no module named warehouse')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "team_kinds"
+
+
+def test_registry_holds_the_built_in_kinds_and_a_teams_module(team_module: str) -> None:
+    kinds = load_kinds(f"{team_module}:ok")
+    assert list(kinds) == ["transactions", "transactions-csv", "team-ok"]
+    assert kinds["transactions-csv"].content_type == "text/csv"
+    assert "team_kinds:ok" in kinds.origin("team-ok")
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("team_kinds", "module:attribute"),
+        ("no_such_team_module:kind", "module 'no_such_team_module' could not be imported"),
+        ("team_broken:kind", "no module named warehouse"),
+        ("team_kinds:missing", "module 'team_kinds' has no attribute 'missing'"),
+        ("team_kinds:not_kind", "is a int, not a reportflow.kinds.ReportKind"),
+        ("team_kinds:clash", "'transactions' is already registered by reportflow (built in)"),
+    ],
+)
+def test_registry_error_names_the_module_and_what_is_wrong(
+    team_module: str, setting: str, says: str
+) -> None:
+    with pytest.raises(KindError) as raised:
+        load_kinds(setting)
+    assert says in str(raised.value)
+
+
+class _P(BaseModel):
+    days: int = 30
+
+
+async def _q(ctx: object, params: _P) -> dict[str, Any]:
+    return {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"name": "Merchant Count"}, "lower-case words joined by hyphens"),
+        ({"render": None}, "exactly one of template, render or export"),
+        ({"template": Path("/nonexistent.j2"), "render": None, "format": "pdf"}, "is not a file"),
+        ({"params": dict}, "pydantic model class"),
+    ],
+)
+def test_a_wrong_kind_is_refused_when_built(changes: dict[str, Any], says: str) -> None:
+    values: dict[str, Any] = {"name": "m", "title": "M", "params": _P, "query": _q,
+                              "render": lambda d, p: b"", "format": "txt"}  # fmt: skip
+    with pytest.raises(KindError, match=says):
+        ReportKind(**{**values, **changes})
+
+
+def test_equal_parameters_name_the_same_report() -> None:
+    kind = ReportKind(name="m", title="M", params=_P, query=_q, render=lambda d, p: b"",
+                      format="txt")  # fmt: skip
+    default = KindRequest.of(kind, kind.parse({})).report_id("u1")
+    assert default == KindRequest.of(kind, kind.parse({"days": 30})).report_id("u1")
+    assert default == KindRequest.of(kind, kind.parse({"days": "30"})).report_id("u1")
+    assert default != KindRequest.of(kind, kind.parse({"days": 31})).report_id("u1")
+    assert default != KindRequest.of(kind, kind.parse({})).report_id("u2")
+    assert re.fullmatch(r"report-u1-m-[0-9a-f]{12}", default)
+
+
+# --------------------------------------------------------------------------- built-in kinds
+
+
+async def test_a_run_started_with_the_input_of_before_kinds_completes(
+    worker: None,
+    settings: Settings,
+    temporal_client: Client,
+    http: httpx.AsyncClient,
+    make_user: MakeUser,
+    smtp: SmtpServer,
+) -> None:
+    """A run an older API started (its input has no kind) completes on this worker."""
+    start, end = last_90_days()
+    user = await make_user(sample_transactions(start, 90, rng_seed=11))
+    report_id = f"report-{user.id}-{start}-{end}"
+    old_input = {
+        "report_id": report_id,
+        "user_id": user.id,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "retry": {"query": {}, "render": {}, "email": {}},
+        "timeouts": {"query": 10, "render": 30, "render_heartbeat": 5, "email": 10},
+        "recipients": [],
+    }
+    await temporal_client.start_workflow(
+        WORKFLOW_TYPE,
+        old_input,
+        id=report_id,
+        task_queue=settings.task_queue,
+        memo={"user_id": user.id, "start": str(start), "end": str(end), "stage": "queued"},
+        search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID_KEY, user.id)]),
+    )
+    done = await wait_status(http, user, report_id, FINAL, timeout=120)
+    assert done["status"] == "completed", done
+    assert (done["kind"], done["format"], done["title"]) == (
+        "transactions",
+        "pdf",
+        "Transaction report",
+    )
+    assert done["result"]["pdf_url"] == f"/reports/{report_id}/pdf"
+    message = await smtp.wait_for_message(user.email or "")
+    assert [a.get_content_type() for a in message.iter_attachments()] == ["application/pdf"]
+
+
+async def test_kinds_lists_each_kind_with_its_parameters_schema(
+    api_url: str, http: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    user = await make_user()
+    assert (await http.get("/kinds")).status_code == 401
+    listed = (await http.get("/kinds", headers=user.headers)).json()["kinds"]
+    by_name = {k["name"]: k for k in listed}
+    assert by_name["transactions"]["default"] is True
+    assert by_name["transactions"]["format"] == "pdf"
+    csv_kind = by_name["transactions-csv"]
+    assert (csv_kind["format"], csv_kind["content_type"]) == ("csv", "text/csv")
+    assert set(csv_kind["params"]["properties"]) == {"start", "end"}
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"kind": "no-such-kind"}, "unknown report kind 'no-such-kind'"),
+        ({"kind": 7}, "unknown report kind 7"),
+        ({"kind": "transactions-csv", "start": "2026-13-01"}, "start"),
+        ({"kind": "transactions-csv", "rows": 5}, "rows"),
+        ({"kind": "transactions-csv", "regenerate": "yes"}, "regenerate"),
+        ({"kind": "transactions", "strat": "2026-01-01"}, "strat"),
+    ],
+)
+async def test_unknown_kind_or_bad_parameters_get_422_naming_it_and_start_nothing(
+    http: httpx.AsyncClient,
+    make_user: MakeUser,
+    temporal_client: Client,
+    body: dict[str, Any],
+    says: str,
+) -> None:
+    user = await make_user()
+    response = await http.post("/reports", json=body, headers=user.headers)
+    assert response.status_code == 422, response.text
+    assert says in response.json()["detail"]
+    count = await temporal_client.count_workflows(f"ReportUserId = '{user.id}'")
+    assert count.count == 0
+
+
+async def _download(
+    http: httpx.AsyncClient, headers: dict[str, str], report_id: str
+) -> httpx.Response:
+    redirect = await http.get(f"/reports/{report_id}/file", headers=headers)
+    assert redirect.status_code == 303, redirect.text
+    async with httpx.AsyncClient(base_url=str(http.base_url), timeout=30) as anonymous:
+        answer = await anonymous.get(redirect.headers["Location"])
+    assert answer.status_code == 200, answer.text
+    return answer
+
+
+async def _database_rows(
+    engine: AsyncEngine, user_id: str, start: date, end: date
+) -> list[list[str]]:
+    t = transactions.c
+    lower, upper = datetime.combine(start, time.min), datetime.combine(end + timedelta(1), time.min)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(t.id, t.posted_at, t.amount_cents, t.currency, t.merchant, t.category)
+            .where(t.user_id == user_id, t.posted_at >= lower, t.posted_at < upper)
+            .order_by(t.posted_at, t.id)
+        )
+        return [
+            [str(r.id), r.posted_at.isoformat(timespec="seconds"), str(r.amount_cents),
+             r.currency, r.merchant, r.category]
+            for r in rows
+        ]  # fmt: skip
+
+
+async def test_transactions_csv_matches_the_database_row_for_row_and_cent_for_cent(
+    worker: None,
+    http: httpx.AsyncClient,
+    make_user: MakeUser,
+    smtp: SmtpServer,
+    app_engine: AsyncEngine,
+) -> None:
+    start, end = last_90_days()
+    rows = sample_transactions(start - timedelta(days=5), 100, rng_seed=5)  # some outside
+    user = await make_user(rows)
+    await create_user(app_engine, transactions=sample_transactions(start, 90, rng_seed=6))
+    body = {"kind": "transactions-csv", "start": str(start), "end": str(end)}
+
+    first = await http.post("/reports", json=body, headers=user.headers)
+    assert first.status_code == 202, first.text
+    report_id = first.json()["report_id"]
+    assert re.fullmatch(rf"report-{user.id}-transactions-csv-[0-9a-f]{{12}}", report_id)
+    again = await http.post("/reports", json=body, headers=user.headers)
+    assert again.json()["report_id"] == report_id
+    done = await wait_status(http, user, report_id, FINAL, timeout=120)
+    assert done["status"] == "completed", done
+    assert (done["kind"], done["format"]) == ("transactions-csv", "csv")
+    assert done["params"] == {"start": str(start), "end": str(end)}
+    assert (done["start"], done["end"]) == (str(start), str(end))
+    assert done["result"]["content_type"] == "text/csv" and done["result"]["pdf_url"] is None
+
+    answer = await _download(http, user.headers, report_id)
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert done["result"]["bytes"] == len(answer.content)
+    table = list(csv.reader(io.StringIO(answer.content.decode())))
+    assert table[0] == CSV_COLUMNS
+    expected = await _database_rows(app_engine, user.id, start, end)
+    assert len(expected) > 100
+    # The hostile name starts with no formula character, so every cell is the database's.
+    assert table[1:] == expected
+    assert sum(int(r[2]) for r in table[1:]) == sum(int(r[2]) for r in expected)
+
+    message = await smtp.wait_for_message(user.email or "")
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_content_type() == "text/csv"
+    assert attachment.get_payload(decode=True) == answer.content
+    assert (await http.get(f"/reports/{report_id}/pdf", headers=user.headers)).status_code == 409
+
+
+# --------------------------------------------------------------------------- a team's kinds
+
+
+@dataclass
+class KindsStack:
+    http: httpx.AsyncClient
+    url: str
+    settings: Settings
+
+
+@pytest.fixture(scope="module")
+def example_on_path() -> Iterator[None]:
+    """The example installed as a team would: its folder on the path, named in REPORT_KINDS."""
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(EXAMPLE))
+
+
+@pytest.fixture(scope="module")
+async def kinds_stack(
+    example_on_path: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    smtp: SmtpServer,
+    temporal_client: Client,
+    stack_database_url: str,
+    app_engine: AsyncEngine,
+) -> AsyncIterator[KindsStack]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("kinds"),
+        smtp.port,
+        database_url=stack_database_url,
+        report_kinds="merchant_count:merchant_count, tests.kinds.broken_kind:broken,"
+        "tests.kinds.broken_kind:writer",
+        # The example's PDF (~25 KB) is attached; a year of CSV (~37 KB) is linked.
+        email_attach_max_bytes=32_000,
+        rate_limit_per_minute=100,
+    )
+    async with serve_api(settings) as url:
+        worker_settings = settings.model_copy(update={"public_url": url})
+        async with (
+            in_process_worker(worker_settings, temporal_client),
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
+            yield KindsStack(http, url, worker_settings)
+
+
+async def test_the_example_kind_runs_through_the_api_the_worker_and_the_email(
+    kinds_stack: KindsStack, make_user: MakeUser, smtp: SmtpServer
+) -> None:
+    http = kinds_stack.http
+    start, _ = last_90_days()
+    user = await make_user(sample_transactions(start, 90, rng_seed=8))
+    kinds = {k["name"]: k for k in (await http.get("/kinds", headers=user.headers)).json()["kinds"]}
+    assert kinds["merchant-count"]["params"]["properties"]["days"]["maximum"] == 366
+
+    bad = await http.post(
+        "/reports", json={"kind": "merchant-count", "days": 0}, headers=user.headers
+    )
+    assert bad.status_code == 422 and "days" in bad.json()["detail"]
+    response = await http.post(
+        "/reports", json={"kind": "merchant-count", "days": 30}, headers=user.headers
+    )
+    assert response.status_code == 202, response.text
+    report_id = response.json()["report_id"]
+    assert report_id.startswith(f"report-{user.id}-merchant-count-")
+    done = await wait_status(http, user, report_id, FINAL, timeout=120)
+    assert done["status"] == "completed", done
+    assert (done["title"], done["params"]) == ("Merchant count", {"days": 30})
+
+    pdf = (await _download(http, user.headers, report_id)).content
+    assert pdf.startswith(b"%PDF")
+    text = pdf_text(pdf)
+    assert "Merchant count for Test User" in text and "last 30 days" in text
+    assert 'Bob\'s <Bistro> & "Bar"' in text  # escaped, not markup
+    message = await smtp.wait_for_message(user.email or "")
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_content() == pdf
+    assert message["Subject"] == "Your report: Merchant count"
+
+
+async def test_the_cli_requests_a_kind_with_params_and_saves_its_file(
+    kinds_stack: KindsStack, make_user: MakeUser, tmp_path: Path
+) -> None:
+    start, _ = last_90_days()
+    user = await make_user(sample_transactions(start, 90, rng_seed=9))
+    output = tmp_path / "merchants.pdf"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "reportflow.cli", "request", "--url", kinds_stack.url,
+        "--token", user.token, "--kind", "merchant-count", "--param", "days=7",
+        "--output", str(output),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    async with asyncio.timeout(180):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert output.read_bytes().startswith(b"%PDF")
+    assert "last 7 days" in pdf_text(output.read_bytes())
+    assert "merchant-count-" in out.decode()
+
+
+async def test_a_kind_whose_query_raises_is_in_the_dead_letter_view_by_kind(
+    kinds_stack: KindsStack, make_user: MakeUser, app_engine: AsyncEngine
+) -> None:
+    http = kinds_stack.http
+    user = await make_user()
+    response = await http.post("/reports", json={"kind": "broken-view"}, headers=user.headers)
+    report_id = response.json()["report_id"]
+    done = await wait_status(http, user, report_id, FINAL, timeout=120)
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "RuntimeError"
+    assert "merchant_stats does not exist" in done["error"]["message"]
+
+    admin = {"Authorization": f"Bearer {await create_token(app_engine, admin=True)}"}
+
+    async def dead_letters(kind: str) -> list[dict[str, Any]]:
+        answer = await http.get("/admin/reports", params={"kind": kind}, headers=admin)
+        reports: list[dict[str, Any]] = answer.json()["reports"]
+        return reports
+
+    for _ in range(100):  # visibility is eventually consistent
+        found = [r for r in await dead_letters("broken-view") if r["report_id"] == report_id]
+        if found:
+            break
+        await asyncio.sleep(0.2)
+    assert found and found[0]["kind"] == "broken-view" and found[0]["stage"] == "querying"
+    assert not [r for r in await dead_letters("transactions") if r["report_id"] == report_id]
+
+
+async def test_a_kinds_query_cannot_write(
+    kinds_stack: KindsStack, make_user: MakeUser, app_engine: AsyncEngine
+) -> None:
+    start, _ = last_90_days()
+    user = await make_user(sample_transactions(start, 10, rng_seed=2))
+    response = await kinds_stack.http.post(
+        "/reports", json={"kind": "writer"}, headers=user.headers
+    )
+    done = await wait_status(
+        kinds_stack.http, user, response.json()["report_id"], FINAL, timeout=120
+    )
+    assert done["status"] == "failed"
+    assert "readonly" in done["error"]["message"].replace("-", "").replace(" ", "").lower()
+    async with app_engine.connect() as conn:
+        left = await conn.scalar(
+            select(transactions.c.id).where(transactions.c.user_id == user.id).limit(1)
+        )
+    assert left is not None
+
+
+async def test_a_large_file_is_linked_in_the_email_signed_and_expiring(
+    kinds_stack: KindsStack, make_user: MakeUser, smtp: SmtpServer
+) -> None:
+    http = kinds_stack.http
+    start = last_90_days()[1] - timedelta(days=365)
+    user = await make_user(sample_transactions(start, 366, rng_seed=4))
+    response = await http.post(
+        "/reports", json={"kind": "transactions-csv", "start": str(start)}, headers=user.headers
+    )
+    done = await wait_status(http, user, response.json()["report_id"], FINAL, timeout=120)
+    assert done["status"] == "completed", done
+    assert done["result"]["bytes"] > kinds_stack.settings.email_attach_max_bytes
+    message = await smtp.wait_for_message(user.email or "")
+    assert list(message.iter_attachments()) == []
+    body = message.get_body(("plain",))
+    assert body is not None
+    [link] = re.findall(r"http://\S+", body.get_content())
+    assert link.startswith(f"{kinds_stack.url}/reports/{done['report_id']}/file/download?")
+    async with httpx.AsyncClient(timeout=30) as anonymous:
+        fetched = await anonymous.get(link)
+        tampered = await anonymous.get(link.replace("expires=", "expires=9"))
+    assert fetched.status_code == 200
+    assert fetched.content == (await _download(http, user.headers, done["report_id"])).content
+    assert tampered.status_code == 403
