@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from reportflow.client import ReportflowClient, ReportflowError
 from reportflow.core.config import Settings
 from reportflow.core.db import transactions
 from reportflow.core.temporal import USER_ID_KEY
@@ -454,3 +456,53 @@ async def test_a_large_file_is_linked_in_the_email_signed_and_expiring(
     assert fetched.status_code == 200
     assert fetched.content == (await _download(http, user.headers, done["report_id"])).content
     assert tampered.status_code == 403
+
+
+async def test_the_python_client_requests_follows_and_downloads_any_kind(
+    worker: None, api_url: str, make_user: MakeUser, tmp_path: Path
+) -> None:
+    start, _ = last_90_days()
+    user = await make_user(sample_transactions(start, 30, rng_seed=12))
+    async with ReportflowClient(api_url, user.token) as reports:
+        assert "transactions-csv" in {k["name"] for k in await reports.kinds()}
+        with pytest.raises(ReportflowError) as refused:
+            await reports.request("no-such-kind")
+        assert refused.value.status_code == 422 and "no-such-kind" in refused.value.detail
+        doc = await reports.request("transactions-csv", start=str(start))
+        async with asyncio.timeout(120):
+            done = await reports.follow(doc["report_id"])
+        assert done["status"] == "completed", done
+        size = await reports.download(doc["report_id"], tmp_path / "rows.csv")
+    assert size == done["result"]["bytes"]
+    assert (tmp_path / "rows.csv").read_text().startswith(",".join(CSV_COLUMNS))
+
+
+async def test_render_writes_any_kind_here_without_temporal(
+    settings: Settings, make_user: MakeUser, app_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    start, end = last_90_days()
+    user = await make_user(sample_transactions(start, 20, rng_seed=13))
+    env = {**os.environ, "DATABASE_URL": settings.database_url,
+           "REPORT_KINDS": "merchant_count:merchant_count",
+           "PYTHONPATH": os.pathsep.join([str(EXAMPLE), str(ROOT)])}  # fmt: skip
+
+    async def render(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "reportflow.cli", "render", "--user", user.id, *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env=env,
+        )  # fmt: skip
+        async with asyncio.timeout(120):
+            out, err = await process.communicate()
+        return process.returncode or 0, (out + err).decode()
+
+    code, said = await render("--kind", "transactions-csv", "--param", f"start={start}",
+                              "--output", "rows.csv")  # fmt: skip
+    assert code == 0, said
+    table = list(csv.reader(io.StringIO((tmp_path / "rows.csv").read_text())))
+    assert table[1:] == await _database_rows(app_engine, user.id, start, end)
+    code, said = await render("--kind", "merchant-count", "--param", "days=5", "--html", "m.html")
+    assert code == 0, said
+    page = (tmp_path / "m.html").read_text()
+    assert "last 5 days" in page and "Content-Security-Policy" in page
+    code, said = await render("--kind", "merchant-count", "--param", "days=0", "--html", "m.html")
+    assert code == 2 and "days" in said

@@ -106,6 +106,7 @@ class GenerateReport:
         self._local_slots = False
         self._all_changes = False
         self._rendered: RenderResult | None = None
+        self._kind = DEFAULT_KIND
 
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
@@ -177,9 +178,11 @@ class GenerateReport:
         ]
         pdf_key: str | None = None
         # Not recorded again when the run is replayed (on another worker, after a crash).
+        # Labelled by kind: a registered name (the API refuses others), so bounded.
+        self._kind = input.kind
         workflow.metric_meter().create_counter(
             "reportflow_reports_started", "Report runs started"
-        ).add(1)
+        ).add(1, {"kind": input.kind})
         try:
             if self._has(USER_SLOTS):
                 await self._take_slot(input)
@@ -419,7 +422,10 @@ class GenerateReport:
         now = workflow.now()
         meter.create_histogram_float(
             "reportflow_report_duration", "Report start to end", "seconds"
-        ).record((now - workflow.info().start_time).total_seconds(), {"outcome": outcome})
+        ).record(
+            (now - workflow.info().start_time).total_seconds(),
+            {"outcome": outcome, "kind": self._kind},
+        )
         stages = meter.create_histogram_float(
             "reportflow_stage_duration", "Time spent in each stage", "seconds"
         )
@@ -427,7 +433,7 @@ class GenerateReport:
         ends = [*list(self._stage_started.values())[1:], now][: len(self._stage_started)]
         for (stage, began), ended in zip(self._stage_started.items(), ends, strict=True):
             if stage != "done":
-                stages.record((ended - began).total_seconds(), {"stage": stage})
+                stages.record((ended - began).total_seconds(), {"stage": stage, "kind": self._kind})
 
     async def _cleanup(self, report_id: str, pdf_key: str | None) -> None:
         """Remove partial artifacts of a cancelled run; runs after the cancel."""
