@@ -303,6 +303,9 @@ class ScheduledReportInput:
     user_id: str
     every: str  # week | month
     timezone: str
+    # The report kind and its parameters (JSON); the run's period fills start/end.
+    kind: str = DEFAULT_KIND
+    params: str = ""
 
 
 @dataclass
@@ -312,6 +315,8 @@ class StartScheduledInput:
     timezone: str
     # The run's nominal time (the Schedule's TemporalScheduledStartTime), ISO 8601.
     nominal_time: str
+    kind: str = DEFAULT_KIND
+    params: str = ""
 
 
 @dataclass

@@ -123,7 +123,7 @@ async def run_worker(
         workflow_runner=ContextFreeRunner(client.data_converter),
         activities=[
             *activities.all,
-            ScheduleActivities(settings).start_scheduled_report,
+            ScheduleActivities(settings, kinds).start_scheduled_report,
             hooks.webhook_targets,
             hooks.deliver_webhook,
             slots.acquire_slot,

@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
+from temporalio.client import Client, ScheduleActionExecutionStartWorkflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from reportflow.client import ReportflowClient, ReportflowError
@@ -30,13 +30,15 @@ from reportflow.core.temporal import USER_ID_KEY
 from reportflow.core.tokens import create_token
 from reportflow.kinds import KindError, ReportKind, load_kinds
 from reportflow.models import WORKFLOW_TYPE
-from reportflow.report.builtin_kinds import CSV_COLUMNS
+from reportflow.report.builtin_kinds import CSV_COLUMNS, transactions_csv
 from reportflow.service.reports import KindRequest
+from reportflow.service.schedules import previous_period
 from reportflow_dev.testing import in_process_worker, serve_api
 from tests.conftest import MakeUser, make_settings
 from tests.utils.data import create_user, sample_transactions
 from tests.utils.reportflow_http import FINAL, last_90_days, pdf_text, wait_status
 from tests.utils.smtp import SmtpServer
+from tests.utils.wait import wait_until
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "merchant_count"
 ROOT = Path(__file__).parents[1]
@@ -506,3 +508,52 @@ async def test_render_writes_any_kind_here_without_temporal(
     assert "last 5 days" in page and "Content-Security-Policy" in page
     code, said = await render("--kind", "merchant-count", "--param", "days=0", "--html", "m.html")
     assert code == 2 and "days" in said
+
+
+async def test_a_schedule_of_a_kind_sends_that_kind_of_the_previous_period(
+    worker: None,
+    http: httpx.AsyncClient,
+    make_user: MakeUser,
+    smtp: SmtpServer,
+    temporal_client: Client,
+) -> None:
+    user = await make_user()
+    refused = await http.post(
+        "/schedules",
+        json={"every": "week", "day": "monday", "kind": "transactions-csv", "params": {"x": 1}},
+        headers=user.headers,
+    )
+    assert refused.status_code == 422 and "params.x" in refused.json()["detail"]
+    unknown = await http.post(
+        "/schedules", json={"every": "week", "day": "monday", "kind": "nope"}, headers=user.headers
+    )
+    assert unknown.status_code == 422 and "unknown report kind 'nope'" in unknown.json()["detail"]
+    created = await http.post(
+        "/schedules",
+        json={"every": "week", "day": "monday", "kind": "transactions-csv"},
+        headers=user.headers,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["kind"] == "transactions-csv"
+    schedule = temporal_client.get_schedule_handle(created.json()["id"])
+    await schedule.trigger()
+    start, end = previous_period("week", datetime.now(UTC).date())
+    # The schedule's run starts the report a manual request of that period names.
+    expected = KindRequest.of(
+        transactions_csv, transactions_csv.parse({"start": start, "end": end})
+    )
+    described = await wait_until(
+        schedule.describe, lambda d: bool(d.info.recent_actions), what="the triggered run"
+    )
+    action = described.info.recent_actions[-1].action
+    assert isinstance(action, ScheduleActionExecutionStartWorkflow)
+    started = await temporal_client.get_workflow_handle(action.workflow_id).result()
+    report_id = started["report_id"]
+    assert report_id == expected.report_id(user.id)
+    done = await wait_status(http, user, report_id, FINAL, timeout=120)
+    assert (done["kind"], done["start"], done["end"]) == ("transactions-csv", str(start), str(end))
+    assert done["status"] == "completed", done
+    message = await smtp.wait_for_message(user.email or "")
+    assert [a.get_content_type() for a in message.iter_attachments()] == ["text/csv"]
+    assert len(smtp.messages_to(user.email or "")) == 1
+    await schedule.delete()

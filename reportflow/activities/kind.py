@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio.exceptions import ApplicationError
 
@@ -42,22 +42,18 @@ CSP = (
 _HEAD = re.compile(r"<head[^>]*>", re.IGNORECASE)
 
 
-def _read_only(dbapi_connection: Any, _record: Any) -> None:
-    """Every connection of the reporting engine refuses writes, whatever a kind runs."""
-    module = type(dbapi_connection).__module__
-    statement = (
-        "PRAGMA query_only = ON"
-        if "sqlite" in module
-        else "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
-    )
+def _sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite: every connection of the reporting engine refuses writes (a PRAGMA is
+    not transactional, so it holds for the connection's life)."""
     cursor = dbapi_connection.cursor()
-    cursor.execute(statement)
+    cursor.execute("PRAGMA query_only = ON")
     cursor.close()
 
 
 def read_only_engine(url: str) -> AsyncEngine:
     engine = create_engine(url)
-    event.listen(engine.sync_engine, "connect", _read_only)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_query_only)
     return engine
 
 
@@ -66,6 +62,10 @@ async def query_context(
     engine: AsyncEngine, *, user_id: str, report_id: str
 ) -> AsyncIterator[QueryContext]:
     async with engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            # First in the transaction the kind's statements run in (a session-level
+            # SET at connect time was undone when the driver rolled its transaction back).
+            await connection.execute(text("SET TRANSACTION READ ONLY"))
         yield QueryContext(user_id=user_id, report_id=report_id, connection=connection)
 
 

@@ -229,6 +229,17 @@ def _range_memo(start: date | None, end: date | None) -> dict[str, str]:
     return {"start": start.isoformat(), "end": end.isoformat()} if start and end else {}
 
 
+def kind_for_period(
+    kind: ReportKind, values: Mapping[str, Any], start: date, end: date
+) -> KindRequest:
+    """A scheduled run's kind request: its parameters, with the run's period as the
+    range when the kind has one (raises pydantic's ValidationError)."""
+    fields = kind.params.model_fields
+    period = {"start": start.isoformat(), "end": end.isoformat()}
+    ranged = {k: v for k, v in period.items() if k in fields}
+    return KindRequest.of(kind, kind.parse({**values, **ranged}))
+
+
 class ReportNotFound(LookupError):
     """No such report, or not one the caller may see."""
 

@@ -8,7 +8,6 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio.client import Client
@@ -16,6 +15,7 @@ from temporalio.client import Client
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
 from reportflow.api.downloads import DownloadLink, download_link, verify
 from reportflow.api.events import StreamCounter
+from reportflow.api.kind_input import invalid, registered
 from reportflow.api.paging import decode_page_token, encode_page_token
 from reportflow.api.schemas import (
     COMMON_ERRORS,
@@ -134,16 +134,6 @@ REQUEST_EXAMPLES: dict[str, Any] = {
 }
 
 
-def _invalid(
-    err: ValidationError | None, *, loc: str = "", msg: str = ""
-) -> RequestValidationError:
-    """A 422 shaped as FastAPI's own, each error located in the body."""
-    if err is None:
-        return RequestValidationError([{"type": "value_error", "loc": ("body", loc), "msg": msg}])
-    errors = err.errors(include_url=False, include_context=False, include_input=False)
-    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
-
-
 def _parsed(
     kinds: KindRegistry, body: dict[str, Any]
 ) -> tuple[reports.KindRequest | None, bool, date | None, date | None]:
@@ -156,21 +146,16 @@ def _parsed(
         try:
             legacy = ReportRequest.model_validate(values)
         except ValidationError as err:
-            raise _invalid(err) from None
+            raise invalid(err) from None
         return None, legacy.regenerate, *legacy.dates()
-    if not isinstance(name, str) or name not in kinds:
-        known = ", ".join(sorted(kinds))
-        raise _invalid(
-            None, loc="kind", msg=f"unknown report kind {name!r}; GET /kinds lists them: {known}"
-        )
+    kind = registered(kinds, name)
     regenerate = values.pop("regenerate", False)
     if not isinstance(regenerate, bool):
-        raise _invalid(None, loc="regenerate", msg="regenerate is true or false")
-    kind = kinds[name]
+        raise invalid(None, loc=("regenerate",), msg="regenerate is true or false")
     try:
         params = kind.parse(values)
     except ValidationError as err:
-        raise _invalid(err) from None
+        raise invalid(err) from None
     return reports.KindRequest.of(kind, params), regenerate, None, None
 
 

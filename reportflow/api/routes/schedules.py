@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from reportflow.api.deps import CallerDep, SettingsDep, TemporalDep
+from reportflow.api.kind_input import check_schedule_kind
 from reportflow.api.schemas import COMMON_ERRORS, problem
 from reportflow.core.tokens import Caller
 from reportflow.service.schedules import (
@@ -39,12 +40,14 @@ def _user_of(caller: Caller) -> str:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ScheduleDocument)
 async def create(
     body: ScheduleRequest,
+    request: Request,
     response: Response,
     caller: CallerDep,
     client: TemporalDep,
     settings: SettingsDep,
 ) -> ScheduleDocument:
     """Send the report of the previous week or month on a schedule."""
+    check_schedule_kind(request.app.state.kinds, body)
     doc = await create_schedule(client, settings, user_id=_user_of(caller), request=body)
     response.headers["Location"] = f"/schedules/{doc.id}"
     return doc
