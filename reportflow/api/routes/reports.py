@@ -359,6 +359,19 @@ async def download_file(
     return _signed_download(report_id, store, settings, key, expires, sig, route="file")
 
 
+@router.get("/{report_id}/file/link", response_model=PdfLink, responses=PDF_ERRORS)
+async def get_file_link(
+    report_id: str,
+    caller: CallerDep,
+    client: TemporalDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> PdfLink:
+    """The URL `GET /reports/{id}/file` redirects to, as JSON (for the page's link)."""
+    link = await _pdf_link(report_id, caller, client, store, settings, any_format=True)
+    return PdfLink(url=link.url, expires_at=link.expires_at)
+
+
 @router.get("/{report_id}/pdf/link", response_model=PdfLink, responses=PDF_ERRORS)
 async def get_pdf_link(
     report_id: str,
