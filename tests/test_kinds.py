@@ -33,7 +33,7 @@ from reportflow.models import WORKFLOW_TYPE
 from reportflow.report.builtin_kinds import CSV_COLUMNS, transactions_csv
 from reportflow.service.reports import KindRequest
 from reportflow.service.schedules import previous_period
-from reportflow_dev.testing import in_process_worker, serve_api
+from reportflow_dev.testing import in_process_worker, serve_api, settings_env
 from tests.conftest import MakeUser, make_settings
 from tests.utils.data import create_user, sample_transactions
 from tests.utils.reportflow_http import FINAL, last_90_days, pdf_text, wait_status
@@ -387,7 +387,7 @@ async def test_the_cli_requests_a_kind_with_params_and_saves_its_file(
 
 
 async def test_a_kind_whose_query_raises_is_in_the_dead_letter_view_by_kind(
-    kinds_stack: KindsStack, make_user: MakeUser, app_engine: AsyncEngine
+    kinds_stack: KindsStack, make_user: MakeUser, app_engine: AsyncEngine, temporal_client: Client
 ) -> None:
     http = kinds_stack.http
     user = await make_user()
@@ -412,6 +412,33 @@ async def test_a_kind_whose_query_raises_is_in_the_dead_letter_view_by_kind(
         await asyncio.sleep(0.2)
     assert found and found[0]["kind"] == "broken-view" and found[0]["stage"] == "querying"
     assert not [r for r in await dead_letters("transactions") if r["report_id"] == report_id]
+
+    address = temporal_client.service_client.config.target_host
+
+    async def dlq(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "reportflow"), "dlq", *args,
+            env=settings_env(kinds_stack.settings, address),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    listed = await dlq("list", "--kind", "broken-view")
+    assert report_id in listed and "broken-view" in listed and "RuntimeError" in listed
+    assert report_id not in await dlq("list", "--kind", "transactions")
+    assert report_id in await dlq("redrive", "--kind", "broken-view")  # counts and lists only
+    redriven = await http.post(f"/admin/reports/{report_id}/redrive", headers=admin)
+    assert redriven.status_code in {200, 202}, redriven.text
+    again = await wait_until(
+        lambda: http.get(f"/reports/{report_id}", headers=user.headers),
+        lambda r: r.json()["run_id"] != done["run_id"] and r.json()["status"] == "failed",
+        timeout=120,
+        what="the redriven run to fail again",
+    )
+    assert (again.json()["kind"], again.json()["params"]) == ("broken-view", {})
 
 
 async def test_a_kinds_query_cannot_write(

@@ -146,10 +146,12 @@ class Filter:
     since: datetime | None = None
     reason: str | None = None
     query: str | None = None
+    kind: str | None = None  # read from each report's memo, like the reason
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in (self.user, self.since, self.reason, self.query))
+        values = (self.user, self.since, self.reason, self.query, self.kind)
+        return any(v is not None for v in values)
 
     def visibility(self) -> str | None:
         """The clauses Temporal can filter on (the reason is read from each report)."""
@@ -172,7 +174,9 @@ async def every_failed(client: Client, where: Filter | None = None) -> list[Fail
         page, token = await failed_reports(
             client, page_size=100, page_token=token, narrower=where.visibility()
         )
-        rows += [r for r in page if where.reason in {None, r.reason}]
+        rows += [
+            r for r in page if where.reason in {None, r.reason} and where.kind in {None, r.kind}
+        ]
         if not token:
             return rows
 
