@@ -73,6 +73,21 @@ def test_registry_holds_the_built_in_kinds_and_a_teams_module(team_module: str) 
     assert "team_kinds:ok" in kinds.origin("team-ok")
 
 
+def test_registry_finds_a_kind_in_an_installed_packages_entry_points(
+    team_module: str, tmp_path: Path
+) -> None:
+    """A tiny installed distribution (its dist-info on sys.path) names the kind."""
+    dist = tmp_path / "team_reports-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: team-reports\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[reportflow.report_kinds]\nteam-ok = team_kinds:ok\n")
+    kinds = load_kinds()
+    assert "team-ok" in kinds
+    assert "entry point 'team-ok'" in kinds.origin("team-ok")
+    with pytest.raises(KindError, match="already registered by entry point 'team-ok'"):
+        load_kinds("team_kinds:ok")  # the same kind twice is a mistake worth stopping for
+
+
 @pytest.mark.parametrize(
     ("setting", "says"),
     [
