@@ -333,7 +333,7 @@ async def kinds_stack(
         smtp.port,
         database_url=stack_database_url,
         report_kinds="merchant_count:merchant_count, tests.kinds.broken_kind:broken,"
-        "tests.kinds.broken_kind:writer",
+        "tests.kinds.broken_kind:writer,tests.kinds.broken_kind:big",
         # The example's PDF (~25 KB) is attached; a year of CSV (~37 KB) is linked.
         email_attach_max_bytes=32_000,
         rate_limit_per_minute=100,
@@ -599,3 +599,22 @@ async def test_a_schedule_of_a_kind_sends_that_kind_of_the_previous_period(
     assert [a.get_content_type() for a in message.iter_attachments()] == ["text/csv"]
     assert len(smtp.messages_to(user.email or "")) == 1
     await schedule.delete()
+
+
+async def test_a_query_result_too_big_for_history_goes_by_the_report_store(
+    kinds_stack: KindsStack, make_user: MakeUser, temporal_client: Client
+) -> None:
+    user = await make_user()
+    http = kinds_stack.http
+    response = await http.post("/reports", json={"kind": "big-result"}, headers=user.headers)
+    report_id = response.json()["report_id"]
+    done = await wait_status(http, user, report_id, FINAL, timeout=120)
+    assert done["status"] == "completed", done
+    answer = await _download(http, user.headers, report_id)
+    assert answer.content == b"300 rows, last 000299"
+    assert answer.headers["content-type"].startswith("text/plain")
+    # Only the claim check travelled: no payload in the run's history is near the data's size.
+    largest = 0
+    async for event in temporal_client.get_workflow_handle(report_id).fetch_history_events():
+        largest = max(largest, event.ByteSize())
+    assert largest < 64 * 1024

@@ -34,3 +34,18 @@ async def writes(ctx: QueryContext, params: NoParams) -> dict[str, object]:
 writer = ReportKind(
     name="writer", title="Writer", params=NoParams, query=writes, render=as_text, format="txt"
 )
+
+
+async def big_result(ctx: QueryContext, params: NoParams) -> dict[str, object]:
+    """About 300 KB of data: more than a Temporal payload should carry."""
+    return {"rows": [f"{i:06d}" + "x" * 994 for i in range(300)]}
+
+
+def count_rows(data: dict[str, list[str]], params: NoParams) -> bytes:
+    return f"{len(data['rows'])} rows, last {data['rows'][-1][:6]}".encode()
+
+
+big = ReportKind(
+    name="big-result", title="Big result", params=NoParams, query=big_result,
+    render=count_rows, format="txt",
+)  # fmt: skip
