@@ -348,7 +348,7 @@ async def kinds_stack(
 
 
 async def test_the_example_kind_runs_through_the_api_the_worker_and_the_email(
-    kinds_stack: KindsStack, make_user: MakeUser, smtp: SmtpServer
+    kinds_stack: KindsStack, make_user: MakeUser, smtp: SmtpServer, temporal_client: Client
 ) -> None:
     http = kinds_stack.http
     start, _ = last_90_days()
@@ -369,6 +369,9 @@ async def test_the_example_kind_runs_through_the_api_the_worker_and_the_email(
     done = await wait_status(http, user, report_id, FINAL, timeout=120)
     assert done["status"] == "completed", done
     assert (done["title"], done["params"]) == ("Merchant count", {"days": 30})
+    described = await temporal_client.get_workflow_handle(report_id).describe()
+    summary = await described.static_summary()
+    assert summary == f'Report for user {user.id}: Merchant count (merchant-count) {{"days":30}}'
 
     pdf = (await _download(http, user.headers, report_id)).content
     assert pdf.startswith(b"%PDF")

@@ -156,11 +156,12 @@ async def start_report(
     if kind is None:
         assert start is not None and end is not None, "the transactions report needs a range"
         report_id = report_id_for(user_id, start, end)
-        summary = f"Report for user {user_id}: {start} to {end}"
+        summary = f"Report for user {user_id}: {start} to {end} ({DEFAULT_KIND})"
     else:
         report_id = kind.report_id(user_id)
         start, end = kind.dates()
-        summary = f"{kind.title} ({kind.name}) for user {user_id}: {kind.params}"[:200]
+        # The Web UI's summary names the kind, as ops filter and read by it.
+        summary = f"Report for user {user_id}: {kind.title} ({kind.name}) {kind.params}"[:200]
     try:
         handle = await client.start_workflow(
             WORKFLOW_TYPE,
