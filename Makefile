@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: setup dev test test-fast lint bench audit clean
+.PHONY: setup dev test test-fast lint bench audit docs docs-serve clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -46,3 +46,11 @@ bench: setup
 
 clean:
 	rm -rf var test-artifacts
+
+# The documentation site (MkDocs, Material theme); --strict fails on a broken
+# link or a page missing from the nav.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: setup
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001

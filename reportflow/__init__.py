@@ -1,1 +1,1 @@
-"""reportflow: durable background report generation on Temporal (see README, Layout)."""
+"""reportflow: durable background report generation on Temporal (see docs/layout.md)."""

@@ -149,8 +149,25 @@ class TransactionRow:
 
 
 @dataclass
+class CurrencyTotal:
+    """Money in, out and net of one currency's transactions: amounts in two
+    currencies are never added up."""
+
+    currency: str
+    transaction_count: int
+    money_in_cents: int
+    money_out_cents: int
+    net_cents: int
+
+
+@dataclass
 class ReportData:
-    """The aggregates of one user's range: small and bounded, so it may travel in history."""
+    """The aggregates of one user's range: small and bounded, so it may travel in history.
+
+    `totals` has one entry per currency in the range, the commonest first (empty in
+    data recorded before it existed). `currency` is that first one; the top-level
+    money figures, the categories, the weeks and the merchants are in it alone;
+    `transaction_count` counts every currency."""
 
     report_id: str
     user_id: str
@@ -166,6 +183,7 @@ class ReportData:
     by_week: list[WeekTotal] = field(default_factory=list)
     top_merchants: list[MerchantTotal] = field(default_factory=list)
     largest: list[TransactionRow] = field(default_factory=list)
+    totals: list[CurrencyTotal] = field(default_factory=list)
 
 
 @dataclass
@@ -231,10 +249,20 @@ class EmailInput:
 
 
 @dataclass
+class RefusedRecipient:
+    """A recipient the mail server refused inside a transaction it accepted for others."""
+
+    address: str
+    code: int
+    message: str
+
+
+@dataclass
 class EmailResult:
     message_id: str
-    recipients: list[str]
+    recipients: list[str]  # the ones the server accepted
     already_sent: bool = False
+    refused: list[RefusedRecipient] = field(default_factory=list)
 
 
 @dataclass
@@ -264,6 +292,7 @@ class ReportResult:
     message_id: str
     format: str = "pdf"
     content_type: str = "application/pdf"
+    refused: list[RefusedRecipient] = field(default_factory=list)
 
 
 # `add_recipient`: at most this many extra recipients per report, each a plain
@@ -345,6 +374,7 @@ class WebhookEvent:
     retry: Backoff = field(default_factory=webhook_backoff)
     attempt_seconds: float = 30.0
     kind: str = DEFAULT_KIND
+    refused: list[RefusedRecipient] = field(default_factory=list)  # of a completed report
 
     @property
     def event_id(self) -> str:

@@ -58,8 +58,9 @@ async def test_metrics_are_computed_once_however_many_scrape(api: CountedApi) ->
     assert {a.status_code for a in answers} == {200}
     assert len({a.text for a in answers}) == 1
     assert "reportflow_queue_backlog{" in answers[0].text
-    # One computation: both halves of the task queue, and one count by status.
-    assert dict(api.calls) == {"describe_task_queue": 2, "count_workflow_executions": 1}
+    # One computation: both halves of the task queue, the email queue's activity
+    # half, and one count by status.
+    assert dict(api.calls) == {"describe_task_queue": 3, "count_workflow_executions": 1}
 
 
 async def test_token_lookups_are_kept_for_their_ttl(app_engine: AsyncEngine) -> None:

@@ -178,7 +178,7 @@ async def test_codec_endpoint_decodes_for_admins_and_the_temporal_cli(
     again = await http.post("/codec/decode", json=encoded.json(), headers=admin.headers)
     assert again.json() == one
 
-    # The README's command: `temporal workflow show` through the codec endpoint.
+    # The command in docs/operating.md: `temporal workflow show` through the codec endpoint.
     address = temporal_env.client.service_client.config.target_host
 
     async def show(*codec: str) -> str:

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client
 
-from tests.conftest import MakeUser
-from tests.utils.data import sample_transactions
-from tests.utils.reportflow_http import last_90_days
+from reportflow.core.db import create_engine, create_schema
+from reportflow.core.tokens import create_token
+from reportflow.models import STAGES
+from tests.conftest import MakeUser, make_settings
+from tests.utils.data import create_user, sample_transactions
+from tests.utils.reportflow_http import Bearer, last_90_days
+from tests.utils.smtp import SmtpServer
+from tests.utils.stack import in_process_worker, serve_api
+from tests.utils.wait import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 
-async def read_events(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> list[Any]:
-    events: list[Any] = []
+async def read_events(
+    http: httpx.AsyncClient, path: str, headers: dict[str, str], events: list[Any] | None = None
+) -> list[Any]:
+    """The stream's status documents, to its end (appended to `events` as they come)."""
+    events = [] if events is None else events
     async with http.stream("GET", path, headers=headers, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -30,7 +42,38 @@ async def read_events(http: httpx.AsyncClient, path: str, headers: dict[str, str
     return events
 
 
-async def test_events_stream_each_stage_and_close_after_completion(
+async def test_events_stream_every_stage_as_an_event_of_its_own(
+    tmp_path: Path, smtp: SmtpServer, database_url: str, temporal_client: Client
+) -> None:
+    """The stream opens while the report is queued (no worker polls its task queue
+    yet), so every stage the run passes through must arrive, each in its own event."""
+    settings = make_settings(tmp_path, smtp.port, database_url=database_url)
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    start, _ = last_90_days()
+    user_id = await create_user(engine, transactions=sample_transactions(start, 90, rng_seed=4))
+    user = Bearer(await create_token(engine, user_id=user_id))
+    await engine.dispose()
+    events: list[Any] = []
+
+    async with serve_api(settings) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        report_id = (await http.post("/reports", json={}, headers=user.headers)).json()["report_id"]
+
+        path = f"/reports/{report_id}/events"
+        reader = asyncio.create_task(read_events(http, path, user.headers, events))
+        await wait_for(lambda: bool(events), what="the queued report's first event")
+        async with in_process_worker(settings, temporal_client), asyncio.timeout(60):
+            await reader
+
+    # The run records "done" a moment before it closes: that may be one more event.
+    steps = [(e["stage"], e["progress"]) for e in events]
+    assert list(dict.fromkeys(steps)) == list(STAGES.items()), f"each stage on its own: {steps}"
+    assert events[0]["status"] == "queued"
+    assert {e["status"] for e in events[1:-1]} == {"running"}
+    assert events[-1]["status"] == "completed"
+
+
+async def test_events_stream_changes_only_and_close_after_completion(
     http: httpx.AsyncClient, make_user: MakeUser
 ) -> None:
     start, _ = last_90_days()

@@ -17,6 +17,7 @@ from reportflow.models import (
     NO_EMAIL_ADDRESS,
     UNKNOWN_USER,
     CategoryTotal,
+    CurrencyTotal,
     MerchantTotal,
     ReportData,
     TransactionRow,
@@ -85,6 +86,17 @@ def _expected(
             TransactionRow(p.isoformat(timespec="seconds"), m, c, a, "EUR")
             for _, (p, a, m, c) in largest
         ],
+        totals=[
+            CurrencyTotal(
+                "EUR",
+                len(picked),
+                sum(a for a in amounts if a > 0),
+                -sum(a for a in amounts if a < 0),
+                sum(amounts),
+            )
+        ]
+        if picked
+        else [],
     )
 
 

@@ -1,4 +1,4 @@
-"""The README's Operating commands, run with the real `temporal` CLI from the lock file."""
+"""The commands of docs/operating.md, run with the real `temporal` CLI from the lock file."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def temporal_cli(temporal_env: WorkflowEnvironment) -> Any:
 
     async def run(*args: str, codec: tuple[str, str] | None = None) -> str:
         """`codec` = (API URL, admin token): payloads go through the API's /codec,
-        set in the environment as the README's Operating section does."""
+        set in the environment as docs/operating.md does."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_CODEC_")}
         if codec:
             env["TEMPORAL_CODEC_ENDPOINT"] = f"{codec[0]}/codec"

@@ -12,19 +12,33 @@ message goes out under a deterministic Message-ID, then the row is marked
 
 The SMTP transaction has one deadline shorter than the attempt's timeout, and
 the lease outlives the attempt, so a live claim always means "maybe sending"
-and an expired one "certainly not sending any more". One window remains: the
-server accepted the message but its reply, or the attempt's result, was lost.
-The sender cannot tell delivered from lost, so a later attempt sends again,
-with the same Message-ID, which mail clients and relays use to drop the copy.
+and an expired one "certainly not sending any more".
+
+The server's 250 ends the send: nothing after it (QUIT, the ledger) can fail
+the step or release the claim. Right after the 250 the attempt heartbeats its
+result to Temporal, a second record beside the ledger: a retry reads it from
+its heartbeat details and returns it without touching the database, so a
+database held past the attempt's timeout does not make a second email. (It is
+the attempt's first heartbeat, which the SDK sends at once; later ones wait
+for its throttle, up to 30 s, so the step sends no others.) Only losing the
+database and Temporal at that same moment leaves a retry to send again.
+
+One window remains: the server accepted the message but its 250 never reached
+the sender. The sender cannot tell delivered from lost, so a later attempt
+sends again, with the same Message-ID, which mail clients and relays use to
+drop the copy. Recipients the server refused inside an accepted transaction
+are in the result's `refused`, not in its `recipients`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -38,7 +52,7 @@ from temporalio.exceptions import ApplicationError
 
 from reportflow.activities.email_file import EmailFiles, kind_message
 from reportflow.core.db import deliveries, users
-from reportflow.core.mailer import Mailer
+from reportflow.core.mailer import Accepted, Mailer
 from reportflow.core.store import ReportStore
 from reportflow.models import (
     DEFAULT_KIND,
@@ -49,6 +63,7 @@ from reportflow.models import (
     UNKNOWN_USER,
     EmailInput,
     EmailResult,
+    RefusedRecipient,
 )
 
 log = logging.getLogger(__name__)
@@ -120,9 +135,53 @@ def _utc(value: datetime) -> datetime:
 
 
 def _recorded(row: Any) -> EmailResult:
+    # A claim (or a row sent before refusals were kept) holds the plain list of
+    # recipients; a sent row holds {"accepted": [...], "refused": [...]}.
+    recipients = json.loads(row.recipients)
+    if isinstance(recipients, list):
+        return EmailResult(message_id=row.message_id, recipients=recipients, already_sent=True)
     return EmailResult(
-        message_id=row.message_id, recipients=json.loads(row.recipients), already_sent=True
+        message_id=row.message_id,
+        recipients=recipients["accepted"],
+        already_sent=True,
+        refused=[RefusedRecipient(**r) for r in recipients["refused"]],
     )
+
+
+def _ledger_recipients(result: EmailResult) -> str:
+    refused = [dataclasses.asdict(r) for r in result.refused]
+    return json.dumps({"accepted": result.recipients, "refused": refused})
+
+
+# The heartbeat detail an attempt records right after the server's 250.
+_ACCEPTED = "accepted"
+
+
+def heartbeat_detail(result: EmailResult) -> dict[str, Any]:
+    return {_ACCEPTED: dataclasses.asdict(result)}
+
+
+def sent_in_earlier_attempt(details: Sequence[Any], report_id: str) -> EmailResult | None:
+    """The result an earlier attempt of this step heartbeated after its 250, if any."""
+    for detail in details:
+        if not (isinstance(detail, dict) and isinstance(detail.get(_ACCEPTED), dict)):
+            continue
+        sent = detail[_ACCEPTED]
+        try:
+            return EmailResult(
+                message_id=sent["message_id"],
+                recipients=list(sent["recipients"]),
+                already_sent=True,
+                refused=[RefusedRecipient(**r) for r in sent.get("refused", [])],
+            )
+        except (KeyError, TypeError):
+            # Not ours to trust: the ledger decides, as it would without a heartbeat.
+            log.warning(
+                "an earlier attempt's heartbeat is not a sent email: %r",
+                detail,
+                extra={"report_id": report_id},
+            )
+    return None
 
 
 async def _claim(
@@ -207,9 +266,11 @@ async def _release(engine: AsyncEngine, *, key: str, claim_id: str) -> None:
         log.warning("could not release the email claim; it expires by itself", exc_info=True)
 
 
-async def _mark_sent(engine: AsyncEngine, *, key: str, claim_id: str, report_id: str) -> None:
+async def _mark_sent(
+    engine: AsyncEngine, *, key: str, claim_id: str, result: EmailResult, report_id: str
+) -> None:
     """Record the 250; a few quick tries, since a lost record means a second email
-    once the claim expires (if this attempt's result is lost as well)."""
+    once the claim expires (if this attempt's result and heartbeat are lost as well)."""
     for delay in (0.0, 0.2, 0.5, 1.0):
         await asyncio.sleep(delay)
         try:
@@ -217,10 +278,16 @@ async def _mark_sent(engine: AsyncEngine, *, key: str, claim_id: str, report_id:
                 await conn.execute(
                     update(deliveries)
                     .where(deliveries.c.delivery_key == key, deliveries.c.claim_id == claim_id)
-                    .values(status="sent", sent_at=datetime.now(UTC))
+                    .values(
+                        status="sent",
+                        sent_at=datetime.now(UTC),
+                        recipients=_ledger_recipients(result),
+                    )
                 )
             return
-        except SQLAlchemyError as err:
+        except (SQLAlchemyError, OSError, TimeoutError) as err:
+            # A driver's own timeout or a dropped socket may surface unwrapped; the
+            # email is sent either way, so every failure here is only logged.
             log.warning(
                 "could not record the sent email yet: %s", err, extra={"report_id": report_id}
             )
@@ -239,7 +306,18 @@ async def send_report_email(
     run_id: str,
     limits: Limits,
     files: EmailFiles | None = None,
+    earlier: EmailResult | None = None,
+    heartbeat: Callable[[dict[str, Any]], None] | None = None,
 ) -> EmailResult:
+    """Send the run's email once. `earlier`: what an earlier attempt heartbeated
+    after its 250 (`sent_in_earlier_attempt`); `heartbeat` records this one's."""
+    if earlier is not None:
+        log.info(
+            "the server accepted this email in an earlier attempt (recorded in its "
+            "heartbeat); not sending again",
+            extra={"report_id": data.report_id, "message_id": earlier.message_id},
+        )
+        return earlier
     files = files or EmailFiles()
     key = f"{data.report_id}/{run_id}"
     address, name = await _recipient(engine, data.user_id)
@@ -273,8 +351,22 @@ async def send_report_email(
         message = build_message(
             mail_from=mailer.mail_from, to=recipients, name=name, msg_id=msg_id, data=data, pdf=pdf
         )
+
+    def on_accepted(accepted: Accepted) -> None:
+        if heartbeat is None:
+            return
+        try:
+            heartbeat(heartbeat_detail(_sent(msg_id, recipients, accepted)))
+        except Exception:
+            # The ledger still records the send; only the second record is lost.
+            log.warning(
+                "could not heartbeat the sent email",
+                exc_info=True,
+                extra={"report_id": data.report_id},
+            )
+
     try:
-        await mailer.send(message, deadline=limits.send_until)
+        accepted = await mailer.send(message, deadline=limits.send_until, on_accepted=on_accepted)
     except TimeoutError as err:
         await _release(engine, key=key, claim_id=claimed)
         raise ApplicationError(
@@ -284,6 +376,32 @@ async def send_report_email(
     except ApplicationError:
         await _release(engine, key=key, claim_id=claimed)
         raise
-    await _mark_sent(engine, key=key, claim_id=claimed, report_id=data.report_id)
-    log.info("email sent", extra={"report_id": data.report_id, "message_id": msg_id})
-    return EmailResult(message_id=msg_id, recipients=recipients)
+    # From here on the email is sent: nothing below may fail the step.
+    result = _sent(msg_id, recipients, accepted)
+    extra = {"report_id": data.report_id, "message_id": msg_id}
+    if accepted.quit_error:
+        log.info(
+            "the mail server accepted the email; QUIT then failed: %s",
+            accepted.quit_error,
+            extra=extra,
+        )
+    for refused in result.refused:
+        log.warning(
+            "the mail server refused %s (%d %s) and accepted the others",
+            refused.address,
+            refused.code,
+            refused.message,
+            extra=extra,
+        )
+    await _mark_sent(engine, key=key, claim_id=claimed, result=result, report_id=data.report_id)
+    log.info("email sent", extra=extra)
+    return result
+
+
+def _sent(msg_id: str, recipients: list[str], accepted: Accepted) -> EmailResult:
+    refused = {r.address for r in accepted.refused}
+    return EmailResult(
+        message_id=msg_id,
+        recipients=[r for r in recipients if r not in refused],
+        refused=accepted.refused,
+    )

@@ -2,8 +2,11 @@
 
 Every figure comes from a GROUP BY / aggregate query over the user's rows in
 [start 00:00, end + 1 day 00:00); Python only reshapes the (small, bounded)
-result rows. Works on SQLite and PostgreSQL; the only dialect-specific piece
-is the Monday-based week truncation.
+result rows. Amounts are summed per currency, never across currencies: the
+totals are grouped by currency, and the breakdowns (categories, weeks,
+merchants) cover the range's commonest currency, which labels them. Works on
+SQLite and PostgreSQL; the only dialect-specific piece is the Monday-based week
+truncation.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from reportflow.models import (
     NO_EMAIL_ADDRESS,
     UNKNOWN_USER,
     CategoryTotal,
+    CurrencyTotal,
     MerchantTotal,
     ReportData,
     TransactionRow,
@@ -150,28 +154,24 @@ async def aggregate(
                 non_retryable=True,
             )
 
-        totals = (
+        per_currency = (
             await conn.execute(
                 select(
+                    t.currency,
                     func.count().label("n"),
                     _received().label("money_in"),
                     _spent().label("money_out"),
                     _int_sum(t.amount_cents).label("net"),
                     _int_sum(case((t.amount_cents < 0, 1), else_=0)).label("spend_n"),
-                ).where(in_range)
-            )
-        ).one()
-
-        currency = (
-            await conn.execute(
-                select(t.currency)
+                )
                 .where(in_range)
                 .group_by(t.currency)
                 .order_by(desc(func.count()), t.currency)
-                .limit(1)
             )
-        ).scalar_one_or_none()
-        if currency is None:
+        ).all()
+        if per_currency:
+            currency = per_currency[0].currency
+        else:
             # Nothing in range: the user's usual currency, else the default.
             currency = (
                 await conn.execute(
@@ -182,9 +182,23 @@ async def aggregate(
                     .limit(1)
                 )
             ).scalar_one_or_none() or DEFAULT_CURRENCY
+        totals = [
+            CurrencyTotal(
+                currency=r.currency,
+                transaction_count=int(r.n),
+                money_in_cents=int(r.money_in),
+                money_out_cents=int(r.money_out),
+                net_cents=int(r.net),
+            )
+            for r in per_currency
+        ]
+        main = per_currency[0] if per_currency else None
+        main_spent, main_spend_n = (int(main.money_out), int(main.spend_n)) if main else (0, 0)
+        # The breakdowns: the main currency's rows only, so each sum is in one currency.
+        in_main = and_(in_range, t.currency == currency)
 
         spent = _spent().label("spent")
-        spending = and_(in_range, t.amount_cents < 0)
+        spending = and_(in_main, t.amount_cents < 0)
         category_rows = [
             (_clip(r.category), int(r.spent), int(r.n))
             for r in await conn.execute(
@@ -197,8 +211,8 @@ async def aggregate(
         ]
         other = _others(
             category_rows,
-            total_spent=int(totals.money_out),
-            total_count=int(totals.spend_n),
+            total_spent=main_spent,
+            total_count=main_spend_n,
             noun="categories",
         )
         by_category = [CategoryTotal(*row) for row in [*category_rows, *filter(None, [other])]]
@@ -206,7 +220,7 @@ async def aggregate(
         week = _week_start(dialect).label("week_start")
         week_rows = await conn.execute(
             select(week, _received().label("in_cents"), _spent().label("out_cents"))
-            .where(in_range)
+            .where(in_main)
             .group_by(week)
             .order_by(week)
         )
@@ -229,15 +243,15 @@ async def aggregate(
         ]
         other = _others(
             merchant_rows,
-            total_spent=int(totals.money_out),
-            total_count=int(totals.spend_n),
+            total_spent=main_spent,
+            total_count=main_spend_n,
             noun="merchants",
         )
         top_merchants = [MerchantTotal(*row) for row in [*merchant_rows, *filter(None, [other])]]
 
         largest_rows = await conn.execute(
             select(t.posted_at, t.merchant, t.category, t.amount_cents, t.currency)
-            .where(in_range)
+            .where(in_range)  # every currency: each row shows its own
             .order_by(desc(func.abs(t.amount_cents)), t.posted_at, t.id)
             .limit(LARGEST)
         )
@@ -259,12 +273,13 @@ async def aggregate(
         start=start.isoformat(),
         end=end.isoformat(),
         currency=currency,
-        transaction_count=int(totals.n),
-        money_in_cents=int(totals.money_in),
-        money_out_cents=int(totals.money_out),
-        net_cents=int(totals.net),
+        transaction_count=sum(total.transaction_count for total in totals),
+        money_in_cents=totals[0].money_in_cents if totals else 0,
+        money_out_cents=main_spent,
+        net_cents=totals[0].net_cents if totals else 0,
         by_category=by_category,
         by_week=by_week,
         top_merchants=top_merchants,
         largest=largest,
+        totals=totals,
     )

@@ -31,6 +31,12 @@ class ReportRequest(DateRange):
     )
 
 
+class RefusedRecipientDoc(BaseModel):
+    address: str
+    code: int = Field(description="The mail server's reply code, e.g. 550")
+    message: str = Field(description="The mail server's words with it")
+
+
 class ReportResultDoc(BaseModel):
     pdf_url: str | None = Field(None, description="The PDF (PDF kinds only)")
     file_url: str = Field(description="The report's file, any format: `303` to a signed URL")
@@ -38,8 +44,13 @@ class ReportResultDoc(BaseModel):
     content_type: str = "application/pdf"
     pages: int = Field(description="Pages of a PDF; 0 for other formats")
     bytes: int
-    emailed_to: list[str]
+    emailed_to: list[str] = Field(description="The recipients the mail server accepted")
     message_id: str
+    refused: list[RefusedRecipientDoc] = Field(
+        default_factory=list,
+        description="Recipients the mail server refused while it accepted the email for "
+        "the others: not emailed, and not retried",
+    )
     pdf_expires_at: datetime | None = Field(
         None, description="When the PDF is removed (REPORT_RETENTION_DAYS); the email stays sent"
     )

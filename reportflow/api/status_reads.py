@@ -21,6 +21,9 @@ from reportflow.api.schemas import StatusDocument
 from reportflow.api.watch import Snapshot, Watchers
 
 _PATH = re.compile(r"/reports/([^/]+)")
+# A Temporal run ID (a UUID); the route refuses anything else with a 422.
+RUN_ID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+_RUN_QUERY = re.compile(rb"run_id=([0-9A-Fa-f-]{36})")
 RETRY_AFTER_SECONDS = "2"
 
 # Status code, headers, body.
@@ -77,6 +80,12 @@ class StatusReads:
     async def _answer(self, scope: Scope, report_id: str) -> Answer | None:
         if scope["method"] != "GET":
             return None
+        run_id = None
+        if query := scope.get("query_string"):
+            run = _RUN_QUERY.fullmatch(query)
+            if run is None or not re.match(RUN_ID_PATTERN, run.group(1).decode()):
+                return None
+            run_id = run.group(1).decode()
         authorization = if_none_match = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -92,7 +101,7 @@ class StatusReads:
             if caller is None:
                 return None
             watchers: Watchers = state.watchers
-            snapshot = await watchers.read(report_id, caller)
+            snapshot = await watchers.read(report_id, caller, run_id)
         except Exception:  # the route answers it, with its error handlers
             return None
         return None if snapshot is None else status_answer(snapshot, if_none_match)

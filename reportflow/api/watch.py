@@ -1,6 +1,10 @@
 """Status watchers: Temporal calls that follow status *changes*, not readers by time.
 
-Each API process keeps one `Watcher` per report someone is reading (GET or SSE).
+Each API process keeps one `Watcher` per report someone is reading (GET or SSE),
+and one per run a client follows (`?run_id=`: the page, `reportflow request`;
+with several API replicas, the replica that answers a poll may not be the one
+that started the run, and its watcher of the report's latest run may still hold
+the previous run's final document).
 The watcher holds the report's current status document, already serialized with
 its ETag, and learns about changes from Temporal itself:
 
@@ -16,7 +20,10 @@ its ETag, and learns about changes from Temporal itself:
   while it is read (another API replica may have started a new run of it; this
   process pokes its own watcher when it starts, redrives or cancels a run).
 
-It re-describes only then; every reader reads the document it holds. A watcher
+It re-describes only then; every reader reads the document it holds. Each
+stage the run upserts into its memo is published as a document of its own,
+even when several arrive in one long-poll answer, and an SSE stream sends each
+in turn (the watcher keeps the last few it published). A watcher
 ends STATUS_WATCH_IDLE_SECONDS after its last reader left, and at once when the
 report does not exist, or when describing failed (its readers get the error,
 the next reader starts a fresh watcher).
@@ -27,9 +34,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -65,6 +74,9 @@ _APPLIED_LOCALLY = {
 
 # How soon an email step is looked at again while it may wait for its turn to send.
 _TURN_RECHECK_SECONDS = 1.0
+# Documents a watcher keeps for streams that have not sent them yet (a run has
+# five stages; a stream further behind than this skips to the latest).
+_KEPT_SNAPSHOTS = 8
 
 
 def _held_back(event: HistoryEvent) -> bool:
@@ -96,10 +108,12 @@ class Snapshot:
 
 
 class Watcher:
-    def __init__(self, hub: Watchers, report_id: str) -> None:
+    def __init__(self, hub: Watchers, report_id: str, run_id: str | None = None) -> None:
         self.hub = hub
         self.report_id = report_id
+        self.run_id = run_id  # None: the report's latest run, whichever it is
         self.snapshot: Snapshot | None = None
+        self._published: deque[Snapshot] = deque(maxlen=_KEPT_SNAPSHOTS)
         self.error: BaseException | None = None
         self.readers = 0
         self.last_read = time.monotonic()
@@ -113,7 +127,7 @@ class Watcher:
         self._recheck_at: float | None = None  # an email step may wait for its turn
         self._follower: asyncio.Task[None] | None = None
         self._followed_run: str | None = None
-        self.task = asyncio.create_task(self._run(), name=f"watch {report_id}")
+        self.task = asyncio.create_task(self._run(), name=f"watch {report_id} {run_id or ''}")
 
     # ------------------------------------------------------------------ readers
 
@@ -137,9 +151,13 @@ class Watcher:
         return self.snapshot
 
     async def changed(self, since: Snapshot | None, wait_seconds: float) -> Snapshot | None:
-        """The next document that differs from `since`, or the same one after `wait_seconds`
-        or once the watcher has ended (`done`)."""
+        """The next document published after `since` (each stage in turn, while the
+        watcher still keeps it), or the same one after `wait_seconds` or once the
+        watcher has ended (`done`)."""
         self.touch()
+        for earlier, later in itertools.pairwise(self._published):
+            if earlier is since:
+                return later
         deadline = time.monotonic() + wait_seconds
         while self.snapshot is since and not self.done:
             changed = self._changed
@@ -155,6 +173,8 @@ class Watcher:
     def _publish(self, snapshot: Snapshot | None) -> None:
         if self.snapshot is None or snapshot is None or snapshot.etag != self.snapshot.etag:
             self.snapshot = snapshot
+            if snapshot is not None:
+                self._published.append(snapshot)
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
         self.ready.set()
@@ -164,8 +184,9 @@ class Watcher:
         settings = self.hub.settings
         now = time.monotonic()
         if described.doc.is_final:
-            # A new run may start under the same ID from another process.
-            return now + settings.status_refresh_seconds
+            # A closed run never changes; the report's latest run may be a new
+            # one, started from another process.
+            return math.inf if self.run_id else now + settings.status_refresh_seconds
         wake = math.inf
         if described.activity_pending:
             wake = now + settings.status_refresh_seconds
@@ -184,7 +205,9 @@ class Watcher:
         self._dirty.clear()
         self._stale = False
         self._recheck_at = None
-        described = await read_status(self.hub.client, self.report_id, settings=self.hub.settings)
+        described = await read_status(
+            self.hub.client, self.report_id, run_id=self.run_id, settings=self.hub.settings
+        )
         # Events the long-poll brought meanwhile: those past the describe still count.
         seen = described.history_length if described is not None else 0
         self._events = [e for e in self._events if e.event_id > seen]
@@ -195,21 +218,19 @@ class Watcher:
     async def _next(self, described: Described, timed: bool) -> Described | None:
         """What changed: applied from the new history events when they are the
         happy path's (a stage upserted into the memo, an activity scheduled or
-        completed), else (or when a retry may be due) from a describe."""
+        completed), else (or when a retry may be due) from a describe. Each stage
+        upserted on the way is published on its own first, so a stream shows it
+        even when the run moved on within one long-poll answer."""
         self._dirty.clear()
         events, self._events = self._events, []
-        if (
-            timed
-            or self._stale
-            or described.doc.is_final
-            or any(e.event_type not in _APPLIED_LOCALLY or _held_back(e) for e in events)
-        ):
-            return await self._describe()
+        local = not (self._stale or described.doc.is_final)
         memo = dict(described.memo)
         pending = described.activity_pending
-        for event in events:
+        for event in events if local else []:
             kind = event.event_type
             if kind == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
+                if memo.get("stage") != described.memo.get("stage"):
+                    self._publish_memo(described, memo)  # a stage passed on the way
                 fields = event.workflow_properties_modified_event_attributes.upserted_memo.fields
                 values = await self.hub.client.data_converter.decode(list(fields.values()))
                 for key, value in zip(fields.keys(), values, strict=True):
@@ -222,12 +243,24 @@ class Watcher:
             elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                 pending = False
                 self._recheck_at = None
+        if (
+            timed
+            or not local
+            or any(e.event_type not in _APPLIED_LOCALLY or _held_back(e) for e in events)
+        ):
+            if local and memo.get("stage") != described.memo.get("stage"):
+                self._publish_memo(described, memo)
+            return await self._describe()
         if memo == described.memo and pending == described.activity_pending:
             return described
         # An activity just scheduled or completed has no retry to show (attempt 1).
         doc = build_document(described.execution, memo, settings=self.hub.settings)
         return replace(described, doc=doc, memo=memo, activity_pending=pending,
                        next_attempt_at=None)  # fmt: skip
+
+    def _publish_memo(self, described: Described, memo: dict[str, object]) -> None:
+        doc = build_document(described.execution, memo, settings=self.hub.settings)
+        self._publish(Snapshot.of(doc, described.owner))
 
     async def _run(self) -> None:
         idle_seconds = self.hub.settings.status_watch_idle_seconds
@@ -299,44 +332,49 @@ class Watcher:
 
 
 class Watchers:
-    """The watchers of one API process, by report ID."""
+    """The watchers of one API process, by report ID and followed run."""
 
     def __init__(self, client: Client, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self._watchers: dict[str, Watcher] = {}
+        self._watchers: dict[str, dict[str | None, Watcher]] = {}
 
     def __len__(self) -> int:
-        return len(self._watchers)
+        return sum(len(runs) for runs in self._watchers.values())
 
-    def watcher(self, report_id: str) -> Watcher:
-        watcher = self._watchers.get(report_id)
+    def watcher(self, report_id: str, run_id: str | None = None) -> Watcher:
+        runs = self._watchers.setdefault(report_id, {})
+        watcher = runs.get(run_id)
         if watcher is None or watcher.done:
-            watcher = self._watchers[report_id] = Watcher(self, report_id)
+            watcher = runs[run_id] = Watcher(self, report_id, run_id)
         return watcher
 
     def forget(self, watcher: Watcher) -> None:
-        if self._watchers.get(watcher.report_id) is watcher:
-            del self._watchers[watcher.report_id]
+        runs = self._watchers.get(watcher.report_id, {})
+        if runs.get(watcher.run_id) is watcher:
+            del runs[watcher.run_id]
+            if not runs:
+                del self._watchers[watcher.report_id]
 
     def poke(self, report_id: str) -> None:
-        watcher = self._watchers.get(report_id)
-        if watcher is not None:
+        for watcher in list(self._watchers.get(report_id, {}).values()):
             watcher.poke()
 
-    async def read(self, report_id: str, caller: Caller) -> Snapshot | None:
-        """The report's current document; None when there is no such report or it is
-        not the caller's (the two are not told apart). Someone else's report ID is
-        refused before anything is watched."""
+    async def read(
+        self, report_id: str, caller: Caller, run_id: str | None = None
+    ) -> Snapshot | None:
+        """The document of the report's latest run, or of `run_id`; None when there
+        is no such report or run, or it is not the caller's (the two are not told
+        apart). Someone else's report ID is refused before anything is watched."""
         if not may_see(caller, report_id):
             return None
-        snapshot = await self.watcher(report_id).current()
+        snapshot = await self.watcher(report_id, run_id).current()
         return snapshot if snapshot is not None and snapshot.visible_to(caller) else None
 
     @contextlib.contextmanager
-    def reading(self, report_id: str) -> Iterator[Watcher]:
+    def reading(self, report_id: str, run_id: str | None = None) -> Iterator[Watcher]:
         """Hold a watcher open for a long reader (an SSE stream)."""
-        watcher = self.watcher(report_id)
+        watcher = self.watcher(report_id, run_id)
         watcher.readers += 1
         try:
             yield watcher
@@ -345,7 +383,7 @@ class Watchers:
             watcher.touch()
 
     async def close(self) -> None:
-        tasks = [w.task for w in self._watchers.values()]
+        tasks = [w.task for runs in self._watchers.values() for w in runs.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

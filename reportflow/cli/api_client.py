@@ -214,12 +214,25 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]
             yield event.event, event.data
 
 
+def _run_params(run_id: str | None) -> dict[str, str]:
+    """`?run_id=`: the run this command started or found. With several API replicas,
+    one that did not start the run may otherwise describe the report's previous run
+    (a failed report tried again would show its old failure and stop)."""
+    return {"run_id": run_id} if run_id else {}
+
+
 async def follow_events(
-    client: httpx.AsyncClient, report_id: str, progress: ProgressLine
+    client: httpx.AsyncClient, report_id: str, progress: ProgressLine, run_id: str | None = None
 ) -> dict[str, Any] | None:
     """Follow `/events` to the final status; None if the stream ended before it."""
     timeout = httpx.Timeout(30.0, read=EVENTS_READ_TIMEOUT)
-    events = aconnect_sse(client, "GET", f"/reports/{report_id}/events", timeout=timeout)
+    events = aconnect_sse(
+        client,
+        "GET",
+        f"/reports/{report_id}/events",
+        params=_run_params(run_id),
+        timeout=timeout,
+    )
     async with events as source:
         if source.response.is_error:
             await source.response.aread()
@@ -252,11 +265,12 @@ async def follow_polling(
     progress: ProgressLine,
     delays: Iterable[float] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """Poll the status document until it is final; network and server errors are waited out."""
     for delay in poll_delays() if delays is None else delays:
         try:
-            response = await client.get(f"/reports/{report_id}")
+            response = await client.get(f"/reports/{report_id}", params=_run_params(run_id))
         except httpx.TransportError as err:
             progress.say(f"cannot reach the API ({err or type(err).__name__}); trying again")
             await sleep(delay)
@@ -277,10 +291,12 @@ async def follow(
     report_id: str,
     progress: ProgressLine,
     poll: Iterable[float] | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """The report's final status document: live events first, polling if they fail."""
+    """The report's (or its run's) final status document: live events first,
+    polling if they fail."""
     try:
-        doc = await follow_events(client, report_id, progress)
+        doc = await follow_events(client, report_id, progress, run_id)
     except (httpx.TransportError, httpx.StreamError, ValueError) as err:
         progress.say(f"live updates stopped ({err or type(err).__name__}); polling instead")
     except ApiError as err:
@@ -292,7 +308,7 @@ async def follow(
         if doc is not None:
             return doc
         progress.say("live updates ended early; polling instead")
-    return await follow_polling(client, report_id, progress, poll)
+    return await follow_polling(client, report_id, progress, poll, run_id=run_id)
 
 
 async def start_report(
@@ -466,7 +482,7 @@ async def _report(
     if doc["status"] not in FINAL:
         try:
             async with asyncio.timeout(options.timeout):
-                doc = await follow(client, report_id, progress)
+                doc = await follow(client, report_id, progress, run_id=doc.get("run_id"))
         except TimeoutError:
             progress.say(
                 f"gave up after {options.timeout:g} s; report {report_id} runs on: "

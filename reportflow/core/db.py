@@ -130,6 +130,12 @@ rate_limits = Table(
 
 # SQLite's busy timeout: a writer waits this long for another's lock.
 _SQLITE_CONNECT = {"timeout": 30}
+# asyncpg: a statement (the pool's pre-ping too) never waits more than 30 s, like
+# SQLite's busy timeout above; a new connection gives up after 10 s, not asyncpg's
+# 60 s: a connection a partition holds (a SYN nobody answers) would otherwise keep
+# an attempt waiting as long as a whole query attempt lasts.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10.0
+_POSTGRES_CONNECT = {"command_timeout": 30, "timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
 
 
 def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 3) -> AsyncEngine:
@@ -153,13 +159,12 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 3) -> Asy
         engine = create_async_engine(parsed, connect_args=_SQLITE_CONNECT)
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
         return engine
-    # A statement never waits forever: 30 s, like SQLite's busy timeout above.
     return create_async_engine(
         parsed,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        connect_args={"command_timeout": 30},
+        connect_args=_POSTGRES_CONNECT,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from reportflow.models import ReportData
+from reportflow.models import CurrencyTotal, ReportData
 from reportflow.report.chart import category_chart, week_chart
 
 TEMPLATE = "report.html.j2"
@@ -59,10 +59,25 @@ def _environment() -> Environment:
 _ENV = _environment()
 
 
+def currency_totals(data: ReportData) -> list[CurrencyTotal]:
+    """One set of totals per currency; data recorded before `totals` existed has one
+    set, in its one currency."""
+    return data.totals or [
+        CurrencyTotal(
+            currency=data.currency,
+            transaction_count=data.transaction_count,
+            money_in_cents=data.money_in_cents,
+            money_out_cents=data.money_out_cents,
+            net_cents=data.net_cents,
+        )
+    ]
+
+
 def render_html(data: ReportData) -> str:
     """The self-contained report page (inline CSS and SVG, no external resources)."""
     return _ENV.get_template(TEMPLATE).render(
         data=data,
+        totals=currency_totals(data),
         week_chart=week_chart(data),
         categories=category_chart(data),
         empty=data.transaction_count == 0,

@@ -271,12 +271,15 @@ class Described:
         return caller.is_admin or (caller.user_id is not None and self.owner == caller.user_id)
 
 
-async def read_status(client: Client, report_id: str, *, settings: Settings) -> Described | None:
-    """Describe the report (and read the close event of a run that failed without
-    a recorded reason); None when no such report exists."""
+async def read_status(
+    client: Client, report_id: str, *, settings: Settings, run_id: str | None = None
+) -> Described | None:
+    """Describe the report's latest run, or the run `run_id` (and read the close
+    event of a run that failed without a recorded reason); None when no such
+    report or run exists."""
     try:
         description: WorkflowExecutionDescription = await client.get_workflow_handle(
-            report_id
+            report_id, run_id=run_id
         ).describe()
     except RPCError as err:
         if err.status in {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -167,6 +168,8 @@ def event_body(event: WebhookEvent) -> str:
     }
     if event.error:
         data["error"] = event.error  # type: ignore[assignment]
+    if event.refused:
+        data["refused"] = [dataclasses.asdict(r) for r in event.refused]  # type: ignore[assignment]
     payload = {"type": f"report.{event.outcome}", "timestamp": event.occurred_at, "data": data}
     return json.dumps(payload, separators=(",", ":"), sort_keys=True)
 

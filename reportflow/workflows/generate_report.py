@@ -8,9 +8,10 @@ there), and as current details, which the Temporal Web UI shows.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         KindRenderInput,
         Progress,
         QueryInput,
+        RefusedRecipient,
         RenderInput,
         RenderResult,
         ReportData,
@@ -232,8 +234,9 @@ class GenerateReport:
             message_id=emailed.message_id,
             format=rendered.format,
             content_type=rendered.content_type,
+            refused=emailed.refused,
         )
-        done: dict[str, object] = {
+        done: dict[str, Any] = {
             "result": {
                 "pages": result.pages,
                 "bytes": result.bytes,
@@ -252,13 +255,15 @@ class GenerateReport:
                 ),
             }
         }
+        if result.refused:  # only then: the memo of every other run stays as it was
+            done["result"]["refused"] = [dataclasses.asdict(r) for r in result.refused]
         if self._local_slots:
             self._enter("done", done)
         else:
             workflow.upsert_memo(done)
             self._enter("done")
         self._record_durations("completed")
-        await self._announce(input, "completed")
+        await self._announce(input, "completed", refused=result.refused)
         return result
 
     async def _query(self, input: GenerateReportInput) -> ReportData | KindData:
@@ -328,7 +333,11 @@ class GenerateReport:
         return email
 
     async def _announce(
-        self, input: GenerateReportInput, outcome: str, error: dict[str, str] | None = None
+        self,
+        input: GenerateReportInput,
+        outcome: str,
+        error: dict[str, str] | None = None,
+        refused: list[RefusedRecipient] | None = None,
     ) -> None:
         """Tell the user's webhook endpoints: a child that outlives this run (ABANDON),
         so the report is final at once while a receiver that is down gets retried."""
@@ -346,6 +355,7 @@ class GenerateReport:
             retry=input.retry.webhook,
             attempt_seconds=input.timeouts.webhook,
             kind=input.kind,
+            refused=list(refused or []),
         )
         await workflow.start_child_workflow(
             "DeliverWebhooks",

@@ -99,16 +99,20 @@ async def test_failed_report_says_why_and_offers_to_try_again(
     await expect(page.get_by_role("button", name="Cancel report")).to_be_hidden()
     report_id = report_id_in_url(page)
     failed_run = await latest_run(temporal_client, report_id)
+    follows: list[str] = []
+    page.on("request", lambda r: follows.append(r.url) if "/events" in r.url else None)
 
     await page.get_by_role("button", name="Try again").click()
 
-    await wait_until(
+    second_run = await wait_until(
         lambda: latest_run(temporal_client, report_id),
         lambda run: run != failed_run,
         what="a second run",
     )
     await wait_for_status(page, "failed")
     await expect(page.get_by_role("button", name="Try again")).to_be_enabled()
+    # The page follows the run its POST started, whichever API replica answers.
+    assert follows and all(url.endswith(f"/events?run_id={second_run}") for url in follows), follows
 
 
 async def test_keyboard_alone_signs_in_generates_and_reaches_the_download(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import DateTime, String, bindparam, insert, text
@@ -38,13 +38,17 @@ async def create_user(
     email: str | _Default | None = DEFAULT,
     name: str = "Test User",
     transactions: Sequence[Txn] = (),
+    currencies: Mapping[str, Sequence[Txn]] | None = None,
 ) -> str:
-    """Insert a user (unique id, `<id>@example.com` unless given; None = no email) and rows."""
+    """Insert a user (unique id, `<id>@example.com` unless given; None = no email) and
+    rows: `transactions` in EUR, and `currencies` maps another currency to its rows."""
     uid = user_id or new_user_id()
     address = f"{uid}@example.com" if email is DEFAULT else email
     async with engine.begin() as conn:
         await conn.execute(insert(users).values(id=uid, email=address, name=name))
-        if transactions:
+        for currency, rows in {"EUR": transactions, **(currencies or {})}.items():
+            if not rows:
+                continue
             await conn.execute(
                 insert(transactions_table),
                 [
@@ -52,11 +56,11 @@ async def create_user(
                         "user_id": uid,
                         "posted_at": posted_at,
                         "amount_cents": amount,
-                        "currency": "EUR",
+                        "currency": currency,
                         "merchant": merchant,
                         "category": category,
                     }
-                    for posted_at, amount, merchant, category in transactions
+                    for posted_at, amount, merchant, category in rows
                 ],
             )
     return uid

@@ -75,5 +75,6 @@ async def redrive_report(
 
 @router.get("/queue", response_model=QueueStats)
 async def queue(_: AdminDep, client: TemporalDep, settings: SettingsDep) -> QueueStats:
-    """Backlog count, oldest backlog age, pollers and reports per status."""
+    """Backlog count, oldest backlog age, pollers and reports per status; the same
+    figures of the email queue (held to EMAIL_RATE_PER_SECOND) in `email_queue`."""
     return await queue_stats(client, settings.task_queue)

@@ -1,4 +1,5 @@
-"""`/metrics`: queue depth and report counts in Prometheus text format.
+"""`/metrics`: queue depth and report counts in Prometheus text format, for the
+main task queue and the email queue (label `task_queue`).
 
 Read from Temporal, so every API replica reports the same truth, but at most
 once per METRICS_CACHE_SECONDS in each process however many scrapers ask.
@@ -82,27 +83,31 @@ async def metrics(request: Request, client: TemporalDep, settings: SettingsDep) 
 async def _exposition(client: Client, settings: Settings) -> bytes:
     stats = await queue_stats(client, settings.task_queue)
     registry = CollectorRegistry()
-    labels = {"task_queue": settings.task_queue}
-    Gauge(
+    backlog = Gauge(
         "reportflow_queue_backlog",
         "Tasks waiting in the task queue (workflow + activity)",
         ["task_queue"],
         registry=registry,
-    ).labels(**labels).set(stats.backlog_count)
-    Gauge(
+    )
+    oldest = Gauge(
         "reportflow_queue_oldest_backlog_age_seconds",
         "Age of the oldest waiting task",
         ["task_queue"],
         registry=registry,
-    ).labels(**labels).set(stats.oldest_backlog_age_seconds)
+    )
     pollers = Gauge(
         "reportflow_queue_pollers",
         "Workers polling the task queue",
         ["task_queue", "kind"],
         registry=registry,
     )
-    for kind, count in stats.pollers.items():
-        pollers.labels(task_queue=settings.task_queue, kind=kind).set(count)
+    # The email queue beside the main one: held to EMAIL_RATE_PER_SECOND, it has
+    # a backlog by design, and no workflow half (its `kind` is only "activity").
+    for queue in (stats, stats.email_queue):
+        backlog.labels(task_queue=queue.task_queue).set(queue.backlog_count)
+        oldest.labels(task_queue=queue.task_queue).set(queue.oldest_backlog_age_seconds)
+        for kind, count in queue.pollers.items():
+            pollers.labels(task_queue=queue.task_queue, kind=kind).set(count)
     reports = Gauge(
         "reportflow_reports",
         "Reports by status (latest run of each)",

@@ -25,7 +25,7 @@ from reportflow.api.schemas import (
     StatusDocument,
     problem,
 )
-from reportflow.api.status_reads import progress_headers, status_answer
+from reportflow.api.status_reads import RUN_ID_PATTERN, progress_headers, status_answer
 from reportflow.api.watch import Snapshot, Watchers
 from reportflow.core import tracing
 from reportflow.core.config import Settings
@@ -44,11 +44,23 @@ router = APIRouter(
 NOT_FOUND = "no such report: check the ID, or list your reports with GET /reports"
 
 
-async def _watched(request: Request, report_id: str, caller: Caller) -> Snapshot:
-    """The report's document as this process's watcher holds it (no Temporal call
-    when it is being watched already)."""
+RunIdQuery = Annotated[
+    str | None,
+    Query(
+        pattern=RUN_ID_PATTERN,
+        description="The run to describe (`run_id` of the document `POST /reports` "
+        "answered); without it, the report's latest run",
+    ),
+]
+
+
+async def _watched(
+    request: Request, report_id: str, caller: Caller, run_id: str | None = None
+) -> Snapshot:
+    """The report's (or its run's) document as this process's watcher holds it (no
+    Temporal call when it is being watched already)."""
     watchers: Watchers = request.app.state.watchers
-    snapshot = await watchers.read(report_id, caller)
+    snapshot = await watchers.read(report_id, caller, run_id)
     if snapshot is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
     return snapshot
@@ -108,9 +120,11 @@ async def create_report(
     )
     tracing.mark_report(begun.report_id)
     doc = begun.document(client.namespace, settings)
-    if doc is not None:
-        request.app.state.watchers.poke(begun.report_id)
-    else:
+    # Describe afresh whatever this process held: another replica may have
+    # started the run this request joined, and the watcher may still hold the
+    # previous run's final document (whose run_id the client would then follow).
+    request.app.state.watchers.poke(begun.report_id)
+    if doc is None:
         doc = (await _watched(request, begun.report_id, caller)).doc
     # Serialized here, as status reads are: FastAPI would validate the document
     # against its own model again first.
@@ -168,13 +182,16 @@ def _parsed(
         404: problem("No such report"),
     },
 )
-async def get_report(report_id: str, request: Request, caller: CallerDep) -> Response:
+async def get_report(
+    report_id: str, request: Request, caller: CallerDep, run_id: RunIdQuery = None
+) -> Response:
     """The report's status document with its `ETag`; `Retry-After` while it is not
     finished; `304` with no body when `If-None-Match` names the current `ETag`.
+    With `run_id`, the document of that run (a client following the run it started).
 
     (The reads that succeed are answered before routing, by StatusReads; this
     route answers the same way, and answers everything else.)"""
-    snapshot = await _watched(request, report_id, caller)
+    snapshot = await _watched(request, report_id, caller, run_id)
     code, headers, body = status_answer(snapshot, request.headers.get("if-none-match"))
     return Response(body, status_code=code, headers=headers)
 
@@ -191,12 +208,15 @@ async def get_report(report_id: str, request: Request, caller: CallerDep) -> Res
         429: problem("Too many streams open with this token; wait `Retry-After` seconds"),
     },
 )
-async def report_events(report_id: str, request: Request, caller: CallerDep) -> StreamingResponse:
-    """Server-Sent Events: the status document each time it changes.
+async def report_events(
+    report_id: str, request: Request, caller: CallerDep, run_id: RunIdQuery = None
+) -> StreamingResponse:
+    """Server-Sent Events: the status document each time it changes (of the run
+    `run_id`, when given: a client following the run it started).
 
     A stream lasts at most EVENTS_MAX_STREAM_SECONDS (then reconnect); a token may
     hold EVENTS_MAX_STREAMS_PER_TOKEN open at once."""
-    first = await _watched(request, report_id, caller)
+    first = await _watched(request, report_id, caller, run_id)
     streams: StreamCounter = request.app.state.event_streams
     stream = streams.open(caller.token_id)
     if isinstance(stream, int):
@@ -207,30 +227,32 @@ async def report_events(report_id: str, request: Request, caller: CallerDep) -> 
             headers={"Retry-After": str(stream)},
         )
     return StreamingResponse(
-        _status_events(request, first, caller, stream),
+        _status_events(request, first, caller, stream, run_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _status_events(
-    request: Request, first: Snapshot, caller: Caller, stream: str
+    request: Request, first: Snapshot, caller: Caller, stream: str, run_id: str | None
 ) -> AsyncIterator[str]:
     try:
-        async for event in _status_changes(request, first):
+        async for event in _status_changes(request, first, run_id):
             yield event
     finally:
         request.app.state.event_streams.close(caller.token_id, stream)
 
 
-async def _status_changes(request: Request, first: Snapshot) -> AsyncIterator[str]:
+async def _status_changes(
+    request: Request, first: Snapshot, run_id: str | None
+) -> AsyncIterator[str]:
     """Each new document as soon as the report's watcher has it (it wakes on the
     run's own history events); keep-alive comments in between. A stream ends after
     EVENTS_MAX_STREAM_SECONDS: the client reconnects and counts afresh."""
     settings: Settings = request.app.state.settings
     watchers: Watchers = request.app.state.watchers
     ends = time.monotonic() + settings.events_max_stream_seconds
-    with watchers.reading(first.doc.report_id) as watcher:
+    with watchers.reading(first.doc.report_id, run_id) as watcher:
         snapshot: Snapshot | None = first
         sent: Snapshot | None = None
         while snapshot is not None:

@@ -91,8 +91,12 @@ export function retryAfterMs(response) {
   return Number.isNaN(at) ? 0 : Math.max(0, at - Date.now());
 }
 
-export function reportPath(id, suffix = "") {
-  return `/reports/${encodeURIComponent(id)}${suffix}`;
+// `runId`: the run a client follows (the run_id its POST answered). Without it,
+// an API replica other than the one that started the run may describe the
+// report's previous run, and a "Try again" would show that run's final state.
+export function reportPath(id, suffix = "", runId = null) {
+  const query = runId ? `?run_id=${encodeURIComponent(runId)}` : "";
+  return `/reports/${encodeURIComponent(id)}${suffix}${query}`;
 }
 
 export function isAbort(err) {

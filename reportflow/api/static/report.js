@@ -107,10 +107,13 @@ export function stopFollowing() {
   stopRetryTicker();
 }
 
-export function follow(reportId, firstDoc) {
+// `runId`: the run to follow (a POST's run_id); without one, the report's latest
+// run as first read, then that run (see update()).
+export function follow(reportId, firstDoc, runId = firstDoc ? firstDoc.run_id : null) {
   stopFollowing();
   const run = {
     id: reportId,
+    runId,
     controller: new AbortController(),
     doc: null, // the latest status document
     deadline: null, // the timer that gives up without a final state
@@ -143,6 +146,7 @@ export function follow(reportId, firstDoc) {
 // A new status document for the report being followed (from the stream, a poll or a POST).
 export function update(run, doc) {
   if (state.run !== run) return;
+  if (!run.runId && doc.run_id) run.runId = doc.run_id; // from now on, this run
   const first = run.doc === null;
   const before = run.doc ? run.doc.status : null;
   run.doc = doc;
@@ -187,7 +191,7 @@ export function giveUp(run, message) {
         type: "button",
         class: "secondary",
         text: "Check again",
-        onclick: () => follow(run.id),
+        onclick: () => follow(run.id, null, run.runId),
       }),
     ),
   );

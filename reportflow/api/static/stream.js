@@ -47,7 +47,7 @@ export async function stream(run) {
   setText(ui.connection, "");
   let response;
   try {
-    response = await api(reportPath(run.id, "/events"), {
+    response = await api(reportPath(run.id, "/events", run.runId), {
       signal: run.controller.signal,
       accept: "text/event-stream",
     });
@@ -115,7 +115,7 @@ export async function poll(run) {
     delay = Math.min(Math.round(delay * config.pollFactor), config.pollMaxMs);
     let response = null;
     try {
-      response = await api(reportPath(run.id), { signal });
+      response = await api(reportPath(run.id, "", run.runId), { signal });
     } catch (err) {
       if (isAbort(err) || err instanceof SignedOut) throw err;
     }
