@@ -621,3 +621,22 @@ async def test_a_query_result_too_big_for_history_goes_by_the_report_store(
     async for event in temporal_client.get_workflow_handle(report_id).fetch_history_events():
         largest = max(largest, event.ByteSize())
     assert largest < 64 * 1024
+
+
+@pytest.mark.parametrize("command", ["api", "worker"])
+async def test_a_wrong_kind_stops_the_api_and_the_worker_at_start_with_a_sentence(
+    settings: Settings, temporal_client: Client, command: str
+) -> None:
+    env = settings_env(settings, temporal_client.service_client.config.target_host)
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "reportflow"), command,
+        env={**env, "REPORT_KINDS": "merchant_count:missing", "PYTHONPATH": str(EXAMPLE)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    assert process.returncode == 2
+    assert err.decode().strip() == (
+        f"reportflow {command}: REPORT_KINDS entry 'merchant_count:missing': "
+        "module 'merchant_count' has no attribute 'missing'"
+    )
