@@ -18,10 +18,12 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.responses import PlainTextResponse
 from temporalio.testing import WorkflowEnvironment
 
 from reportflow.api.app import create_app
@@ -34,6 +36,10 @@ from reportflow.core.tokens import create_token, lookup
 from reportflow.seed import ensure_seeded
 from reportflow.smtp_sink import start_sink
 from reportflow.worker import run_worker
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 DEMO_USER = "u0001"
 DEV_TEMPORAL_PORT = 7233
@@ -107,6 +113,60 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_of(header: str) -> str:
+    """The host of a Host header without its port: `[::1]:8000` -> `::1`."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+class LoopbackHosts:
+    """400 for a request whose Host header is not localhost or a loopback address.
+
+    A page on an attacker's site can point its own name at 127.0.0.1 (DNS
+    rebinding) and then read this server as same-origin: the demo token in the
+    page, the outbox. Its requests still carry the attacker's name as Host, so
+    they stop here. `only_prefix` limits the check to the paths under it
+    (`--public` keeps it on /dev/ alone).
+    """
+
+    def __init__(self, app: ASGIApp, only_prefix: str | None = None) -> None:
+        self.app = app
+        self.only_prefix = only_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in {"http", "websocket"} and (
+            self.only_prefix is None or scope["path"].startswith(self.only_prefix)
+        ):
+            raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if not is_loopback(host_of(raw.strip().lower())):
+                refusal = PlainTextResponse(
+                    f"reportflow dev answers only to localhost and loopback addresses, not "
+                    f"Host {raw[:100]!r}; open http://localhost:<port>/ instead",
+                    status_code=400,
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def dev_app(
+    settings: Settings, *, outbox: Path | None, token: str, public: bool = False
+) -> FastAPI:
+    """The API as `reportflow dev` serves it. On loopback: the demo token filled in
+    on the page, the Web UI's codec without a token, Host headers checked. With
+    `--public`: none of the first two, and the Host check on /dev/ (the outbox) only."""
+    app = create_app(
+        settings,
+        dev_outbox=outbox,
+        demo_token=None if public else token,
+        # The embedded Web UI cannot send a token; on loopback it may decode without one.
+        dev_codec_origin=None if public else origin_of(settings.temporal_ui_url),
+    )
+    app.add_middleware(LoopbackHosts, only_prefix="/dev/" if public else None)
+    return app
+
+
 def _kept_secret(path: Path, make: Callable[[], str]) -> str:
     """A development secret kept in var/ (owner-only), made on first use."""
     if not path.exists():
@@ -138,7 +198,11 @@ async def run_dev(settings: Settings, *, public: bool = False) -> None:
             "loopback-only)."
         )
     VAR_DIR.mkdir(exist_ok=True)
-    settings = dev_secrets(settings)
+    # Whatever .env says: dev behaviour (migrations at boot, open /metrics, no
+    # required sandbox) belongs to this command alone. The environment variable
+    # too, so every part of this process that reads the settings agrees.
+    os.environ["ENVIRONMENT"] = "dev"
+    settings = dev_secrets(settings.model_copy(update={"environment": "dev"}))
     codec_endpoint = f"http://localhost:{settings.port}/codec"
     temporal: WorkflowEnvironment | None = None
     if not os.environ.get("TEMPORAL_ADDRESS"):
@@ -154,13 +218,7 @@ async def run_dev(settings: Settings, *, public: bool = False) -> None:
     token = await demo_token(engine)
     await engine.dispose()
 
-    app = create_app(
-        settings,
-        dev_outbox=VAR_DIR / "outbox" if sink else None,
-        demo_token=token,
-        # The embedded Web UI cannot send a token; on loopback it may decode without one.
-        dev_codec_origin=None if public else origin_of(settings.temporal_ui_url),
-    )
+    app = dev_app(settings, outbox=VAR_DIR / "outbox" if sink else None, token=token, public=public)
     server = Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None))
     stop = asyncio.Event()
 

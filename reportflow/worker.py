@@ -89,6 +89,8 @@ async def run_worker(
         find_chromium(settings.chromium_executable),
         timeout_seconds=settings.render_timeout_seconds,
         max_concurrent=settings.render_concurrency,
+        require_sandbox=settings.chromium_sandbox_required,
+        no_sandbox=settings.chromium_no_sandbox,
     )
     activities = ReportActivities(
         engine=engine,

@@ -377,6 +377,8 @@ async def bench_stack(tmp: Path, users: int) -> BenchStack:
         tmp / "temporal.db", tmp / "temporal.log", metrics_port=metrics_port
     )
     settings = Settings(
+        # Said, not defaulted: unset is production (sandbox required, /metrics closed).
+        environment="test",
         database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
         report_store_url=str(tmp / "reports"),
         smtp_host=smtp.host,

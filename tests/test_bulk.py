@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -42,6 +44,12 @@ async def dlq(s: Stack, client: Client, *args: str) -> tuple[int, str]:
     async with asyncio.timeout(120):
         out, _ = await process.communicate()
     return process.returncode or 0, out.decode()
+
+
+def _audit(out: str, action: str) -> list[dict[str, Any]]:
+    """The command's audit lines (JSON logs on its stderr) of one action."""
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("action") == action]
 
 
 async def _failed(s: Stack, user_id: str, user: Bearer, day: int) -> str:
@@ -84,6 +92,10 @@ async def test_redrive_by_user_and_reason_counts_then_acts_with_yes(
         ops, temporal_client, "redrive", "--user", target, "--reason", "NoEmailAddress", "--yes"
     )
     assert code == 0 and "redriven: 2" in out, out
+    bulk, each = _audit(out, "bulk redrive"), _audit(out, "redrive")
+    assert len(bulk) == 1 and sorted(bulk[0]["report_ids"]) == sorted(mine)
+    assert sorted(line["target"] for line in each) == sorted(mine)
+    assert all(line["actor"].startswith("os-user ") for line in [*bulk, *each])
     for report_id in mine:
         assert await latest_run(temporal_client, report_id) != runs[report_id]
     assert await latest_run(temporal_client, theirs) == runs[theirs]
@@ -121,6 +133,8 @@ async def test_cancel_by_user_is_one_batch_and_needs_yes(
             ops, temporal_client, "cancel", "--user", user_id, "--reason", "test", "--yes"
         )
         assert code == 0 and "cancel requested: 2 of 2" in out, out
+        (line,) = _audit(out, "bulk cancel")
+        assert sorted(line["report_ids"]) == sorted(ids) and line["note"] == "test"
         for report_id in ids:
             doc = await wait_status(ops.http, user, report_id, FINAL)
             assert doc["status"] == "cancelled", doc

@@ -59,6 +59,7 @@ REQUIRED_SECRETS = {
     "MINIO_ROOT_PASSWORD",
     "MINIO_APP_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
+    "METRICS_TOKEN",
     "REPORTFLOW_DOMAIN",
     "REPORTFLOW_STORE_DOMAIN",
 }
@@ -133,6 +134,7 @@ def obstore_aws_names() -> set[str]:
 
 SECRETS = {name: f"test{name.lower().replace('_', '')}0123456789" for name in REQUIRED_SECRETS}
 # A well-formed keyring (key ID and a base64 32-byte key), as `reportflow keygen` prints.
+SECRETS["SECRET_KEY"] = "test-secret-key-of-at-least-32-bytes-0123"  # Settings wants >= 32
 SECRETS["PAYLOAD_ENCRYPTION_KEYS"] = "k1:" + base64.b64encode(bytes(32)).decode()
 
 
@@ -770,3 +772,21 @@ async def test_app_role_script_makes_an_owner_that_is_no_superuser() -> None:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
         await engine.dispose()
+
+
+def test_prometheus_sends_the_metrics_token_the_api_wants() -> None:
+    """Outside dev /metrics answers only METRICS_TOKEN: the API is given it, and
+    Prometheus reads the same value from a compose secret for its scrape."""
+    compose = load_compose()
+    assert (
+        service_env(compose["services"]["api"], SECRETS)["METRICS_TOKEN"]
+        == (SECRETS["METRICS_TOKEN"])
+    )
+    assert compose["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    assert "metrics_token" in compose["services"]["prometheus"]["secrets"]
+    config = yaml.safe_load((ROOT / "ops" / "prometheus" / "prometheus.yml").read_text())
+    [api_job] = [job for job in config["scrape_configs"] if job["job_name"] == "reportflow-api"]
+    assert api_job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/run/secrets/metrics_token",
+    }

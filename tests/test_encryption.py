@@ -138,7 +138,18 @@ async def test_failure_messages_are_encrypted_and_the_api_reads_them(
     failed = await wait_status(http, user, report_id, FINAL)
 
     assert failed["status"] == "failed", failed
-    assert secrets.email in failed["error"]["message"]  # decrypted for the owner
+    # The user is told a code and a sentence; the server's reply is the operators'.
+    assert failed["error"]["code"] == "email_rejected"
+    assert secrets.email not in json.dumps(failed)
+    admin = Bearer(await create_token(app_engine, admin=True))
+    listed = await wait_until(
+        lambda: http.get("/admin/reports", params={"status": "failed"}, headers=admin.headers),
+        lambda r: any(row["report_id"] == report_id for row in r.json()["reports"]),
+        timeout=30,
+        what="the failed report in the dead-letter view",
+    )
+    row = next(row for row in listed.json()["reports"] if row["report_id"] == report_id)
+    assert secrets.email in row["message"]  # decrypted for the admin
     history = await temporal_env.client.get_workflow_handle(report_id).fetch_history()
     assert history.events[-1].HasField("workflow_execution_failed_event_attributes")
     for event in history.events:

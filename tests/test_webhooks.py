@@ -10,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from reportflow.core.db import create_engine, create_schema
 from reportflow.core.tokens import create_token
 from reportflow.models import Backoff, RetrySchedule, Timeouts
+from reportflow.service import webhooks
 from tests.conftest import FAST_BACKOFF, MakeUser, make_settings
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, Bearer, HasHeaders, report_id_for, wait_status
@@ -84,12 +86,15 @@ async def test_webhook_endpoints_are_the_callers_and_the_secret_is_shown_once(
     http: httpx.AsyncClient, make_user: MakeUser, receiver: Receiver
 ) -> None:
     user, other = await make_user(), await make_user()
-    created = await _register(http, user, receiver, "/a")
+    # A public name: this service allows no private hosts. This user starts no
+    # report, so nothing is ever sent there.
+    url = "https://hooks.example.com/a"
+    response = await http.post("/webhooks", json={"url": url}, headers=user.headers)
+    assert response.status_code == 201, response.text
+    created = response.json()
     assert created["secret"].startswith("whsec_") and created["id"].startswith("wh_")
     listed = (await http.get("/webhooks", headers=user.headers)).json()
-    assert [(w["id"], w["url"], w["disabled"]) for w in listed] == [
-        (created["id"], receiver.url("/a"), False)
-    ]
+    assert [(w["id"], w["url"], w["disabled"]) for w in listed] == [(created["id"], url, False)]
     assert "secret" not in listed[0]
     assert (await http.get("/webhooks", headers=other.headers)).json() == []
     path = f"/webhooks/{created['id']}"
@@ -147,7 +152,9 @@ async def test_one_signed_delivery_per_outcome_even_across_a_retry(
     # The retry carried the same webhook-id, freshly timestamped and signed.
     first, second = receiver.tries("/done")
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
-    assert receiver.got("/failed")[0].payload["data"]["error"]["type"] == "NoEmailAddress"
+    told = receiver.got("/failed")[0].payload["data"]["error"]
+    assert told["type"] == "NoEmailAddress" and told["code"] == "no_email_address"
+    assert told["message"].startswith("your account has no email address")
     assert receiver.bad_signatures == 0
 
 
@@ -205,18 +212,20 @@ async def test_loopback_is_refused_unless_allowed(
     make_user: MakeUser,
     receiver: Receiver,
     temporal_client: Client,
-    tmp_path: Path,
+    app_engine: AsyncEngine,
 ) -> None:
     """The session's service has no WEBHOOK_ALLOWED_HOSTS: 127.0.0.1 and a name that
-    resolves to it are refused at delivery time, and the receiver hears nothing."""
+    resolves to it are refused at delivery time, and the receiver hears nothing.
+    POST /webhooks refuses both at once (test_webhook_limits); these rows stand
+    for endpoints whose name came to resolve to loopback after registration."""
     user = await make_user()
-    await _register(http, user, receiver, "/ip")
-    named = await http.post(
-        "/webhooks",
-        json={"url": f"http://localhost:{receiver.port}/name"},
-        headers=user.headers,
-    )
-    assert named.status_code == 201
+    for path, host in (("/ip", "127.0.0.1"), ("/name", "localhost")):
+        await webhooks.create_webhook(
+            app_engine,
+            user_id=user.id,
+            url=f"http://{host}:{receiver.port}{path}",
+            allowed=frozenset({host}),
+        )
     report_id = (await http.post("/reports", json={}, headers=user.headers)).json()["report_id"]
     await wait_status(http, user, report_id, FINAL)
     result = await _deliveries(temporal_client, report_id, "completed")

@@ -190,6 +190,11 @@ def create_app(
     form, and `dev_codec_origin` (dev on loopback only) lets the embedded Web UI use the
     codec without a token."""
     settings = settings or get_settings()
+    # Here rather than in `reportflow api`, so any ASGI server (uvicorn, gunicorn,
+    # hypercorn pointed at the factory) meets the same refusal.
+    problem_with_secret = settings.secret_problem()
+    if problem_with_secret:
+        raise RuntimeError(f"reportflow API: refusing to start: {problem_with_secret}")
     codec = EncryptionCodec(settings.keyring())  # no keys, no app: nothing goes out in clear
 
     @asynccontextmanager
@@ -205,9 +210,12 @@ def create_app(
         )
         await ensure_schema(app.state.engine, migrate=settings.is_dev)
         app.state.rate_limiter = RateLimiter(app.state.engine, settings.rate_limit_per_minute)
+        # Creating webhooks and schedules: the same limiter, on keys of their own.
+        app.state.create_limiter = RateLimiter(app.state.engine, settings.create_rate_per_minute)
         yield
         await app.state.watchers.close()
         app.state.rate_limiter.close()
+        app.state.create_limiter.close()
         await app.state.engine.dispose()
 
     app = FastAPI(

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from fastapi import HTTPException, Request, status
 from sqlalchemy import BindParameter, Connection, Engine, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -113,3 +114,16 @@ class RateLimiter:
             except IntegrityError:
                 continue
         raise RuntimeError(f"rate limit row for {key!r} neither updated nor inserted")
+
+
+async def limit_creation(request: Request, what: str, user_id: str) -> None:
+    """429 past CREATE_RATE_PER_MINUTE creations of `what` (webhooks, schedules) by
+    one user: each kind a budget of its own, on keys apart from report starts."""
+    limiter: RateLimiter = request.app.state.create_limiter
+    wait = await limiter.retry_after(f"{what}:{user_id}")
+    if wait:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many {what} created in the last minute; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )

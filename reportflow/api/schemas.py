@@ -58,7 +58,12 @@ class ReportResultDoc(BaseModel):
 
 
 class ErrorDoc(BaseModel):
+    """Why a report failed, for its user: the failure's type, a stable `code` and a
+    sentence. Host names, server replies and stacks are for operators
+    (GET /admin/reports?status=failed, the Web UI, the logs)."""
+
     type: str
+    code: str = Field(description="stable: e.g. email_rejected, no_email_address")
     message: str
 
 
@@ -77,7 +82,9 @@ class Links(BaseModel):
     events: str
     pdf: str
     file: str
-    temporal_ui: str
+    # Temporal's Web UI is an internal address: operators find the run there by
+    # report ID; the status document no longer points users at it.
+    temporal_ui: str | None = None
 
 
 class StatusDocument(BaseModel):
@@ -108,7 +115,6 @@ class StatusDocument(BaseModel):
                         "events": "/reports/report-u0001-2026-08-30-2026-11-27/events",
                         "pdf": "/reports/report-u0001-2026-08-30-2026-11-27/pdf",
                         "file": "/reports/report-u0001-2026-08-30-2026-11-27/file",
-                        "temporal_ui": "http://localhost:8233/namespaces/default/workflows/report-u0001-2026-08-30-2026-11-27",
                     },
                 }
             ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from reportflow.core.audit import operator
+from reportflow.core.audit import audit, operator
 from reportflow.core.config import Settings
 from reportflow.core.temporal import connect
 from reportflow.service.dead_letters import Filter, cancel_runs, every_failed, matching_running
@@ -71,9 +71,11 @@ async def redrive_matching(settings: Settings, where: Filter, *, yes: bool) -> i
             sys.stdout.write("nothing redriven: add --yes to redrive them\n")
         return 0
     redriven, code = 0, 0
+    actor = operator()
+    audit(actor, "bulk redrive", f"{len(ids)} reports", where=str(where), report_ids=ids)
     for report_id in ids:
         try:
-            await redrive(client, settings, report_id)
+            await redrive(client, settings, report_id, actor=actor)
             redriven += 1
         except NotRedrivable as err:
             sys.stderr.write(f"{report_id}: not redriven: {err}\n")
@@ -94,6 +96,14 @@ async def cancel_matching(settings: Settings, where: Filter, *, yes: bool) -> in
         if runs:
             sys.stdout.write("nothing cancelled: add --yes to cancel them\n")
         return 0
+    audit(
+        operator(),
+        "bulk cancel",
+        f"{len(runs)} reports",
+        where=str(where),
+        note=note,
+        report_ids=[r.workflow_id for r in runs],
+    )
     batch = await cancel_runs(client, runs, note=note)
     sys.stdout.write(
         f"cancel requested: {batch.completed} of {batch.total} "

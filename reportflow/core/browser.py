@@ -33,6 +33,7 @@ from playwright.async_api import Browser as PlaywrightBrowser
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import PdfMargins, Playwright, async_playwright
 from pypdf import PdfReader
+from temporalio.exceptions import ApplicationError
 
 from reportflow.activities.background import heartbeating
 from reportflow.core import tracing
@@ -155,6 +156,20 @@ def sandbox_choice() -> tuple[bool, str]:
     return True, "sandbox on"
 
 
+class SandboxUnavailable(ApplicationError):
+    """Production asked for Chromium's sandbox and it cannot start: no render runs
+    without it unless the operator says so (CHROMIUM_NO_SANDBOX=true)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"the Chromium sandbox cannot start ({why}); run the worker as a non-root "
+            "user with user namespaces (as the image does), or set CHROMIUM_NO_SANDBOX=true "
+            "to render without it",
+            type="ChromiumSandboxUnavailable",
+            non_retryable=True,
+        )
+
+
 _PR_CAPBSET_DROP = 24  # prctl(2)
 _CAP_SYS_NICE = 23  # capability(7)
 
@@ -190,8 +205,14 @@ class Browser:
         timeout_seconds: float = 60.0,
         isolation: Isolation = Isolation(),
         max_concurrent: int | None = None,
+        require_sandbox: bool = False,
+        no_sandbox: bool = False,
     ) -> None:
         self.executable = executable
+        # require_sandbox: a sandbox that cannot start is an error (production);
+        # otherwise Chromium goes on without it and says so. no_sandbox: never try it.
+        self.require_sandbox = require_sandbox
+        self.no_sandbox = no_sandbox
         self.timeout_seconds = timeout_seconds
         self.isolation = isolation
         # More PDFs at once than cores only adds context switches and memory:
@@ -307,10 +328,17 @@ class Browser:
     async def _do_launch(self, playwright: Playwright) -> PlaywrightBrowser:
         first = self.sandbox is None
         if self.sandbox is None:
-            self.sandbox, self.sandbox_note = sandbox_choice()
+            if self.no_sandbox:
+                self.sandbox, self.sandbox_note = False, "--no-sandbox: CHROMIUM_NO_SANDBOX=true"
+            else:
+                self.sandbox, self.sandbox_note = sandbox_choice()
+        if self.require_sandbox and not self.sandbox:
+            raise SandboxUnavailable(self.sandbox_note.removeprefix("--no-sandbox: "))
         try:
             browser = await self._launch_with(playwright, sandbox=self.sandbox)
         except PlaywrightError as err:
+            if self.require_sandbox:
+                raise SandboxUnavailable(_first_line(err)) from err
             if not (first and self.sandbox):
                 raise
             # No user namespaces (or a seccomp profile that forbids them): say so, go on.

@@ -18,16 +18,21 @@ from reportflow.models import RetrySchedule, Timeouts
 
 VAR_DIR = Path("var")
 DEV_SECRET = "dev-only-insecure-secret"
+# SECRET_KEY signs page tokens and download links: shorter keys can be brute-forced.
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_nested_delimiter="__")
 
-    environment: str = Field(default="dev", description="dev | test | production")
+    # Fails closed: unset is production (the metrics token, no migrations at boot,
+    # the Chromium sandbox); `reportflow dev` sets dev, the test stack sets test.
+    environment: str = Field(default="production", description="dev | test | production")
     host: str = "127.0.0.1"
     port: int = 8000
 
-    # Signs page tokens; must be set (SECRET_KEY) outside dev and test.
+    # Signs page tokens and download links; outside dev and test it must be set
+    # (SECRET_KEY), at least MIN_SECRET_BYTES long. Checked when the app is built.
     secret_key: str = DEV_SECRET
     # `key_id:base64-key,...`: the first encrypts every Temporal payload, all decrypt.
     payload_encryption_keys: SecretStr = SecretStr("")
@@ -88,11 +93,18 @@ class Settings(BaseSettings):
     smtp_port: int = 1025
     smtp_username: str | None = None
     smtp_password: str | None = None
+    # With SMTP_USERNAME set the connection must be TLS: STARTTLS (required, not
+    # opportunistic) or implicit TLS (SMTP_TLS, port 465); credentials never go in clear.
     smtp_starttls: bool = False
+    smtp_tls: bool = False
     smtp_timeout_seconds: float = 30.0
     mail_from: str = "reportflow <reports@reportflow.localhost>"
 
     chromium_executable: str | None = None
+    # Outside dev and test a Chromium sandbox that cannot start stops the render;
+    # true runs Chromium without it (as root, or a container without user
+    # namespaces), logged as a warning at each launch.
+    chromium_no_sandbox: bool = False
     render_timeout_seconds: float = 60.0
     # PDFs printed at once per worker; default: one per CPU core.
     render_concurrency: int | None = Field(default=None, ge=1)
@@ -105,6 +117,11 @@ class Settings(BaseSettings):
     email_rate_per_second: float = Field(default=5.0, gt=0)
     # Reports of one user running at once; more wait `queued` (0 = no cap).
     max_running_reports_per_user: int = Field(default=3, ge=0)
+    # Endpoints and schedules one user may hold; past them POST answers 409.
+    max_webhooks_per_user: int = Field(default=10, ge=0)
+    max_schedules_per_user: int = Field(default=20, ge=0)
+    # Webhooks or schedules one user may create a minute (each its own budget).
+    create_rate_per_minute: int = Field(default=10, ge=1)
 
     # Backoff per activity, e.g. RETRY__EMAIL__INITIAL_SECONDS=30.
     retry: RetrySchedule = Field(default_factory=RetrySchedule)
@@ -127,13 +144,38 @@ class Settings(BaseSettings):
     worker_build_id: str | None = None
 
     @model_validator(mode="after")
-    def _refuse_dev_secret_in_production(self) -> Settings:
-        if not self.is_dev and self.secret_key == DEV_SECRET:
+    def _refuse_weak_secret(self) -> Settings:
+        # DEV_SECRET itself is let through here so that commands which never sign
+        # anything (token, seed, db) run with SECRET_KEY unset; the app and the
+        # worker refuse it (`secret_problem`).
+        if self.secret_key != DEV_SECRET and len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise ValueError(
-                f"ENVIRONMENT={self.environment} needs SECRET_KEY set to a random value "
-                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                f"SECRET_KEY is {len(self.secret_key.encode())} bytes; it must be at least "
+                f"{MIN_SECRET_BYTES} (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         return self
+
+    @model_validator(mode="after")
+    def _credentials_over_tls(self) -> Settings:
+        if self.smtp_username and not (self.smtp_starttls or self.smtp_tls):
+            raise ValueError(
+                "SMTP_USERNAME is set but the connection would be in clear: set "
+                "SMTP_STARTTLS=true (port 587) or SMTP_TLS=true (port 465)"
+            )
+        if self.smtp_starttls and self.smtp_tls:
+            raise ValueError("set one of SMTP_STARTTLS (port 587) and SMTP_TLS (port 465)")
+        return self
+
+    def secret_problem(self) -> str | None:
+        """Why SECRET_KEY cannot sign anything here (None: it can)."""
+        if self.is_dev or self.secret_key != DEV_SECRET:
+            return None
+        return (
+            f"ENVIRONMENT={self.environment} needs SECRET_KEY set to a random value of at "
+            f"least {MIN_SECRET_BYTES} bytes "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))'); "
+            "`reportflow dev` sets ENVIRONMENT=dev and makes its own"
+        )
 
     @field_validator("payload_encryption_keys")
     @classmethod
@@ -160,6 +202,11 @@ class Settings(BaseSettings):
     @property
     def is_dev(self) -> bool:
         return self.environment in {"dev", "test"}
+
+    @property
+    def chromium_sandbox_required(self) -> bool:
+        """Production renders inside Chromium's sandbox or not at all (opt-out aside)."""
+        return not self.is_dev and not self.chromium_no_sandbox
 
     @property
     def webhook_allowed(self) -> frozenset[str]:

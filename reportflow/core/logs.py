@@ -22,6 +22,11 @@ _FIELDS = (
     "action",
     "target",
     "run_id",
+    # Audit lines' details (reportflow.core.audit).
+    "owner",
+    "report_ids",
+    "where",
+    "note",
 )
 
 

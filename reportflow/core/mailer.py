@@ -53,6 +53,7 @@ class Mailer:
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
+        tls: bool = False,
         timeout: float = 30.0,
     ) -> None:
         self.host = host
@@ -61,6 +62,7 @@ class Mailer:
         self.username = username
         self.password = password
         self.starttls = starttls
+        self.tls = tls
         self.timeout = timeout
         self._ehlo_name: str | None = None
 
@@ -73,6 +75,7 @@ class Mailer:
             username=settings.smtp_username,
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
+            tls=settings.smtp_tls,
             timeout=settings.smtp_timeout_seconds,
         )
 
@@ -94,13 +97,24 @@ class Mailer:
         Past the deadline the connection is dropped, not QUIT politely (which would
         wait for a stalled server's reply), and TimeoutError is raised.
         """
+        if self.username and not (self.starttls or self.tls):
+            # Settings refuses this too; a Mailer built by hand must not send AUTH in clear.
+            raise ApplicationError(
+                "SMTP credentials are set but the connection is not TLS: set "
+                "SMTP_STARTTLS=true or SMTP_TLS=true; nothing was sent",
+                type=SMTP_REJECTED,
+                non_retryable=True,
+            )
         with tracing.span("smtp send", {"server.address": self.host, "server.port": self.port}):
             client = aiosmtplib.SMTP(
                 hostname=self.host,
                 port=self.port,
                 username=self.username,
                 password=self.password,
+                # True, not None: a server that offers no STARTTLS is refused before
+                # AUTH, rather than sent the credentials in clear.
                 start_tls=self.starttls,
+                use_tls=self.tls,
                 timeout=self.timeout,
             )
             try:

@@ -329,6 +329,9 @@ async def pdf_key_of(
     key = file_key(report_id, doc.run_id, doc.format)
     if not await store.exists(key):
         raise PdfGone(f"the {noun} is no longer in the report store")
+    if caller.is_admin:
+        # An admin reading a user's statement is the access an audit must show.
+        audit(caller.name, "download pdf", report_id, owner=owner_of(report_id))
     return key
 
 

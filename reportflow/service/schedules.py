@@ -220,10 +220,18 @@ def _document(schedule_id: str, memo: Any, paused: bool, next_runs: Any) -> Sche
     )
 
 
+class TooManySchedules(Exception):
+    """The user holds MAX_SCHEDULES_PER_USER schedules already."""
+
+
 async def create_schedule(
     client: Client, settings: Settings, *, user_id: str, request: ScheduleRequest
 ) -> ScheduleDocument:
-    """Create the user's schedule; with `backfill`, also run that many past periods now."""
+    """Create the user's schedule; with `backfill`, also run that many past periods now.
+    TooManySchedules past MAX_SCHEDULES_PER_USER (counted from visibility, so a
+    burst faster than it may pass by a few: the API limits creation per minute too)."""
+    if len(await list_schedules(client, user_id=user_id)) >= settings.max_schedules_per_user:
+        raise TooManySchedules(user_id)
     schedule_id = f"{ID_PREFIX}{user_id}-{uuid.uuid4().hex[:10]}"
     backfill = []
     if request.backfill:

@@ -35,6 +35,7 @@ from reportflow.core.codec import readable_failure
 from reportflow.core.config import Settings
 from reportflow.models import DEFAULT_KIND, STAGES, WORKFLOW_TYPE
 from reportflow.report.builtin_kinds import transactions_pdf
+from reportflow.service.errors import retry_sentence, user_error
 from reportflow.service.retention import pdf_expires_at
 
 if TYPE_CHECKING:
@@ -106,7 +107,9 @@ def _retry(pending: PendingActivityInfo | None) -> tuple[int, str | None, RetryD
     # Waiting for a slot is retried by design, not failing: `waiting` says so.
     if pending is None or pending.activity_type.name == "acquire_slot":
         return 1, None, None
-    last_error = pending.last_failure.message or None if pending.HasField("last_failure") else None
+    # The failure's text names hosts, ports and server replies: users get a sentence.
+    failed = pending.HasField("last_failure") and bool(pending.last_failure.message)
+    last_error = retry_sentence(pending.activity_type.name) if failed else None
     next_at = (
         pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
         if pending.HasField("next_attempt_schedule_time")
@@ -161,13 +164,14 @@ def build_document(
     error = None
     if status == "failed":
         raw = memo.get("error")
-        error = ErrorDoc(**raw) if isinstance(raw, dict) else close_error
-        error = error or ErrorDoc(
-            type="Unknown", message="the run failed without a recorded reason"
-        )
-        last_error = last_error or error.message
+        kind = str(raw.get("type")) if isinstance(raw, dict) else None
+        kind = kind or (close_error.type if close_error else "Unknown")
+        told = user_error(kind)
+        error = ErrorDoc(type=kind, code=told.code, message=told.message)
+        last_error = told.message
     elif status == "cancelled":
-        error = ErrorDoc(type="Cancelled", message="the report was cancelled; no email was sent")
+        told = user_error("Cancelled")
+        error = ErrorDoc(type="Cancelled", code=told.code, message=told.message)
     result = None
     raw_result = memo.get("result")
     if status == "completed" and isinstance(raw_result, dict):
@@ -215,10 +219,6 @@ def build_document(
             events=f"{base}/events",
             pdf=f"{base}/pdf",
             file=f"{base}/file",
-            temporal_ui=(
-                f"{settings.temporal_ui_url}/namespaces/{execution.namespace}"
-                f"/workflows/{report_id}/{execution.run_id}"
-            ),
         ),
         run_id=execution.run_id,
     )
@@ -242,15 +242,19 @@ async def _close_error(client: Client, report_id: str, run_id: str) -> ErrorDoc 
     ):
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
             reason = event.workflow_execution_terminated_event_attributes.reason
-            return ErrorDoc(type="Terminated", message=reason or "terminated by an operator")
+            return ErrorDoc(
+                type="Terminated", code="terminated", message=reason or "terminated by an operator"
+            )
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
-            return ErrorDoc(type="TimedOut", message="the run exceeded its time limit")
+            return ErrorDoc(
+                type="TimedOut", code="timed_out", message="the run exceeded its time limit"
+            )
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
             failure = await readable_failure(
                 client.data_converter, event.workflow_execution_failed_event_attributes.failure
             )
             kind = failure.application_failure_info.type or "Failed"
-            return ErrorDoc(type=kind, message=failure.message)
+            return ErrorDoc(type=kind, code=user_error(kind).code, message=failure.message)
     return None
 
 

@@ -24,6 +24,9 @@ router = APIRouter(
 class FailedReportList(BaseModel):
     reports: list[FailedReport]
     next_page_token: str | None
+    # Operators only (the status document does not show users this internal
+    # address): append a report ID to open its runs in the Web UI.
+    temporal_ui_workflows: str
 
 
 class RedriveDoc(BaseModel):
@@ -52,6 +55,7 @@ async def list_failed(
     return FailedReportList(
         reports=reports,
         next_page_token=encode_page_token(next_token, FAILED_QUERY, settings.secret_key),
+        temporal_ui_workflows=f"{settings.temporal_ui_url}/namespaces/{client.namespace}/workflows/",
     )
 
 

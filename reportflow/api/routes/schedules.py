@@ -6,12 +6,14 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from reportflow.api.deps import CallerDep, SettingsDep, TemporalDep
 from reportflow.api.kind_input import check_schedule_kind
+from reportflow.api.ratelimit import RateLimiter, limit_creation
 from reportflow.api.schemas import COMMON_ERRORS, problem
 from reportflow.core.tokens import Caller
 from reportflow.service.schedules import (
     ScheduleDocument,
     ScheduleNotFound,
     ScheduleRequest,
+    TooManySchedules,
     create_schedule,
     delete_schedule,
     list_schedules,
@@ -37,7 +39,30 @@ def _user_of(caller: Caller) -> str:
     return caller.user_id
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ScheduleDocument)
+async def _limit_backfill(request: Request, user_id: str, periods: int) -> None:
+    """A backfill starts `periods` reports now: each one counts against the same
+    per-user start limit as POST /reports (RATE_LIMIT_PER_MINUTE)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    for _ in range(periods):
+        wait = await limiter.retry_after(user_id)
+        if wait:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"a backfill of {periods} reports would start more reports than the "
+                f"per-minute limit allows; try again in {wait} s, or ask for fewer periods",
+                headers={"Retry-After": str(wait)},
+            )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ScheduleDocument,
+    responses={
+        409: problem("The user holds MAX_SCHEDULES_PER_USER schedules already"),
+        429: problem("Too many schedules created or reports started; wait `Retry-After`"),
+    },
+)
 async def create(
     body: ScheduleRequest,
     request: Request,
@@ -48,7 +73,17 @@ async def create(
 ) -> ScheduleDocument:
     """Send the report of the previous week or month on a schedule."""
     check_schedule_kind(request.app.state.kinds, body)
-    doc = await create_schedule(client, settings, user_id=_user_of(caller), request=body)
+    user_id = _user_of(caller)
+    await limit_creation(request, "schedules", user_id)
+    await _limit_backfill(request, user_id, body.backfill)
+    try:
+        doc = await create_schedule(client, settings, user_id=user_id, request=body)
+    except TooManySchedules:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"you have {settings.max_schedules_per_user} schedules, the most one user "
+            "may hold; delete one (DELETE /schedules/{id}) before adding another",
+        ) from None
     response.headers["Location"] = f"/schedules/{doc.id}"
     return doc
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from reportflow.api.deps import CallerDep, EngineDep
+from reportflow.api.deps import CallerDep, EngineDep, SettingsDep
+from reportflow.api.ratelimit import limit_creation
 from reportflow.api.schemas import COMMON_ERRORS, problem
 from reportflow.core.tokens import Caller
 from reportflow.service import webhooks
@@ -27,12 +28,44 @@ def _user_of(caller: Caller) -> str:
     return caller.user_id
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=webhooks.CreatedWebhook)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=webhooks.CreatedWebhook,
+    responses={
+        409: problem("The user holds MAX_WEBHOOKS_PER_USER endpoints already"),
+        429: problem("Too many webhooks created; wait `Retry-After` seconds"),
+    },
+)
 async def create(
-    body: webhooks.WebhookRequest, response: Response, caller: CallerDep, engine: EngineDep
+    body: webhooks.WebhookRequest,
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    engine: EngineDep,
+    settings: SettingsDep,
 ) -> webhooks.CreatedWebhook:
     """Register an endpoint; keep `secret` (shown only now) to verify deliveries."""
-    created = await webhooks.create_webhook(engine, user_id=_user_of(caller), url=body.url)
+    user_id = _user_of(caller)
+    try:
+        webhooks.refuse_literal(body.url, settings.webhook_allowed)
+    except webhooks.UrlRefused as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"url: {err}") from None
+    await limit_creation(request, "webhooks", user_id)
+    try:
+        created = await webhooks.create_webhook(
+            engine,
+            user_id=user_id,
+            url=body.url,
+            allowed=settings.webhook_allowed,
+            limit=settings.max_webhooks_per_user,
+        )
+    except webhooks.TooManyWebhooks:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"you have {settings.max_webhooks_per_user} webhooks, the most one user may "
+            "hold; delete one (DELETE /webhooks/{id}) before adding another",
+        ) from None
     response.headers["Location"] = f"/webhooks/{created.id}"
     return created
 
