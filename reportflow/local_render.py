@@ -12,13 +12,16 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+from reportflow.activities.kind import query_context, read_only_engine, template_html, user_name
 from reportflow.activities.query import aggregate
 from reportflow.core.browser import Browser, count_pages, find_chromium
 from reportflow.core.config import Settings
 from reportflow.core.db import create_engine
+from reportflow.kinds import load_kinds
 from reportflow.report import render_html
-from reportflow.service.reports import report_id_for
+from reportflow.service.reports import KindRequest, report_id_for
 
 
 @dataclass(frozen=True)
@@ -69,5 +72,64 @@ async def render_locally(
         html_bytes=len(html.encode()),
         pdf_bytes=len(pdf) if pdf is not None else None,
         pages=await asyncio.to_thread(count_pages, pdf) if pdf is not None else None,
+        seconds=time.perf_counter() - began,
+    )
+
+
+async def render_kind_locally(
+    settings: Settings,
+    *,
+    kind_name: str,
+    values: dict[str, Any],
+    user_id: str,
+    html_path: Path | None = None,
+    output: Path | None = None,
+) -> LocalRender:
+    """Any kind's query and file on this machine, as the worker makes them (no Temporal).
+
+    Raises KeyError for a kind not registered, pydantic's ValidationError for bad
+    parameters, and what the kind's query raises."""
+    began = time.perf_counter()
+    kind = load_kinds(settings.report_kinds)[kind_name]
+    params = kind.parse(values)
+    report_id = KindRequest.of(kind, params).report_id(user_id)
+    engine = read_only_engine(settings.report_kinds_database_url or settings.database_url)
+    app = create_engine(settings.database_url)
+    html: str | None = None
+    body: bytes | None = None
+    try:
+        async with app.connect() as conn:
+            name = await user_name(conn, user_id)
+        async with query_context(engine, user_id=user_id, report_id=report_id) as ctx:
+            if kind.export is not None:
+                chunks = [chunk async for chunk in kind.export(ctx, params)]
+                body = b"".join(chunks)
+            data = None if kind.export is not None else await kind.query(ctx, params)
+    finally:
+        await engine.dispose()
+        await app.dispose()
+    if kind.template is not None:
+        html = template_html(kind, data=data, params=params, user={"id": user_id, "name": name})
+        if html_path is not None:
+            await asyncio.to_thread(html_path.write_text, html, encoding="utf-8")
+        if output is not None:
+            browser = Browser(
+                find_chromium(settings.chromium_executable),
+                timeout_seconds=settings.render_timeout_seconds,
+            )
+            try:
+                body = await browser.pdf(html)
+            finally:
+                await browser.close()
+    elif kind.render is not None:
+        body = kind.render(data, params)
+    if output is not None and body is not None:
+        await asyncio.to_thread(output.write_bytes, body)
+    is_pdf = body is not None and kind.format == "pdf"
+    return LocalRender(
+        report_id=report_id,
+        html_bytes=len(html.encode()) if html else 0,
+        pdf_bytes=len(body) if body is not None else None,
+        pages=await asyncio.to_thread(count_pages, body) if is_pdf and body else None,
         seconds=time.perf_counter() - began,
     )

@@ -15,6 +15,17 @@ from dataclasses import dataclass, field
 TASK_QUEUE = "reports"
 WORKFLOW_TYPE = "GenerateReport"
 SEARCH_ATTRIBUTE_USER = "ReportUserId"
+# The kind a request names when it names none (reportflow.kinds): the PDF report.
+DEFAULT_KIND = "transactions"
+# A kind's format (its file's extension) and the type its file is served as.
+CONTENT_TYPES = {
+    "pdf": "application/pdf",
+    "csv": "text/csv",
+    "json": "application/json",
+    "html": "text/html",
+    "txt": "text/plain",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
 
 
 def email_queue(task_queue: str) -> str:
@@ -93,6 +104,10 @@ class GenerateReportInput:
     timeouts: Timeouts = field(default_factory=Timeouts)
     # Recipients besides the owner, carried over when a failed report is redriven.
     recipients: list[str] = field(default_factory=list)
+    # The report kind (reportflow.kinds) and its parameters as canonical JSON. Runs
+    # started before kinds existed decode with the defaults: the transactions PDF.
+    kind: str = DEFAULT_KIND
+    params: str = ""
 
 
 @dataclass
@@ -177,12 +192,44 @@ class RenderInput:
 
 
 @dataclass
+class KindQueryInput:
+    """A kind's query step: the kind by name only (the workflow never imports a kind)."""
+
+    report_id: str
+    user_id: str
+    kind: str
+    params: str
+
+
+@dataclass
+class KindData:
+    """A kind's query result: inline JSON when small, else a claim check in the store."""
+
+    kind: str
+    user_name: str
+    json: str | None = None
+    key: str | None = None
+    bytes: int = 0
+
+
+@dataclass
+class KindRenderInput:
+    report_id: str
+    user_id: str
+    kind: str
+    params: str
+    data: KindData
+
+
+@dataclass
 class RenderResult:
-    """Claim check: the PDF itself stays in the report store under `key`."""
+    """Claim check: the file itself stays in the report store under `key`."""
 
     key: str
     pages: int
     bytes: int
+    format: str = "pdf"
+    content_type: str = "application/pdf"
 
 
 @dataclass
@@ -193,6 +240,12 @@ class EmailInput:
     start: str
     end: str
     extra_recipients: list[str] = field(default_factory=list)
+    # A kind's file (the transactions PDF when left as they are).
+    kind: str = DEFAULT_KIND
+    title: str = ""
+    format: str = "pdf"
+    content_type: str = "application/pdf"
+    bytes: int = 0
 
 
 @dataclass
@@ -232,11 +285,13 @@ class ExpireResult:
 
 @dataclass
 class ReportResult:
-    pdf_key: str
+    pdf_key: str  # the file's key, whatever its format
     pages: int
     bytes: int
     emailed_to: list[str]
     message_id: str
+    format: str = "pdf"
+    content_type: str = "application/pdf"
     refused: list[RefusedRecipient] = field(default_factory=list)
 
 
@@ -277,6 +332,9 @@ class ScheduledReportInput:
     user_id: str
     every: str  # week | month
     timezone: str
+    # The report kind and its parameters (JSON); the run's period fills start/end.
+    kind: str = DEFAULT_KIND
+    params: str = ""
 
 
 @dataclass
@@ -286,6 +344,8 @@ class StartScheduledInput:
     timezone: str
     # The run's nominal time (the Schedule's TemporalScheduledStartTime), ISO 8601.
     nominal_time: str
+    kind: str = DEFAULT_KIND
+    params: str = ""
 
 
 @dataclass
@@ -313,6 +373,7 @@ class WebhookEvent:
     error: dict[str, str] | None = None
     retry: Backoff = field(default_factory=webhook_backoff)
     attempt_seconds: float = 30.0
+    kind: str = DEFAULT_KIND
     refused: list[RefusedRecipient] = field(default_factory=list)  # of a completed report
 
     @property

@@ -17,6 +17,8 @@ from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+from reportflow.activities.email_file import EmailFiles
+from reportflow.activities.kind import read_only_engine
 from reportflow.activities.report import ReportActivities
 from reportflow.activities.schedule import ScheduleActivities
 from reportflow.activities.slots import SlotActivities
@@ -30,6 +32,7 @@ from reportflow.core.mailer import Mailer
 from reportflow.core.store import open_store
 from reportflow.core.temporal import connect, metrics_runtime
 from reportflow.core.workflow_runner import ContextFreeRunner
+from reportflow.kinds import load_kinds
 from reportflow.models import email_queue
 from reportflow.service import retention
 from reportflow.workflows.deliver_webhooks import DeliverWebhooks
@@ -68,6 +71,8 @@ async def run_worker(
 ) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when `stop` is not given)."""
     versioning = deployment_config(settings)
+    # First: a kind that is wrong stops the worker here, naming its module.
+    kinds = load_kinds(settings.report_kinds)
     if client is None:
         runtime = (
             metrics_runtime(settings.worker_metrics_bind) if settings.worker_metrics_bind else None
@@ -79,6 +84,7 @@ async def run_worker(
         max_overflow=settings.database_max_overflow,
     )
     await ensure_schema(engine, migrate=settings.is_dev)
+    reporting = read_only_engine(settings.report_kinds_database_url or settings.database_url)
     browser = Browser(
         find_chromium(settings.chromium_executable),
         timeout_seconds=settings.render_timeout_seconds,
@@ -92,6 +98,14 @@ async def run_worker(
         store=open_store(settings.report_store_url),
         mailer=Mailer.from_settings(settings),
         retention_days=settings.report_retention_days,
+        kinds=kinds,
+        reporting=reporting,
+        email=EmailFiles(
+            attach_max_bytes=settings.email_attach_max_bytes,
+            link_days=settings.email_link_days,
+            public_url=settings.public_url,
+            secret=settings.secret_key,
+        ),
     )
     hooks = WebhookActivities(
         engine=engine,
@@ -111,7 +125,7 @@ async def run_worker(
         workflow_runner=ContextFreeRunner(client.data_converter),
         activities=[
             *activities.all,
-            ScheduleActivities(settings).start_scheduled_report,
+            ScheduleActivities(settings, kinds).start_scheduled_report,
             hooks.webhook_targets,
             hooks.deliver_webhook,
             slots.acquire_slot,
@@ -149,6 +163,7 @@ async def run_worker(
     finally:
         await browser.close()
         await engine.dispose()
+        await reporting.dispose()
     log.info("worker stopped")
 
 

@@ -5,7 +5,7 @@ lives only in the bucket and downloads through the API's 303 with no token."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,6 +49,31 @@ async def test_put_get_delete_under_the_url_prefix(s3: S3Server) -> None:
     assert await store.delete("r1.pdf") is True
     assert await store.delete("r1.pdf") is False
     assert s3.keys(bucket) == []
+
+
+async def test_a_streamed_put_writes_one_object_of_every_chunk(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """A kind's export: chunks in, one object out (multipart past a part's size), on
+    both stores, with its format's content type."""
+    chunks = [bytes([65 + i % 26]) * 1_000_000 for i in range(12)]  # 12 MB: several parts
+
+    async def export() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    bucket = s3.create_bucket()
+    for store in (open_store(f"s3://{bucket}/p"), FileStore(tmp_path)):
+        size = await store.put_stream("report-x/run.csv", export())
+        assert size == 12_000_000
+        assert await store.get("report-x/run.csv") == b"".join(chunks)
+    url = await open_store(f"s3://{bucket}/p").signed_url("report-x/run.csv", timedelta(seconds=60))
+    assert url is not None
+    async with httpx.AsyncClient() as anonymous:
+        response = await anonymous.get(url)
+    assert response.headers["content-type"] == "text/csv"
+    assert response.headers["content-disposition"] == 'attachment; filename="report-x.csv"'
+    assert list(tmp_path.rglob(".tmp-*")) == []
 
 
 async def test_presigned_url_downloads_without_credentials(s3: S3Server) -> None:

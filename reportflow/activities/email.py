@@ -50,10 +50,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 
+from reportflow.activities.email_file import EmailFiles, kind_message
 from reportflow.core.db import deliveries, users
 from reportflow.core.mailer import Accepted, Mailer
 from reportflow.core.store import ReportStore
 from reportflow.models import (
+    DEFAULT_KIND,
     EMAIL_IN_FLIGHT,
     NO_EMAIL_ADDRESS,
     PDF_MISSING,
@@ -303,6 +305,7 @@ async def send_report_email(
     data: EmailInput,
     run_id: str,
     limits: Limits,
+    files: EmailFiles | None = None,
     earlier: EmailResult | None = None,
     heartbeat: Callable[[dict[str, Any]], None] | None = None,
 ) -> EmailResult:
@@ -315,6 +318,7 @@ async def send_report_email(
             extra={"report_id": data.report_id, "message_id": earlier.message_id},
         )
         return earlier
+    files = files or EmailFiles()
     key = f"{data.report_id}/{run_id}"
     address, name = await _recipient(engine, data.user_id)
     recipients = [address] + [r for r in data.extra_recipients if r != address]
@@ -331,17 +335,22 @@ async def send_report_email(
         log.info("email already sent; not sending again", extra={"report_id": data.report_id})
         return claimed
 
-    pdf = await store.get(data.pdf_key)
-    if pdf is None:
+    if data.kind != DEFAULT_KIND:
+        message = await kind_message(
+            files=files, store=store, mail_from=mailer.mail_from, to=recipients, name=name,
+            msg_id=msg_id, data=data,
+        )  # fmt: skip
+    elif (pdf := await store.get(data.pdf_key)) is None:
         # The render step's output is gone (cleaned up or lost): retrying cannot bring it back.
         raise ApplicationError(
             f"the PDF {data.pdf_key} is missing from the report store; regenerate the report",
             type=PDF_MISSING,
             non_retryable=True,
         )
-    message = build_message(
-        mail_from=mailer.mail_from, to=recipients, name=name, msg_id=msg_id, data=data, pdf=pdf
-    )
+    else:
+        message = build_message(
+            mail_from=mailer.mail_from, to=recipients, name=name, msg_id=msg_id, data=data, pdf=pdf
+        )
 
     def on_accepted(accepted: Accepted) -> None:
         if heartbeat is None:

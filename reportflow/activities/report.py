@@ -9,6 +9,7 @@ cleanup and expiry delete what may or may not be there.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -17,19 +18,33 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from reportflow.activities.background import finish_within
+from reportflow.activities.background import finish_within, heartbeating
 from reportflow.activities.email import Limits, send_report_email, sent_in_earlier_attempt
+from reportflow.activities.email_file import EmailFiles
+from reportflow.activities.kind import (
+    INLINE_DATA_BYTES,
+    data_of,
+    encode_data,
+    kind_of,
+    query_context,
+    template_html,
+    user_name,
+)
 from reportflow.activities.query import aggregate
 from reportflow.core import tracing
 from reportflow.core.browser import Browser, count_pages
 from reportflow.core.mailer import Mailer
-from reportflow.core.store import ReportStore, pdf_key
+from reportflow.core.store import ReportStore, file_key, pdf_key
+from reportflow.kinds import KindRegistry, load_kinds
 from reportflow.models import (
     CleanupInput,
     EmailInput,
     EmailResult,
     ExpireInput,
     ExpireResult,
+    KindData,
+    KindQueryInput,
+    KindRenderInput,
     QueryInput,
     RenderInput,
     RenderResult,
@@ -58,12 +73,19 @@ class ReportActivities:
         store: ReportStore,
         mailer: Mailer,
         retention_days: float = 30.0,
+        kinds: KindRegistry | None = None,
+        reporting: AsyncEngine | None = None,
+        email: EmailFiles | None = None,
     ) -> None:
         self.engine = engine
         self.browser = browser
         self.store = store
         self.mailer = mailer
         self.retention_days = retention_days
+        self.kinds = kinds if kinds is not None else load_kinds()
+        # Kinds' queries read here (REPORT_KINDS_DATABASE_URL), never writing.
+        self.reporting = reporting or engine
+        self.email_files = email or EmailFiles()
 
     @activity.defn(name="query")
     async def query(self, input: QueryInput) -> ReportData:
@@ -111,6 +133,63 @@ class ReportActivities:
         log.info("rendered %d pages, %d bytes", pages, len(pdf), extra={"report_id": report_id})
         return RenderResult(key=key, pages=pages, bytes=len(pdf))
 
+    @activity.defn(name="query_kind")
+    async def query_kind(self, input: KindQueryInput) -> KindData:
+        """A kind's query on the read-only connection; a large result by the store."""
+        kind = kind_of(self.kinds, input.kind)
+        params = kind.parse(json.loads(input.params or "{}"))
+        async with self.engine.connect() as app:
+            name = await user_name(app, input.user_id)
+        attributes = {"db.system.name": self.reporting.dialect.name, "reportflow.kind": kind.name}
+        with tracing.span("kind query", attributes):
+            async with query_context(
+                self.reporting, user_id=input.user_id, report_id=input.report_id
+            ) as ctx:
+                data = await finish_within(kind.query(ctx, params), None)
+        text = encode_data(data)
+        size = len(text.encode())
+        log.info("%s query returned %d bytes", kind.name, size,
+                 extra={"report_id": input.report_id, "kind": kind.name})  # fmt: skip
+        if size <= INLINE_DATA_BYTES:
+            return KindData(kind=kind.name, user_name=name, json=text, bytes=size)
+        key = file_key(input.report_id, _run_id(), "data.json")
+        await self.store.put(key, text.encode())
+        return KindData(kind=kind.name, user_name=name, key=key, bytes=size)
+
+    @activity.defn(name="render_kind")
+    async def render_kind(self, input: KindRenderInput) -> RenderResult:
+        """A kind's file in the store: printed from its template, built by `render`,
+        or streamed from SQL by `export`."""
+        kind = kind_of(self.kinds, input.kind)
+        params = kind.parse(json.loads(input.params or "{}"))
+        key = file_key(input.report_id, _run_id(), kind.format)
+        extra = {"report_id": input.report_id, "kind": kind.name}
+        if kind.export is not None:
+            export = kind.export
+            async with (
+                heartbeating(lambda: activity.heartbeat("exporting")),
+                query_context(
+                    self.reporting, user_id=input.user_id, report_id=input.report_id
+                ) as ctx,
+            ):
+                size = await finish_within(self.store.put_stream(key, export(ctx, params)), None)
+            log.info("%s exported %d bytes", kind.name, size, extra=extra)
+            return RenderResult(key=key, pages=0, bytes=size, format=kind.format,
+                                content_type=kind.content_type)  # fmt: skip
+        stored = input.data
+        data = data_of(stored, await self.store.get(stored.key) if stored.key else None)
+        if kind.template is not None:
+            user = {"id": input.user_id, "name": stored.user_name}
+            html = template_html(kind, data=data, params=params, user=user)
+            pdf = await self.browser.pdf(html, heartbeat=lambda: activity.heartbeat("printing"))
+            return await self._store_pdf(input.report_id, pdf)
+        assert kind.render is not None
+        body = await asyncio.to_thread(kind.render, data, params)
+        await finish_within(self.store.put(key, body), None)
+        log.info("%s rendered %d bytes", kind.name, len(body), extra=extra)
+        return RenderResult(key=key, pages=0, bytes=len(body), format=kind.format,
+                            content_type=kind.content_type)  # fmt: skip
+
     @activity.defn(name="send_email")
     async def send_email(self, input: EmailInput) -> EmailResult:
         # Run to the end even if the attempt is cancelled (a timeout, a worker
@@ -120,6 +199,8 @@ class ReportActivities:
         # connection with SQLite's write lock held (found by `reportflow chaos`).
         # Its one heartbeat is the result, right after the server's 250 (see email.py).
         limits = Limits.for_attempt(_attempt_seconds())
+        if input.kind in self.kinds and not input.title:
+            input.title = self.kinds[input.kind].title
         info = activity.info()
         return await finish_within(
             send_report_email(
@@ -131,6 +212,7 @@ class ReportActivities:
                 limits=limits,
                 earlier=sent_in_earlier_attempt(info.heartbeat_details, input.report_id),
                 heartbeat=activity.heartbeat,
+                files=self.email_files,
             ),
             None,
         )
@@ -151,4 +233,12 @@ class ReportActivities:
 
     @property
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
-        return [self.query, self.render, self.send_email, self.cleanup, self.expire_reports]
+        return [
+            self.query,
+            self.render,
+            self.query_kind,
+            self.render_kind,
+            self.send_email,
+            self.cleanup,
+            self.expire_reports,
+        ]

@@ -23,6 +23,7 @@ from reportflow.api.ratelimit import RateLimiter
 from reportflow.api.routes import (
     admin,
     health,
+    kinds,
     metrics,
     outbox,
     pages,
@@ -41,6 +42,7 @@ from reportflow.core.config import Settings, get_settings
 from reportflow.core.db import create_engine, ensure_schema
 from reportflow.core.store import open_store
 from reportflow.core.temporal import connect
+from reportflow.kinds import load_kinds
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +225,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Loaded once, here: a kind that is wrong stops the API at start, naming its module.
+    app.state.kinds = load_kinds(settings.report_kinds)
     app.state.store = open_store(
         settings.report_store_url, public_endpoint=settings.report_store_public_endpoint
     )
@@ -247,6 +251,7 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders)
     app.include_router(reports.router)
+    app.include_router(kinds.router)
     app.include_router(schedules.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)

@@ -39,13 +39,20 @@ def verify(secret: str, report_id: str, key: str, expires: int, sig: str) -> boo
 
 
 async def download_link(
-    store: ReportStore, *, secret: str, report_id: str, key: str, lifetime_seconds: int
+    store: ReportStore,
+    *,
+    secret: str,
+    report_id: str,
+    key: str,
+    lifetime_seconds: int,
+    route: str = "pdf",
 ) -> DownloadLink:
+    """`route`: `pdf` or `file`, the download route a file store's link points at."""
     expires = int(time.time()) + lifetime_seconds
     url = await store.signed_url(key, timedelta(seconds=lifetime_seconds))
     if url is None:
         query = urlencode(
             {"key": key, "expires": expires, "sig": signature(secret, report_id, key, expires)}
         )
-        url = f"/reports/{report_id}/pdf/download?{query}"
+        url = f"/reports/{report_id}/{route}/download?{query}"
     return DownloadLink(url=url, expires_at=datetime.fromtimestamp(expires, UTC))

@@ -2,62 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from reportflow.models import DEFAULT_KIND
+from reportflow.report.builtin_kinds import DateRange
+from reportflow.report.builtin_kinds import today as today  # re-exported: tests and callers use it
 
 Status = Literal["queued", "running", "completed", "failed", "cancelled"]
 Stage = Literal["queued", "querying", "rendering", "emailing", "done"]
 
-DEFAULT_DAYS = 90
-MAX_DAYS = 366
 
+class ReportRequest(DateRange):
+    """Dates are inclusive; both default to the last 90 days ending today (UTC).
 
-def today() -> date:
-    return datetime.now(UTC).date()
-
-
-class ReportRequest(BaseModel):
-    """Dates are inclusive; both default to the last 90 days ending today (UTC)."""
+    The `transactions` kind's request, as it was before kinds: a body naming
+    another `kind` is validated against that kind's parameters instead."""
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"start": "2026-08-30", "end": "2026-11-27"}]},
     )
 
-    start: date | None = Field(None, description="First day, YYYY-MM-DD")
-    end: date | None = Field(None, description="Last day, YYYY-MM-DD; not after today")
     regenerate: StrictBool = Field(
         False, description="Run a completed report again (only when none is running)"
     )
-
-    @model_validator(mode="after")
-    def _check_range(self) -> ReportRequest:
-        now = today()
-        if self.end is None:
-            self.end = now
-        if self.start is None:
-            self.start = self.end - timedelta(days=DEFAULT_DAYS - 1)
-        if self.end > now:
-            raise ValueError(
-                f"end {self.end} is in the future; the last day a report can cover is today, {now}"
-            )
-        if self.start > self.end:
-            raise ValueError(
-                f"start {self.start} is after end {self.end}; swap them or pick an earlier start"
-            )
-        days = (self.end - self.start).days + 1
-        if days > MAX_DAYS:
-            raise ValueError(
-                f"the range covers {days} days; a report covers at most {MAX_DAYS}, "
-                "so split it into several reports"
-            )
-        return self
-
-    def dates(self) -> tuple[date, date]:
-        assert self.start is not None and self.end is not None
-        return self.start, self.end
 
 
 class RefusedRecipientDoc(BaseModel):
@@ -67,8 +38,11 @@ class RefusedRecipientDoc(BaseModel):
 
 
 class ReportResultDoc(BaseModel):
-    pdf_url: str
-    pages: int
+    pdf_url: str | None = Field(None, description="The PDF (PDF kinds only)")
+    file_url: str = Field(description="The report's file, any format: `303` to a signed URL")
+    format: str = Field("pdf", description="The file's format (its extension)")
+    content_type: str = "application/pdf"
+    pages: int = Field(description="Pages of a PDF; 0 for other formats")
     bytes: int
     emailed_to: list[str] = Field(description="The recipients the mail server accepted")
     message_id: str
@@ -107,6 +81,7 @@ class Links(BaseModel):
     self: str
     events: str
     pdf: str
+    file: str
     # Temporal's Web UI is an internal address: operators find the run there by
     # report ID; the status document no longer points users at it.
     temporal_ui: str | None = None
@@ -118,6 +93,10 @@ class StatusDocument(BaseModel):
             "examples": [
                 {
                     "report_id": "report-u0001-2026-08-30-2026-11-27",
+                    "kind": "transactions",
+                    "title": "Transaction report",
+                    "params": None,
+                    "format": "pdf",
                     "status": "running",
                     "stage": "rendering",
                     "progress": 40,
@@ -135,6 +114,7 @@ class StatusDocument(BaseModel):
                         "self": "/reports/report-u0001-2026-08-30-2026-11-27",
                         "events": "/reports/report-u0001-2026-08-30-2026-11-27/events",
                         "pdf": "/reports/report-u0001-2026-08-30-2026-11-27/pdf",
+                        "file": "/reports/report-u0001-2026-08-30-2026-11-27/file",
                     },
                 }
             ]
@@ -142,13 +122,19 @@ class StatusDocument(BaseModel):
     )
 
     report_id: str
+    kind: str = Field(DEFAULT_KIND, description="The report kind (GET /kinds)")
+    title: str = Field("Transaction report", description="The kind's title")
+    params: dict[str, Any] | None = Field(
+        None, description="The kind's parameters (None for a transactions report: start, end)"
+    )
+    format: str = Field("pdf", description="The format of the report's file")
     status: Status
     stage: Stage
     progress: int = Field(ge=0, le=100)
     attempt: int
     last_error: str | None
-    start: date
-    end: date
+    start: date | None = Field(description="First day (None for a kind without a range)")
+    end: date | None
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
@@ -214,3 +200,35 @@ class PdfLink(BaseModel):
 
     url: str
     expires_at: datetime
+
+
+class KindDoc(BaseModel):
+    """A report kind this service runs (`POST /reports` with `"kind": name`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "transactions-csv",
+                    "title": "Transactions (CSV)",
+                    "description": "Every transaction of a date range, one row each",
+                    "format": "csv",
+                    "content_type": "text/csv",
+                    "default": False,
+                    "params": {"type": "object", "properties": {}},
+                }
+            ]
+        }
+    )
+
+    name: str
+    title: str
+    description: str
+    format: str
+    content_type: str
+    default: bool = Field(description="The kind a request that names none gets")
+    params: dict[str, Any] = Field(description="The parameters' JSON Schema")
+
+
+class KindList(BaseModel):
+    kinds: list[KindDoc]

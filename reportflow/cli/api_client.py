@@ -42,7 +42,7 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -90,6 +90,9 @@ class RequestOptions:
     output: Path | None = None
     report_id: str | None = None
     timeout: float = 600.0
+    # A report kind (GET /kinds) and its parameters; none: the transactions PDF.
+    kind: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 class ApiError(Exception):
@@ -308,15 +311,23 @@ async def follow(
     return await follow_polling(client, report_id, progress, poll, run_id=run_id)
 
 
-async def start_report(client: httpx.AsyncClient, start: date | None, end: date | None) -> Any:
-    body = {k: v.isoformat() for k, v in {"start": start, "end": end}.items() if v}
+async def start_report(
+    client: httpx.AsyncClient,
+    start: date | None,
+    end: date | None,
+    kind: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
+    body: dict[str, Any] = {k: v.isoformat() for k, v in {"start": start, "end": end}.items() if v}
+    if kind:
+        body = {**body, **(params or {}), "kind": kind}
     return _check(await client.post("/reports", json=body)).json()
 
 
 async def save_pdf(client: httpx.AsyncClient, report_id: str, output: Path) -> int:
     """Download the PDF next to `output`, then move it into place; returns its size."""
     # 303 to a signed URL (another host for an S3 store; httpx drops the token there).
-    response = _check(await client.get(f"/reports/{report_id}/pdf", follow_redirects=True))
+    response = _check(await client.get(f"/reports/{report_id}/file", follow_redirects=True))
     partial = output.with_name(output.name + ".part")
     await asyncio.to_thread(partial.write_bytes, response.content)
     await asyncio.to_thread(partial.replace, output)
@@ -463,7 +474,7 @@ async def _report(
     if options.report_id:
         doc = _check(await client.get(f"/reports/{options.report_id}")).json()
     else:
-        doc = await start_report(client, options.start, options.end)
+        doc = await start_report(client, options.start, options.end, options.kind, options.params)
     report_id = str(doc["report_id"])
     started.append(report_id)
     progress.say(f"report {report_id}: {doc['status']}")
@@ -492,7 +503,8 @@ async def _report(
     result = doc.get("result") or {}
     if result.get("emailed_to"):
         progress.say(f"emailed to {', '.join(result['emailed_to'])}")
-    stdout.write(f"{client.base_url.join(result.get('pdf_url') or doc['links']['pdf'])}\n")
+    link = result.get("pdf_url") or result.get("file_url") or doc["links"]["pdf"]
+    stdout.write(f"{client.base_url.join(link)}\n")
     stdout.flush()
     if options.output:
         try:

@@ -31,14 +31,15 @@ Since = Annotated[
 Query = Annotated[
     str | None, typer.Option(metavar="VISIBILITY", help="any Temporal visibility clause, ANDed")
 ]
+Kind = Annotated[str | None, typer.Option(metavar="NAME", help="only reports of this kind")]
 Yes = Annotated[bool, typer.Option("--yes", help="act (without it: count and list)")]
 
 
-@dlq.command("list", help="every failed report with reason, stage, attempts and time")
-def list_() -> None:
+@dlq.command("list", help="every failed report with kind, reason, stage, attempts and time")
+def list_(kind: Kind = None) -> None:
     from reportflow.cli import failed
 
-    raise typer.Exit(asyncio.run(failed.list_failed(get_settings())))
+    raise typer.Exit(asyncio.run(failed.list_failed(get_settings(), kind)))
 
 
 @dlq.command("redrive", help="run failed reports again (same IDs)")
@@ -52,6 +53,7 @@ def redrive(
         typer.Option(help="only failed reports with this reason code, e.g. SmtpRejected"),
     ] = None,
     query: Query = None,
+    kind: Kind = None,
     yes: Yes = False,
 ) -> None:
     from reportflow.cli import failed
@@ -60,7 +62,7 @@ def redrive(
     settings = get_settings()
     if ids:
         raise typer.Exit(asyncio.run(failed.redrive_reports(settings, ids)))
-    where = Filter(user=user, since=since, reason=reason, query=query)
+    where = Filter(user=user, since=since, reason=reason, query=query, kind=kind)
     if not where.any and not all_:
         sys.stderr.write("reportflow dlq redrive: name report IDs, give a filter, or pass --all\n")
         raise typer.Exit(2)

@@ -25,19 +25,21 @@ def _show(ids: list[str], what: str) -> None:
         sys.stdout.write(f"  ... and {len(ids) - SHOWN} more\n")
 
 
-async def list_failed(settings: Settings) -> int:
+async def list_failed(settings: Settings, kind: str | None = None) -> int:
     client = await connect(settings)
-    rows = await every_failed(client)
+    rows = await every_failed(client, Filter(kind=kind))
     if not rows:
         sys.stdout.write("no failed reports\n")
         return 0
     sys.stdout.write(
-        f"{'REPORT':<48} {'REASON':<18} {'STAGE':<10} {'TRIES':>5}  FAILED AT / MESSAGE\n"
+        f"{'REPORT':<48} {'KIND':<18} {'REASON':<18} {'STAGE':<10} {'TRIES':>5}  "
+        "FAILED AT / MESSAGE\n"
     )
     for r in rows:
         when = r.failed_at.strftime("%Y-%m-%d %H:%M:%S") if r.failed_at else "-"
         sys.stdout.write(
-            f"{r.report_id:<48} {r.reason:<18} {r.stage or '-':<10} {r.attempts:>5}  {when}\n"
+            f"{r.report_id:<48} {r.kind:<18} {r.reason:<18} {r.stage or '-':<10} "
+            f"{r.attempts:>5}  {when}\n"
             f"{'':<48} {r.message}\n"
         )
     return 0

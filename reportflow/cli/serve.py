@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Annotated
 
 import typer
 
-from reportflow.core.config import get_settings, require_secrets
+from reportflow.core.config import Settings, get_settings, require_secrets
 
 app = typer.Typer()
 
@@ -40,6 +41,7 @@ def api(
     tracing.configure("reportflow-api")
     settings = get_settings()
     require_secrets(settings, "api")
+    require_kinds(settings, "api")
     uvicorn.run(
         "reportflow.api.app:create_app",
         factory=True,
@@ -56,4 +58,17 @@ def worker() -> None:
 
     tracing.configure("reportflow-worker")
     require_secrets(get_settings(), "worker")
+    require_kinds(get_settings(), "worker")
     asyncio.run(run_worker(get_settings()))
+
+
+def require_kinds(settings: Settings, command: str) -> None:
+    """A wrong report kind stops the process before it serves anything, with a
+    sentence naming the module and what is wrong (not a traceback from a worker)."""
+    from reportflow.kinds import KindError, load_kinds
+
+    try:
+        load_kinds(settings.report_kinds)
+    except KindError as err:
+        sys.stderr.write(f"reportflow {command}: {err}\n")
+        raise typer.Exit(2) from None

@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     # How long a PDF link (S3 presigned, or signed by the API) stays valid.
     download_link_seconds: int = 300
 
+    # Report kinds (reportflow.kinds): `module:attribute,...` besides the built-in ones
+    # and the entry points; the database their queries read (default: DATABASE_URL).
+    report_kinds: str = ""
+    report_kinds_database_url: str | None = None
+    # A kind's file is attached to the email up to this size, else linked: a signed
+    # link to PUBLIC_URL (the API as users reach it), valid EMAIL_LINK_DAYS.
+    email_attach_max_bytes: int = Field(default=5 * 1024 * 1024, ge=0)
+    email_link_days: float = Field(default=7.0, gt=0)
+    public_url: str = "http://localhost:8000"
+
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_username: str | None = None

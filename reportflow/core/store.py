@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +31,8 @@ from urllib.parse import urlsplit
 import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import S3Store as ObstoreS3
+
+from reportflow.models import CONTENT_TYPES
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -44,6 +47,10 @@ class ReportStore(Protocol):
     """What the activities and the API need of a store."""
 
     async def put(self, key: str, data: bytes) -> None: ...
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        """Write the chunks as one object, holding one chunk at a time; its size."""
+        ...
 
     async def get(self, key: str) -> bytes | None: ...
 
@@ -84,6 +91,23 @@ class FileStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        path = self._path(key)
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in chunks:
+                    await asyncio.to_thread(f.write, chunk)
+                    size += len(chunk)
+            await asyncio.to_thread(os.replace, tmp, path)
+        except BaseException:
+            # Not in a thread: a cancelled write must not leave its partial file behind.
+            Path(tmp).unlink(missing_ok=True)  # noqa: ASYNC240
+            raise
+        return size
 
     async def get(self, key: str) -> bytes | None:
         path = self._path(key)
@@ -152,12 +176,32 @@ class S3Store:
             key,
             data,
             attributes={
-                "Content-Type": "application/pdf"
-                if name.endswith(".pdf")
-                else "application/octet-stream",
+                "Content-Type": _content_type(name),
                 "Content-Disposition": f'attachment; filename="{name}"',
             },
         )
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        """A multipart upload, one part at a time (obstore buffers a part, not the object)."""
+        size = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal size
+            async for chunk in chunks:
+                size += len(chunk)
+                yield chunk
+
+        name = _download_name(check_key(key))
+        await obstore.put_async(
+            self._store,
+            key,
+            counted(),
+            attributes={
+                "Content-Type": _content_type(name),
+                "Content-Disposition": f'attachment; filename="{name}"',
+            },
+        )
+        return size
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -223,7 +267,17 @@ def pdf_key(report_id: str, run_id: str) -> str:
     return f"{report_id}/{run_id}.pdf"
 
 
+def file_key(report_id: str, run_id: str, extension: str) -> str:
+    """A kind's file, one per run like the PDF (`pdf_key` is this with "pdf")."""
+    return f"{report_id}/{run_id}.{extension}"
+
+
+def _content_type(name: str) -> str:
+    return CONTENT_TYPES.get(name.rpartition(".")[2], "application/octet-stream")
+
+
 def _download_name(key: str) -> str:
-    """`<report_id>/<run_id>.pdf` downloads as `<report_id>.pdf`."""
+    """`<report_id>/<run_id>.<ext>` downloads as `<report_id>.<ext>`."""
     folder, _, name = key.rpartition("/")
-    return f"{folder.rpartition('/')[2]}.pdf" if folder and name.endswith(".pdf") else name
+    stem, dot, extension = name.rpartition(".")
+    return f"{folder.rpartition('/')[2]}.{extension}" if folder and dot and stem else name

@@ -25,7 +25,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client, WorkflowExecution
 
 from reportflow.core.temporal import USER_ID_KEY
-from reportflow.models import WORKFLOW_TYPE
+from reportflow.models import DEFAULT_KIND, WORKFLOW_TYPE
 from reportflow.service.reports import STATUS_FILTERS
 
 FAILED_QUERY = f"WorkflowType = '{WORKFLOW_TYPE}' AND {STATUS_FILTERS['failed']}"
@@ -41,6 +41,7 @@ class FailedReport:
     retry_state: str | None
     attempts: int
     failed_at: datetime | None
+    kind: str = DEFAULT_KIND
 
 
 # How far back from a failed run's end to look for its failing activity's last
@@ -88,6 +89,7 @@ async def _failed_report(client: Client, execution: WorkflowExecution) -> Failed
         retry_state=error.get("retry_state"),
         attempts=await _attempts(client, execution),
         failed_at=execution.close_time,
+        kind=str(memo.get("kind") or DEFAULT_KIND),
     )
 
 
@@ -144,10 +146,12 @@ class Filter:
     since: datetime | None = None
     reason: str | None = None
     query: str | None = None
+    kind: str | None = None  # read from each report's memo, like the reason
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in (self.user, self.since, self.reason, self.query))
+        values = (self.user, self.since, self.reason, self.query, self.kind)
+        return any(v is not None for v in values)
 
     def visibility(self) -> str | None:
         """The clauses Temporal can filter on (the reason is read from each report)."""
@@ -170,7 +174,9 @@ async def every_failed(client: Client, where: Filter | None = None) -> list[Fail
         page, token = await failed_reports(
             client, page_size=100, page_token=token, narrower=where.visibility()
         )
-        rows += [r for r in page if where.reason in {None, r.reason}]
+        rows += [
+            r for r in page if where.reason in {None, r.reason} and where.kind in {None, r.kind}
+        ]
         if not token:
             return rows
 

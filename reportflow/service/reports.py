@@ -7,11 +7,14 @@ and summary as a new one; the routes and commands only translate to these calls.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import (
     Priority,
@@ -25,9 +28,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow.core.audit import audit
 from reportflow.core.config import Settings
-from reportflow.core.store import pdf_key
+from reportflow.core.store import file_key
 from reportflow.core.temporal import USER_ID_KEY
-from reportflow.models import WORKFLOW_TYPE, GenerateReportInput
+from reportflow.kinds import ReportKind, canonical_params, params_hash
+from reportflow.models import DEFAULT_KIND, WORKFLOW_TYPE, GenerateReportInput
 from reportflow.service.status import StartedExecution, build_document, describe_report, owner_of
 
 if TYPE_CHECKING:
@@ -58,6 +62,44 @@ def report_id_for(user_id: str, start: date, end: date) -> str:
 
 
 @dataclass(frozen=True)
+class KindRequest:
+    """A report of another kind than the transactions PDF: what its start needs,
+    all plain text (a redrive rebuilds it from the memo, with no registry)."""
+
+    name: str
+    params: str  # canonical JSON (reportflow.kinds.canonical_params)
+    title: str
+    format: str
+
+    @classmethod
+    def of(cls, kind: ReportKind, params: BaseModel) -> KindRequest:
+        return cls(kind.name, canonical_params(params), kind.title, kind.format)
+
+    def report_id(self, user_id: str) -> str:
+        """Same user, kind and canonical parameters: the same report."""
+        return f"report-{user_id}-{self.name}-{params_hash(self.params)}"
+
+    def dates(self) -> tuple[date | None, date | None]:
+        """The range, when the kind's parameters have one (shown in status and events)."""
+        values = json.loads(self.params or "{}")
+        found: list[date | None] = []
+        for name in ("start", "end"):
+            try:
+                found.append(date.fromisoformat(str(values[name])))
+            except (KeyError, ValueError):
+                found.append(None)
+        return found[0], found[1]
+
+    def memo(self) -> dict[str, object]:
+        return {
+            "kind": self.name,
+            "params": json.loads(self.params or "{}"),
+            "title": self.title,
+            "format": self.format,
+        }
+
+
+@dataclass(frozen=True)
 class ReportStart:
     report_id: str
     # The run this start made, when it made one (None: an open or completed run stays).
@@ -65,8 +107,9 @@ class ReportStart:
     # False only when a completed run keeps the ID.
     joined_or_started: bool
     user_id: str
-    start: date
-    end: date
+    start: date | None
+    end: date | None
+    kind: KindRequest | None = None
 
     def document(self, namespace: str, settings: Settings) -> StatusDocument | None:
         """The new run's status document, known without asking Temporal again
@@ -81,8 +124,8 @@ class ReportStart:
         )
         memo = {
             "user_id": self.user_id,
-            "start": str(self.start),
-            "end": str(self.end),
+            **_range_memo(self.start, self.end),
+            **(self.kind.memo() if self.kind else {}),
             "stage": "queued",
         }
         return build_document(execution, memo, settings=settings)
@@ -93,11 +136,12 @@ async def start_report(
     settings: Settings,
     *,
     user_id: str,
-    start: date,
-    end: date,
+    start: date | None = None,
+    end: date | None = None,
     regenerate: bool = False,
     recipients: list[str] | None = None,
     priority_key: int = INTERACTIVE,
+    kind: KindRequest | None = None,
 ) -> ReportStart:
     """Start the report's workflow unless one is open or completed.
 
@@ -105,19 +149,31 @@ async def start_report(
     completed one is kept (its ID may not be reused); a failed, timed-out,
     terminated or cancelled one starts afresh. `regenerate` lets a completed
     report run again, still never beside an open run.
+
+    With no `kind`, the transactions PDF of `start`..`end`, under the ID it has
+    always had; with one, that kind's report of its parameters.
     """
-    report_id = report_id_for(user_id, start, end)
+    if kind is None:
+        assert start is not None and end is not None, "the transactions report needs a range"
+        report_id = report_id_for(user_id, start, end)
+        summary = f"Report for user {user_id}: {start} to {end} ({DEFAULT_KIND})"
+    else:
+        report_id = kind.report_id(user_id)
+        start, end = kind.dates()
+        # The Web UI's summary names the kind, as ops filter and read by it.
+        summary = f"Report for user {user_id}: {kind.title} ({kind.name}) {kind.params}"[:200]
     try:
         handle = await client.start_workflow(
             WORKFLOW_TYPE,
             GenerateReportInput(
                 report_id=report_id,
                 user_id=user_id,
-                start=start.isoformat(),
-                end=end.isoformat(),
+                start=start.isoformat() if start else "",
+                end=end.isoformat() if end else "",
                 retry=settings.retry,
                 timeouts=settings.timeouts,
                 recipients=list(recipients or []),
+                **({"kind": kind.name, "params": kind.params} if kind else {}),
             ),
             id=report_id,
             task_queue=settings.task_queue,
@@ -129,14 +185,14 @@ async def start_report(
             ),
             memo={
                 "user_id": user_id,
-                "start": start.isoformat(),
-                "end": end.isoformat(),
+                **_range_memo(start, end),
+                **(kind.memo() if kind else {}),
                 "stage": "queued",
                 "progress": 0,
                 **({"recipients": list(recipients)} if recipients else {}),
             },
             search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID_KEY, user_id)]),
-            static_summary=f"Report for user {user_id}: {start} to {end}",
+            static_summary=summary,
             priority=priority_for(user_id, priority_key),
         )
     except WorkflowAlreadyStartedError:
@@ -148,6 +204,7 @@ async def start_report(
             user_id=user_id,
             start=start,
             end=end,
+            kind=kind,
         )
     # The server says whether it started a run or an open one was kept
     # (USE_EXISTING); the SDK keeps its answer on the handle. Unknown = kept,
@@ -165,7 +222,23 @@ async def start_report(
         user_id=user_id,
         start=start,
         end=end,
+        kind=kind,
     )
+
+
+def _range_memo(start: date | None, end: date | None) -> dict[str, str]:
+    return {"start": start.isoformat(), "end": end.isoformat()} if start and end else {}
+
+
+def kind_for_period(
+    kind: ReportKind, values: Mapping[str, Any], start: date, end: date
+) -> KindRequest:
+    """A scheduled run's kind request: its parameters, with the run's period as the
+    range when the kind has one (raises pydantic's ValidationError)."""
+    fields = kind.params.model_fields
+    period = {"start": start.isoformat(), "end": end.isoformat()}
+    ranged = {k: v for k, v in period.items() if k in fields}
+    return KindRequest.of(kind, kind.parse({**values, **ranged}))
 
 
 class ReportNotFound(LookupError):
@@ -219,30 +292,61 @@ class PdfGone(Exception):
     """The PDF expired (REPORT_RETENTION_DAYS) or is no longer in the report store."""
 
 
+class NotAPdf(Exception):
+    """The report's kind makes another format than PDF."""
+
+
 async def pdf_key_of(
-    client: Client, settings: Settings, store: ReportStore, report_id: str, *, caller: Caller
+    client: Client,
+    settings: Settings,
+    store: ReportStore,
+    report_id: str,
+    *,
+    caller: Caller,
+    any_format: bool = False,
 ) -> str:
-    """The store key of a completed report's PDF, checked to be there."""
+    """The store key of a completed report's PDF (or, `any_format`, its file of
+    whatever format its kind makes), checked to be there."""
     doc = await describe_report(client, report_id, caller=caller, settings=settings)
     if doc is None:
         raise ReportNotFound(report_id)
+    if not any_format and doc.format != "pdf":
+        raise NotAPdf(
+            f"a {doc.kind} report is a {doc.format} file, not a PDF; "
+            f"download it with GET /reports/{report_id}/file"
+        )
+    noun = "PDF" if doc.format == "pdf" else "file"
     if doc.status != "completed" or doc.result is None or doc.run_id is None:
         raise PdfNotReady(
             f"the report is {doc.status} (stage {doc.stage}); "
-            "the PDF is available once its status is completed"
+            f"the {noun} is available once its status is completed"
         )
     if doc.result.pdf_expired:
         raise PdfGone(
             f"the PDF expired on {doc.result.pdf_expires_at:%Y-%m-%d} and was removed "
             f"(it is kept for {settings.report_retention_days:g} days; the email was sent)"
         )
-    key = pdf_key(report_id, doc.run_id)
+    key = file_key(report_id, doc.run_id, doc.format)
     if not await store.exists(key):
-        raise PdfGone("the PDF is no longer in the report store")
+        raise PdfGone(f"the {noun} is no longer in the report store")
     if caller.is_admin:
         # An admin reading a user's statement is the access an audit must show.
         audit(caller.name, "download pdf", report_id, owner=owner_of(report_id))
     return key
+
+
+def kind_of_memo(memo: Mapping[str, Any]) -> KindRequest | None:
+    """The kind a run was started with (None: the transactions PDF, as before kinds)."""
+    name = memo.get("kind")
+    if not name or name == DEFAULT_KIND:
+        return None
+    params = memo.get("params") or {}
+    return KindRequest(
+        name=str(name),
+        params=json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        title=str(memo.get("title") or name),
+        format=str(memo.get("format") or "pdf"),
+    )
 
 
 class NotRedrivable(Exception):
@@ -269,14 +373,16 @@ async def redrive(
         state = description.status.name.lower() if description.status else "unknown"
         raise NotRedrivable(f"{report_id} is {state}; only failed reports can be redriven")
     memo = await description.memo()
+    kind = kind_of_memo(memo)
     await start_report(
         client,
         settings,
         user_id=str(memo["user_id"]),
-        start=date.fromisoformat(str(memo["start"])),
-        end=date.fromisoformat(str(memo["end"])),
+        start=None if kind else date.fromisoformat(str(memo["start"])),
+        end=None if kind else date.fromisoformat(str(memo["end"])),
         recipients=[str(r) for r in memo.get("recipients") or []],
         priority_key=BACKGROUND,
+        kind=kind,
     )
     run_id = (await handle.describe()).run_id
     if actor is not None:

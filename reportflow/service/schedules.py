@@ -15,6 +15,7 @@ when asked (`backfill`).
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -39,7 +40,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from reportflow.core.config import Settings
 from reportflow.core.temporal import USER_ID_KEY
-from reportflow.models import SCHEDULED_WORKFLOW_TYPE, ScheduledReportInput
+from reportflow.models import DEFAULT_KIND, SCHEDULED_WORKFLOW_TYPE, ScheduledReportInput
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,12 @@ class ScheduleRequest(BaseModel):
     timezone: str = Field("UTC", description="an IANA time zone, e.g. Europe/Berlin")
     backfill: int = Field(
         0, ge=0, le=MAX_BACKFILL, description="also send this many past periods now"
+    )
+    kind: str = Field(
+        default=DEFAULT_KIND, max_length=40, description="the report kind (GET /kinds)"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the kind's parameters; each run's period sets its range"
     )
 
     @field_validator("time")
@@ -132,6 +139,8 @@ class ScheduleDocument(BaseModel):
     paused: bool
     next_run_at: datetime | None = Field(None, description="the next run (UTC)")
     covers: str = Field(description="which period each run reports on")
+    kind: str = DEFAULT_KIND
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class ScheduleNotFound(LookupError):
@@ -190,6 +199,8 @@ def _memo(user_id: str, request: ScheduleRequest) -> dict[str, Any]:
         "day": request.day,
         "time": request.time,
         "timezone": request.timezone,
+        "kind": request.kind,
+        "params": request.params,
     }
 
 
@@ -204,6 +215,8 @@ def _document(schedule_id: str, memo: Any, paused: bool, next_runs: Any) -> Sche
         paused=paused,
         next_run_at=upcoming[0].astimezone(UTC) if upcoming else None,
         covers=_covers(memo["every"]),
+        kind=memo.get("kind") or DEFAULT_KIND,
+        params=memo.get("params") or {},
     )
 
 
@@ -235,7 +248,11 @@ async def create_schedule(
             action=ScheduleActionStartWorkflow(
                 SCHEDULED_WORKFLOW_TYPE,
                 ScheduledReportInput(
-                    user_id=user_id, every=request.every, timezone=request.timezone
+                    user_id=user_id,
+                    every=request.every,
+                    timezone=request.timezone,
+                    kind=request.kind,
+                    params=json.dumps(request.params, sort_keys=True),
                 ),
                 id=schedule_id,
                 task_queue=settings.task_queue,

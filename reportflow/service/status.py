@@ -33,7 +33,8 @@ from reportflow.api.schemas import (
 )
 from reportflow.core.codec import readable_failure
 from reportflow.core.config import Settings
-from reportflow.models import STAGES, WORKFLOW_TYPE
+from reportflow.models import DEFAULT_KIND, STAGES, WORKFLOW_TYPE
+from reportflow.report.builtin_kinds import transactions_pdf
 from reportflow.service.errors import retry_sentence, user_error
 from reportflow.service.retention import pdf_expires_at
 
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 
 REPORT_ID = re.compile(
     r"^report-(?P<user>[A-Za-z0-9_.]{1,64})-(?P<start>\d{4}-\d{2}-\d{2})-(?P<end>\d{4}-\d{2}-\d{2})$"
+)
+# Another kind's report: report-<user>-<kind>-<hash of its canonical parameters>.
+KIND_REPORT_ID = re.compile(
+    r"^report-(?P<user>[A-Za-z0-9_.]{1,64})-(?P<kind>[a-z][a-z0-9]*(?:-[a-z0-9]+)*)-[0-9a-f]{12}$"
 )
 
 _FINAL: dict[WorkflowExecutionStatus, Status] = {
@@ -84,7 +89,7 @@ class StartedExecution:
 
 
 def owner_of(report_id: str) -> str | None:
-    match = REPORT_ID.match(report_id)
+    match = REPORT_ID.match(report_id) or KIND_REPORT_ID.match(report_id)
     return match["user"] if match else None
 
 
@@ -175,8 +180,11 @@ def build_document(
             if execution.close_time
             else None
         )
+        raw_result = {k: v for k, v in raw_result.items() if k != "key"}
+        file_format = str(raw_result.get("format", "pdf"))
         result = ReportResultDoc(
-            pdf_url=f"/reports/{report_id}/pdf",
+            pdf_url=f"/reports/{report_id}/pdf" if file_format == "pdf" else None,
+            file_url=f"/reports/{report_id}/file",
             pdf_expires_at=expires,
             pdf_expired=expires is not None and expires <= datetime.now(UTC),
             **raw_result,
@@ -184,15 +192,21 @@ def build_document(
     base = f"/reports/{report_id}"
     updated = memo.get("updated_at")
     default_start, default_end = owner_start_end(report_id)
+    kind = str(memo.get("kind") or DEFAULT_KIND)
+    raw_params = memo.get("params")
     return StatusDocument(
         report_id=report_id,
+        kind=kind,
+        title=str(memo.get("title") or (transactions_pdf.title if kind == DEFAULT_KIND else kind)),
+        params=raw_params if isinstance(raw_params, dict) else None,
+        format=str(memo.get("format") or "pdf"),
         status=status,
         stage=stage,  # type: ignore[arg-type]
         progress=progress,
         attempt=attempt,
         last_error=last_error,
-        start=date.fromisoformat(memo.get("start") or default_start),
-        end=date.fromisoformat(memo.get("end") or default_end),
+        start=_day(memo.get("start") or default_start),
+        end=_day(memo.get("end") or default_end),
         created_at=execution.start_time,
         updated_at=datetime.fromisoformat(updated) if updated else execution.start_time,
         completed_at=execution.close_time,
@@ -204,14 +218,20 @@ def build_document(
             self=base,
             events=f"{base}/events",
             pdf=f"{base}/pdf",
+            file=f"{base}/file",
         ),
         run_id=execution.run_id,
     )
 
 
-def owner_start_end(report_id: str) -> tuple[str, str]:
+def owner_start_end(report_id: str) -> tuple[str | None, str | None]:
+    """The range a transactions report's ID names (None for another kind's ID)."""
     match = REPORT_ID.match(report_id)
-    return (match["start"], match["end"]) if match else ("1970-01-01", "1970-01-01")
+    return (match["start"], match["end"]) if match else (None, None)
+
+
+def _day(value: object) -> date | None:
+    return date.fromisoformat(str(value)) if value else None
 
 
 async def _close_error(client: Client, report_id: str, run_id: str) -> ErrorDoc | None:

@@ -269,6 +269,7 @@ async def disable(engine: AsyncEngine, webhook_id: str) -> None:
 def event_body(event: WebhookEvent) -> str:
     data = {
         "report_id": event.report_id,
+        "kind": event.kind,
         "run_id": event.run_id,
         "status": event.outcome,
         "start": event.start,

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from reportflow.activities.report import ReportActivities
     from reportflow.activities.slots import SlotActivities
     from reportflow.models import (
+        DEFAULT_KIND,
         NON_RETRYABLE_ERRORS,
         STAGES,
         Backoff,
@@ -28,10 +29,15 @@ with workflow.unsafe.imports_passed_through():
         EmailInput,
         EmailResult,
         GenerateReportInput,
+        KindData,
+        KindQueryInput,
+        KindRenderInput,
         Progress,
         QueryInput,
         RefusedRecipient,
         RenderInput,
+        RenderResult,
+        ReportData,
         ReportResult,
         SlotInput,
         WebhookEvent,
@@ -101,6 +107,8 @@ class GenerateReport:
         self._webhooks = True
         self._local_slots = False
         self._all_changes = False
+        self._rendered: RenderResult | None = None
+        self._kind = DEFAULT_KIND
 
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
@@ -164,7 +172,6 @@ class GenerateReport:
         )
 
     async def _run(self, input: GenerateReportInput) -> ReportResult:
-        retry, timeouts = input.retry, input.timeouts
         # A signal may have arrived before the run began: keep what it added.
         added = self._progress.recipients
         self._progress.recipients = [
@@ -173,30 +180,18 @@ class GenerateReport:
         ]
         pdf_key: str | None = None
         # Not recorded again when the run is replayed (on another worker, after a crash).
+        # Labelled by kind: a registered name (the API refuses others), so bounded.
+        self._kind = input.kind
         workflow.metric_meter().create_counter(
             "reportflow_reports_started", "Report runs started"
-        ).add(1)
+        ).add(1, {"kind": input.kind})
         try:
             if self._has(USER_SLOTS):
                 await self._take_slot(input)
             self._enter("querying")
-            data = await workflow.execute_activity_method(
-                ReportActivities.query,
-                QueryInput(input.report_id, input.user_id, input.start, input.end),
-                start_to_close_timeout=timedelta(seconds=timeouts.query),
-                retry_policy=retry_policy(retry.query),
-            )
+            data = await self._query(input)
             self._enter("rendering")
-            rendered = await workflow.execute_activity_method(
-                ReportActivities.render,
-                RenderInput(data),
-                start_to_close_timeout=timedelta(seconds=timeouts.render),
-                heartbeat_timeout=timedelta(seconds=timeouts.render_heartbeat),
-                retry_policy=retry_policy(retry.render),
-                # Wait for the render to stop before cleaning up, so it cannot
-                # write its PDF after the cleanup removed it.
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
+            rendered = await self._render(input, data)
             pdf_key = rendered.key
             if _cancel_requested() and self._has(TRUTHFUL_CANCEL):
                 # A cancel that reached a render as it finished was absorbed by the
@@ -237,6 +232,8 @@ class GenerateReport:
             bytes=rendered.bytes,
             emailed_to=emailed.recipients,
             message_id=emailed.message_id,
+            format=rendered.format,
+            content_type=rendered.content_type,
             refused=emailed.refused,
         )
         done: dict[str, Any] = {
@@ -245,6 +242,17 @@ class GenerateReport:
                 "bytes": result.bytes,
                 "emailed_to": result.emailed_to,
                 "message_id": result.message_id,
+                # Another kind's file: what the status document links and describes
+                # (the transactions memo stays as it was, for runs replayed from before).
+                **(
+                    {
+                        "format": result.format,
+                        "content_type": result.content_type,
+                        "key": result.pdf_key,
+                    }
+                    if input.kind != DEFAULT_KIND
+                    else {}
+                ),
             }
         }
         if result.refused:  # only then: the memo of every other run stays as it was
@@ -257,6 +265,72 @@ class GenerateReport:
         self._record_durations("completed")
         await self._announce(input, "completed", refused=result.refused)
         return result
+
+    async def _query(self, input: GenerateReportInput) -> ReportData | KindData:
+        """The transactions kind's typed query, or a kind's by name (its code runs in
+        the worker's activity, never in this sandbox)."""
+        timeout = timedelta(seconds=input.timeouts.query)
+        retry = retry_policy(input.retry.query)
+        if input.kind == DEFAULT_KIND:
+            return await workflow.execute_activity_method(
+                ReportActivities.query,
+                QueryInput(input.report_id, input.user_id, input.start, input.end),
+                start_to_close_timeout=timeout,
+                retry_policy=retry,
+            )
+        return await workflow.execute_activity_method(
+            ReportActivities.query_kind,
+            KindQueryInput(input.report_id, input.user_id, input.kind, input.params),
+            start_to_close_timeout=timeout,
+            retry_policy=retry,
+        )
+
+    async def _render(
+        self, input: GenerateReportInput, data: ReportData | KindData
+    ) -> RenderResult:
+        timeout = timedelta(seconds=input.timeouts.render)
+        heartbeat = timedelta(seconds=input.timeouts.render_heartbeat)
+        retry = retry_policy(input.retry.render)
+        # Wait for the render to stop before cleaning up, so it cannot write its
+        # file after the cleanup removed it.
+        wait = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        if isinstance(data, ReportData):
+            rendered = await workflow.execute_activity_method(
+                ReportActivities.render,
+                RenderInput(data),
+                start_to_close_timeout=timeout,
+                heartbeat_timeout=heartbeat,
+                retry_policy=retry,
+                cancellation_type=wait,
+            )
+        else:
+            rendered = await workflow.execute_activity_method(
+                ReportActivities.render_kind,
+                KindRenderInput(input.report_id, input.user_id, input.kind, input.params, data),
+                start_to_close_timeout=timeout,
+                heartbeat_timeout=heartbeat,
+                retry_policy=retry,
+                cancellation_type=wait,
+            )
+        self._rendered = rendered
+        return rendered
+
+    def _email_input(self, input: GenerateReportInput, pdf_key: str) -> EmailInput:
+        email = EmailInput(
+            report_id=input.report_id,
+            user_id=input.user_id,
+            pdf_key=pdf_key,
+            start=input.start,
+            end=input.end,
+            extra_recipients=list(self._progress.recipients),
+        )
+        if input.kind != DEFAULT_KIND and self._rendered is not None:
+            # Another kind's file; the transactions email's input stays as it was.
+            email.kind = input.kind
+            email.format = self._rendered.format
+            email.content_type = self._rendered.content_type
+            email.bytes = self._rendered.bytes
+        return email
 
     async def _announce(
         self,
@@ -280,6 +354,7 @@ class GenerateReport:
             error=error,
             retry=input.retry.webhook,
             attempt_seconds=input.timeouts.webhook,
+            kind=input.kind,
             refused=list(refused or []),
         )
         await workflow.start_child_workflow(
@@ -307,14 +382,7 @@ class GenerateReport:
         queue = email_queue(workflow.info().task_queue) if self._has(EMAIL_QUEUE) else None
         return workflow.execute_activity_method(
             ReportActivities.send_email,
-            EmailInput(
-                report_id=input.report_id,
-                user_id=input.user_id,
-                pdf_key=pdf_key,
-                start=input.start,
-                end=input.end,
-                extra_recipients=list(self._progress.recipients),
-            ),
+            self._email_input(input, pdf_key),
             task_queue=queue,
             start_to_close_timeout=timedelta(seconds=input.timeouts.email),
             retry_policy=retry_policy(input.retry.email),
@@ -364,7 +432,10 @@ class GenerateReport:
         now = workflow.now()
         meter.create_histogram_float(
             "reportflow_report_duration", "Report start to end", "seconds"
-        ).record((now - workflow.info().start_time).total_seconds(), {"outcome": outcome})
+        ).record(
+            (now - workflow.info().start_time).total_seconds(),
+            {"outcome": outcome, "kind": self._kind},
+        )
         stages = meter.create_histogram_float(
             "reportflow_stage_duration", "Time spent in each stage", "seconds"
         )
@@ -372,7 +443,7 @@ class GenerateReport:
         ends = [*list(self._stage_started.values())[1:], now][: len(self._stage_started)]
         for (stage, began), ended in zip(self._stage_started.items(), ends, strict=True):
             if stage != "done":
-                stages.record((ended - began).total_seconds(), {"stage": stage})
+                stages.record((ended - began).total_seconds(), {"stage": stage, "kind": self._kind})
 
     async def _cleanup(self, report_id: str, pdf_key: str | None) -> None:
         """Remove partial artifacts of a cancelled run; runs after the cancel."""

@@ -34,6 +34,8 @@ class ScheduledReport:
                 every=input.every,
                 timezone=input.timezone,
                 nominal_time=nominal.isoformat(),
+                kind=input.kind,
+                params=input.params,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(

@@ -190,3 +190,32 @@ async def test_demo_token_is_filled_in_and_signs_in(
         await page.get_by_role("button", name="Sign in").click()
         await expect(page.get_by_role("heading", name="New report")).to_be_visible()
         await expect(page.get_by_text("No reports yet.")).to_be_visible()
+
+
+async def test_the_kind_picker_shows_the_kinds_form_and_downloads_its_file(
+    page: Page, api_url: str, http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer
+) -> None:
+    start, end = last_90_days()
+    user = await make_user(sample_transactions(start, 30, rng_seed=22))
+    await sign_in(page, api_url, user)
+    picker = page.get_by_label("Kind of report")
+    await expect(picker).to_be_visible()
+    await picker.select_option("transactions-csv")
+    await expect(page.locator("#kind-help")).to_contain_text("Every transaction")
+    await expect(page.get_by_label("From", exact=True)).to_be_visible()
+
+    await generate_button(page).click()
+
+    await wait_for_status(page, "completed")
+    report_id = report_id_in_url(page)
+    assert "-transactions-csv-" in report_id
+    await expect(page.locator("#report-title")).to_have_text(
+        f"Transactions (CSV): {start} to {end}"
+    )
+    async with page.expect_download() as download_info:
+        await page.get_by_role("link", name="Download CSV").click()
+    download = await download_info.value
+    assert download.suggested_filename == f"{report_id}.csv"
+    rows = (await download.path()).read_text().splitlines()
+    doc = (await http.get(f"/reports/{report_id}", headers=user.headers)).json()
+    assert rows[0].startswith("id,posted_at,amount_cents") and doc["result"]["bytes"] > 0

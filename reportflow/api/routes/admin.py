@@ -43,10 +43,15 @@ async def list_failed(
     status_filter: Annotated[Literal["failed"], Query(alias="status")] = "failed",
     page_size: Annotated[int, Query(ge=1, le=100)] = 50,
     page_token: Annotated[str | None, Query(max_length=4096)] = None,
+    kind: Annotated[
+        str | None, Query(max_length=40, description="Only this report kind (within the page)")
+    ] = None,
 ) -> FailedReportList:
-    """Failed reports of all users with reason and attempts: the dead-letter view."""
+    """Failed reports of all users with reason, attempts and kind: the dead-letter view."""
     token = decode_page_token(page_token, FAILED_QUERY, settings.secret_key)
     reports, next_token = await failed_reports(client, page_size=page_size, page_token=token)
+    if kind is not None:
+        reports = [r for r in reports if r.kind == kind]
     return FailedReportList(
         reports=reports,
         next_page_token=encode_page_token(next_token, FAILED_QUERY, settings.secret_key),

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio.client import Client
 
 from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
 from reportflow.api.downloads import DownloadLink, download_link, verify
 from reportflow.api.events import StreamCounter
+from reportflow.api.kind_input import invalid, registered
 from reportflow.api.paging import decode_page_token, encode_page_token
 from reportflow.api.schemas import (
     COMMON_ERRORS,
@@ -28,6 +31,8 @@ from reportflow.core import tracing
 from reportflow.core.config import Settings
 from reportflow.core.store import FileStore, ReportStore
 from reportflow.core.tokens import Caller
+from reportflow.kinds import KindRegistry
+from reportflow.models import CONTENT_TYPES, DEFAULT_KIND
 from reportflow.service import reports
 
 router = APIRouter(
@@ -87,13 +92,21 @@ async def create_report(
     caller: CallerDep,
     client: TemporalDep,
     settings: SettingsDep,
-    body: Annotated[ReportRequest | None, Body()] = None,
+    body: Annotated[
+        AnyKindRequest | None,
+        Body(
+            description='`{"kind": NAME, ...its parameters}` (GET /kinds); with no kind, '
+            "the transactions PDF of `start`..`end`. `regenerate` runs a completed one again.",
+            openapi_examples=REQUEST_EXAMPLES,
+        ),
+    ] = None,
 ) -> Response:
-    """Start a report (or find the one already running or done for this range).
+    """Start a report (or find the one already running or done for these parameters).
 
-    With no body, the report covers the last 90 days ending today (UTC).
+    With no body, the transactions report of the last 90 days ending today (UTC).
     """
-    body = body or ReportRequest.model_validate({})
+    values = body.model_extra or {} if body is not None else {}
+    kind, regenerate, start, end = _parsed(request.app.state.kinds, values)
     user_id = _user_of(caller)
     wait = await request.app.state.rate_limiter.retry_after(user_id)
     if wait:
@@ -102,9 +115,8 @@ async def create_report(
             detail=f"too many reports started in the last minute; try again in {wait} s",
             headers={"Retry-After": str(wait)},
         )
-    start, end = body.dates()
     begun = await reports.start_report(
-        client, settings, user_id=user_id, start=start, end=end, regenerate=body.regenerate
+        client, settings, user_id=user_id, start=start, end=end, regenerate=regenerate, kind=kind
     )
     tracing.mark_report(begun.report_id)
     doc = begun.document(client.namespace, settings)
@@ -122,6 +134,43 @@ async def create_report(
         headers={"Location": doc.links.self, **progress_headers(doc)},
         media_type="application/json",
     )
+
+
+class AnyKindRequest(BaseModel):
+    """`{"kind": NAME, ...its parameters}`: checked against the kind's own model."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+REQUEST_EXAMPLES: dict[str, Any] = {
+    "transactions": {"value": {"start": "2026-08-30", "end": "2026-11-27"}},
+    "csv": {"value": {"kind": "transactions-csv", "start": "2026-08-30", "end": "2026-11-27"}},
+}
+
+
+def _parsed(
+    kinds: KindRegistry, body: dict[str, Any]
+) -> tuple[reports.KindRequest | None, bool, date | None, date | None]:
+    """The body as (kind, regenerate, start, end); a 422 naming the field otherwise.
+
+    A body naming no kind (or `transactions`) is validated exactly as before kinds."""
+    values = dict(body)
+    name = values.pop("kind", DEFAULT_KIND)
+    if name == DEFAULT_KIND:
+        try:
+            legacy = ReportRequest.model_validate(values)
+        except ValidationError as err:
+            raise invalid(err) from None
+        return None, legacy.regenerate, *legacy.dates()
+    kind = registered(kinds, name)
+    regenerate = values.pop("regenerate", False)
+    if not isinstance(regenerate, bool):
+        raise invalid(None, loc=("regenerate",), msg="regenerate is true or false")
+    try:
+        params = kind.parse(values)
+    except ValidationError as err:
+        raise invalid(err) from None
+    return reports.KindRequest.of(kind, params), regenerate, None, None
 
 
 @router.get(
@@ -223,13 +272,21 @@ async def _status_changes(
 
 
 async def _pdf_link(
-    report_id: str, caller: Caller, client: Client, store: ReportStore, settings: Settings
+    report_id: str,
+    caller: Caller,
+    client: Client,
+    store: ReportStore,
+    settings: Settings,
+    *,
+    any_format: bool = False,
 ) -> DownloadLink:
     try:
-        key = await reports.pdf_key_of(client, settings, store, report_id, caller=caller)
+        key = await reports.pdf_key_of(
+            client, settings, store, report_id, caller=caller, any_format=any_format
+        )
     except reports.ReportNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
-    except reports.PdfNotReady as err:
+    except (reports.PdfNotReady, reports.NotAPdf) as err:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(err)) from None
     except reports.PdfGone as err:
         raise HTTPException(status.HTTP_410_GONE, detail=f"{err}; {REGENERATE}") from None
@@ -239,6 +296,7 @@ async def _pdf_link(
         report_id=report_id,
         key=key,
         lifetime_seconds=settings.download_link_seconds,
+        route="file" if any_format else "pdf",
     )
 
 
@@ -276,6 +334,66 @@ async def get_pdf(
     )
 
 
+@router.get(
+    "/{report_id}/file",
+    status_code=status.HTTP_303_SEE_OTHER,
+    response_class=RedirectResponse,
+    responses={
+        303: {
+            "description": "`Location` is a short-lived URL of the file that needs no token",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+        **PDF_ERRORS,
+    },
+)
+async def get_file(
+    report_id: str,
+    caller: CallerDep,
+    client: TemporalDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> RedirectResponse:
+    """The file of a completed report of any kind and format: `303` to a signed URL."""
+    link = await _pdf_link(report_id, caller, client, store, settings, any_format=True)
+    return RedirectResponse(
+        link.url, status_code=status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get(
+    "/{report_id}/file/download",
+    response_class=FileResponse,
+    responses={
+        200: {"description": "The report's file"},
+        403: problem("The link expired or was not signed by this service"),
+        410: problem("The file is gone"),
+    },
+)
+async def download_file(
+    report_id: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    key: Annotated[str, Query(max_length=400)],
+    expires: Annotated[int, Query()],
+    sig: Annotated[str, Query(max_length=100)],
+) -> FileResponse:
+    """A file store's report file through a signed link (the signature is the grant)."""
+    return _signed_download(report_id, store, settings, key, expires, sig, route="file")
+
+
+@router.get("/{report_id}/file/link", response_model=PdfLink, responses=PDF_ERRORS)
+async def get_file_link(
+    report_id: str,
+    caller: CallerDep,
+    client: TemporalDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> PdfLink:
+    """The URL `GET /reports/{id}/file` redirects to, as JSON (for the page's link)."""
+    link = await _pdf_link(report_id, caller, client, store, settings, any_format=True)
+    return PdfLink(url=link.url, expires_at=link.expires_at)
+
+
 @router.get("/{report_id}/pdf/link", response_model=PdfLink, responses=PDF_ERRORS)
 async def get_pdf_link(
     report_id: str,
@@ -307,18 +425,36 @@ async def download_pdf(
     sig: Annotated[str, Query(max_length=100)],
 ) -> FileResponse:
     """A file store's PDF through a signed link (no token: the signature is the grant)."""
+    return _signed_download(report_id, store, settings, key, expires, sig, route="pdf")
+
+
+def _signed_download(
+    report_id: str,
+    store: ReportStore,
+    settings: Settings,
+    key: str,
+    expires: int,
+    sig: str,
+    *,
+    route: str,
+) -> FileResponse:
     if not verify(settings.secret_key, report_id, key, expires, sig):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             detail="this download link has expired or is not valid; "
-            f"get a fresh one from GET /reports/{report_id}/pdf",
+            f"get a fresh one from GET /reports/{report_id}/{route}",
         )
     path = store.local_path(key) if isinstance(store, FileStore) else None
     if path is None:
         raise HTTPException(
-            status.HTTP_410_GONE, detail=f"the PDF is no longer in the report store; {REGENERATE}"
+            status.HTTP_410_GONE, detail=f"the file is no longer in the report store; {REGENERATE}"
         )
-    return FileResponse(path, media_type="application/pdf", filename=f"{report_id}.pdf")
+    extension = path.suffix.removeprefix(".")
+    return FileResponse(
+        path,
+        media_type=CONTENT_TYPES.get(extension, "application/octet-stream"),
+        filename=f"{report_id}.{extension}",
+    )
 
 
 @router.post(

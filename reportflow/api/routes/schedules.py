@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from reportflow.api.deps import CallerDep, SettingsDep, TemporalDep
+from reportflow.api.kind_input import check_schedule_kind
 from reportflow.api.ratelimit import RateLimiter, limit_creation
 from reportflow.api.schemas import COMMON_ERRORS, problem
 from reportflow.core.tokens import Caller
@@ -71,6 +72,7 @@ async def create(
     settings: SettingsDep,
 ) -> ScheduleDocument:
     """Send the report of the previous week or month on a schedule."""
+    check_schedule_kind(request.app.state.kinds, body)
     user_id = _user_of(caller)
     await limit_creation(request, "schedules", user_id)
     await _limit_backfill(request, user_id, body.backfill)

@@ -10,10 +10,12 @@
 //   view.js       the report card drawn from a status document
 //   recent.js     the recent-reports list
 //   schedules.js  the scheduled-reports section
+//   kinds.js      the kind picker and the chosen kind's form (from its JSON Schema)
 // Modules import each other's functions where the page's parts call each other
 // (a recent entry opens a report, a finished report refreshes the list); nothing
 // but element lookups runs while they load.
 
+import { kindRequest, loadKinds, showKindForm } from "./kinds.js";
 import { acceptToken, forgetToken, onTokenRefused, savedToken, useToken } from "./api.js";
 import { show, showError, ui } from "./dom.js";
 import { refreshRecent, renderRecent } from "./recent.js";
@@ -42,6 +44,7 @@ function showSignedIn() {
   show(ui.recent, true);
   show(ui.schedules, true);
   refreshSchedules();
+  loadKinds();
   const wanted = reportFromUrl();
   if (wanted) follow(wanted);
   else ui.start.focus();
@@ -87,9 +90,10 @@ ui.signInForm.addEventListener("submit", async (event) => {
 
 ui.generateForm.addEventListener("submit", (event) => {
   event.preventDefault();
-  generate({ start: ui.start.value, end: ui.end.value });
+  generate(kindRequest({ start: ui.start.value, end: ui.end.value }));
 });
 ui.cancel.addEventListener("click", cancelReport);
+ui.kind.addEventListener("change", showKindForm);
 ui.signOut.addEventListener("click", () => signOut(""));
 ui.recentRefresh.addEventListener("click", refreshRecent);
 ui.scheduleForm.addEventListener("submit", (event) => {

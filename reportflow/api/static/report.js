@@ -51,9 +51,12 @@ export async function generate(range) {
   updateGenerateButton();
   showError(ui.generateError, "");
   try {
-    const body = {};
-    if (range.start) body.start = range.start;
-    if (range.end) body.end = range.end;
+    // "Try again" passes the failed report's document: its kind and parameters.
+    const body = range.kind && range.kind !== "transactions" ? { kind: range.kind, ...(range.params || {}) } : {};
+    if (!range.kind || range.kind === "transactions") {
+      if (range.start) body.start = range.start;
+      if (range.end) body.end = range.end;
+    }
     const response = await api("/reports", { method: "POST", body });
     if (!response.ok) {
       showError(ui.generateError, await problem(response));

@@ -96,9 +96,14 @@ export function renderStatus(run, doc) {
   ui.report.dataset.status = doc.status;
   ui.report.dataset.stage = doc.stage;
 
-  if (ui.reportTitle.textContent !== `Report ${doc.start} to ${doc.end}`) {
+  // Another kind than the transactions PDF is named by its title (with its range, if any).
+  const name = doc.kind && doc.kind !== "transactions" ? `${doc.title}: ` : "";
+  const title = doc.start ? `${name || "Report "}${doc.start} to ${doc.end}` : doc.title;
+  if (ui.reportTitle.textContent !== title && !doc.start) {
+    ui.reportTitle.replaceChildren(title);
+  } else if (ui.reportTitle.textContent !== title) {
     ui.reportTitle.replaceChildren(
-      "Report ",
+      name || "Report ",
       el("span", { class: "date", text: doc.start }),
       " to ",
       el("span", { class: "date", text: doc.end }),
@@ -242,7 +247,8 @@ async function prepareDownload(run, doc, link) {
   // is swapped for a fresh one when clicked.
   let expiresAt = 0;
   const refresh = async () => {
-    const response = await api(`${doc.links.pdf}/link`);
+    const file = doc.format && doc.format !== "pdf";
+    const response = await api(`${file ? doc.links.file : doc.links.pdf}/link`);
     if (!response.ok) {
       const why = await problem(response);
       link.replaceWith(el("span", { class: "error", text: `The PDF is not available: ${why}` }));
@@ -257,9 +263,10 @@ async function prepareDownload(run, doc, link) {
   };
   try {
     if (!(await refresh())) return;
-    link.download = `${doc.report_id}.pdf`;
+    const format = doc.format || "pdf";
+    link.download = `${doc.report_id}.${format}`;
     link.removeAttribute("aria-disabled");
-    link.textContent = "Download PDF";
+    link.textContent = `Download ${format.toUpperCase()}`;
     link.addEventListener("click", async (event) => {
       if (Date.now() < expiresAt - 5000) return;
       event.preventDefault();
