@@ -7,13 +7,17 @@ and summary as a new one; the routes and commands only translate to these calls.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import (
     Priority,
     SearchAttributePair,
@@ -208,8 +212,9 @@ async def cancel_report(
     handle = client.get_workflow_handle(report_id, run_id=doc.run_id)
     how = "update"
     try:
-        async with asyncio.timeout(CANCEL_UPDATE_WAIT_SECONDS):
-            await handle.execute_update(CANCEL_UPDATE)
+        await handle.execute_update(
+            CANCEL_UPDATE, rpc_timeout=timedelta(seconds=CANCEL_UPDATE_WAIT_SECONDS)
+        )
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type == TOO_LATE_TO_CANCEL:
@@ -222,7 +227,7 @@ async def cancel_report(
         )
         how = "request"
         await _request_cancel(client, settings, report_id, doc.run_id, caller=caller)
-    except TimeoutError:
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
         # No worker took the update (an update needs one; TRAPS): record a cancel
         # request, which the run obeys when a worker next runs it. With no worker
         # running it, a stage read now stays true until the request is recorded, and
