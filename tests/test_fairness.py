@@ -182,14 +182,32 @@ async def test_a_cancel_that_races_the_grant_of_a_slot_gives_it_back(
                 await held.commit()
             done = await wait_status(s.http, user, racing, FINAL)
             assert done["status"] == "cancelled", done
+
+            async def slot_rows() -> int:
+                async with s.engine.connect() as conn:
+                    count = await conn.scalar(
+                        select(func.count())
+                        .select_from(report_slots)
+                        .where(report_slots.c.report_id == racing)
+                    )
+                return int(count or 0)
+
+            async def attempt_over() -> bool:
+                """The blocked attempt has ended: the run recorded its end (it waited
+                for it), or the slot it took is there (a run that did not wait)."""
+                history = await temporal_client.get_workflow_handle(racing).fetch_history()
+                ended = {
+                    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+                    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+                    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+                }
+                types = [e.event_type for e in history.events]
+                asked = types.index(EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED)
+                return bool(ended & set(types[asked:])) or await slot_rows() > 0
+
+            await wait_until(attempt_over, bool, what="the blocked attempt to end")
             # The attempt took the slot after the cancel; the run's end gave it back.
-            async with s.engine.connect() as conn:
-                left = await conn.scalar(
-                    select(func.count())
-                    .select_from(report_slots)
-                    .where(report_slots.c.report_id == racing)
-                )
-            assert left == 0, "the cancelled run's slot leaked"
+            assert await slot_rows() == 0, "the cancelled run's slot leaked"
         assert (await wait_status(s.http, user, running, FINAL))["status"] == "completed"
 
 
