@@ -148,27 +148,27 @@ async def test_a_cancel_that_races_the_grant_of_a_slot_gives_it_back(
                     "/reports", json={"start": str(a), "end": str(b)}, headers=user.headers
                 )
                 assert response.status_code == 202, response.text
-            # The second waits for the first's slot, retrying acquire_slot.
-            await wait_until(
+            # The second waits for the first's slot, between two acquire_slot tries:
+            # the next try is `next_try` and has not begun.
+            next_try, _ = await wait_until(
                 lambda: _slot_attempt(temporal_client, racing),
-                lambda got: got[0] >= 1,
-                what="the second report waiting for a slot",
+                lambda got: got[0] >= 2 and not got[1],
+                what="the second report waiting for its next try",
             )
             async with s.engine.connect() as conn:
                 # Hold the user's row (on SQLite: the database's write lock) and free
-                # the slot inside that transaction: the next attempt blocks, then
-                # takes the slot the moment the transaction commits.
+                # the slot inside that transaction: the next try blocks, then takes
+                # the slot the moment the transaction commits. (A try that began
+                # before the hold is over once the UPDATE returns: it went first.)
                 held = await conn.begin()
                 await conn.execute(
                     update(users).where(users.c.id == user_id).values(name=users.c.name)
                 )
                 await conn.execute(delete(report_slots).where(report_slots.c.report_id == running))
-                attempt, started = await _slot_attempt(temporal_client, racing)
-                blocked = attempt + 1 if started else attempt
                 await wait_until(
                     lambda: _slot_attempt(temporal_client, racing),
-                    lambda got: got[0] >= blocked and got[1],
-                    what="an attempt blocked on the held row",
+                    lambda got: got[0] >= next_try and got[1],
+                    what="a try blocked on the held row",
                 )
                 await temporal_client.get_workflow_handle(racing).cancel()
                 await wait_until(
@@ -196,14 +196,19 @@ async def test_a_cancel_that_races_the_grant_of_a_slot_gives_it_back(
                 """The blocked attempt has ended: the run recorded its end (it waited
                 for it), or the slot it took is there (a run that did not wait)."""
                 history = await temporal_client.get_workflow_handle(racing).fetch_history()
-                ended = {
-                    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
-                    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
-                    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+                acquire = {
+                    e.event_id
+                    for e in history.events
+                    if e.activity_task_scheduled_event_attributes.activity_type.name
+                    == "acquire_slot"
                 }
-                types = [e.event_type for e in history.events]
-                asked = types.index(EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED)
-                return bool(ended & set(types[asked:])) or await slot_rows() > 0
+                ends = [
+                    e.activity_task_completed_event_attributes.scheduled_event_id
+                    or e.activity_task_failed_event_attributes.scheduled_event_id
+                    or e.activity_task_canceled_event_attributes.scheduled_event_id
+                    for e in history.events
+                ]
+                return bool(acquire & set(ends)) or await slot_rows() > 0
 
             await wait_until(attempt_over, bool, what="the blocked attempt to end")
             # The attempt took the slot after the cancel; the run's end gave it back.
