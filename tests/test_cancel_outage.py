@@ -11,6 +11,7 @@ API still answers, by the plain cancel request.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -35,6 +36,8 @@ from tests.utils.smtp import SmtpServer
 from tests.utils.stack import in_process_worker
 from tests.utils.wait import wait_for, wait_until
 from tests.utils.webhook_receiver import Receiver, serve_receiver
+
+log = logging.getLogger(__name__)
 
 RETENTION_DAYS = 2 / 86400  # two seconds: the leftover expires within the test
 QUICK_WEBHOOK = Backoff(initial_seconds=0.3, coefficient=2.0, maximum_seconds=2.0,
@@ -242,6 +245,7 @@ async def test_temporal_workflow_cancel_still_cancels_and_the_update_answers_202
         cancel = await outage.http.post(f"/reports/{report_id}/cancel", headers=user.headers)
         answered = time.monotonic() - began
         done = await wait_status(outage.http, user, report_id, FINAL)
+    log.warning("cancel by the update answered in %.3f s", answered)
     assert cancel.status_code == 202, cancel.text
     assert done["status"] == "cancelled", done
     assert answered < reports.CANCEL_UPDATE_WAIT_SECONDS, "answered by the update, no fallback"
@@ -270,6 +274,7 @@ async def test_with_no_worker_up_a_cancel_is_recorded_and_obeyed_later(
         assert (await _doc(s, user, report_id))["status"] == "queued"
         async with in_process_worker(s.settings, temporal_client):
             done = await wait_status(s.http, user, report_id, FINAL)
+    log.warning("cancel with no worker up answered in %.3f s", answered)
     assert done["status"] == "cancelled", done
     assert reports.CANCEL_UPDATE_WAIT_SECONDS <= answered < reports.CANCEL_UPDATE_WAIT_SECONDS + 5
     assert smtp.attempts_to(f"{user_id}@example.com") == []

@@ -7,14 +7,16 @@ and summary as a new one; the routes and commands only translate to these calls.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -210,11 +212,9 @@ async def cancel_report(
         raise CannotCancel(TOO_LATE_TO_CANCEL_MESSAGE)
     # The run the caller saw, never a newer one started since.
     handle = client.get_workflow_handle(report_id, run_id=doc.run_id)
-    how = "update"
+    how, delivered = "update", True
     try:
-        await handle.execute_update(
-            CANCEL_UPDATE, rpc_timeout=timedelta(seconds=CANCEL_UPDATE_WAIT_SECONDS)
-        )
+        delivered = await _update_within(handle, CANCEL_UPDATE_WAIT_SECONDS)
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type == TOO_LATE_TO_CANCEL:
@@ -227,7 +227,11 @@ async def cancel_report(
         )
         how = "request"
         await _request_cancel(client, settings, report_id, doc.run_id, caller=caller)
-    except WorkflowUpdateRPCTimeoutOrCancelledError:
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        await _closed_meanwhile(client, settings, report_id, caller=caller, err=err)
+    if not delivered:
         # No worker took the update (an update needs one; TRAPS): record a cancel
         # request, which the run obeys when a worker next runs it. With no worker
         # running it, a stage read now stays true until the request is recorded, and
@@ -244,10 +248,6 @@ async def cancel_report(
             raise CannotCancel(TOO_LATE_TO_CANCEL_MESSAGE) from None
         how = "request"
         await _request_cancel(client, settings, report_id, doc.run_id, caller=caller)
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-        await _closed_meanwhile(client, settings, report_id, caller=caller, err=err)
     log.info(
         "cancel accepted",
         extra={"report_id": report_id, "run_id": doc.run_id, "cancelled_by": how},
@@ -255,6 +255,25 @@ async def cancel_report(
     if caller.is_admin or owner_of(report_id) != caller.user_id:
         audit(caller.name, "cancel", report_id)
     return doc
+
+
+async def _update_within(handle: WorkflowHandle[Any, Any], seconds: float) -> bool:
+    """Send the `cancel` update; False when no worker completed it within `seconds`.
+
+    One deadline for the whole exchange: the SDK polls the update again after an
+    RPC timeout, so `rpc_timeout` alone let it take twice as long.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await handle.execute_update(CANCEL_UPDATE, rpc_timeout=timedelta(seconds=seconds))
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # The SDK turns our deadline's cancellation into its own error; a
+        # cancellation of the request itself (the client left) goes on up.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from None
+        return False
+    return True
 
 
 async def _request_cancel(
