@@ -73,7 +73,10 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def outage(tmp_path: Path, smtp: SmtpServer, temporal_client: Client) -> AsyncIterator[Stack]:
+async def outage(
+    tmp_path: Path, smtp: SmtpServer, temporal_client: Client, database_url: str
+) -> AsyncIterator[Stack]:
+    """A service on the suite's database (SQLite, and PostgreSQL when configured)."""
     retry = RetrySchedule(
         query=FAST_BACKOFF, render=PATIENT_RENDER, email=SLOW_EMAIL, webhook=QUICK_WEBHOOK
     )
@@ -84,6 +87,7 @@ async def outage(tmp_path: Path, smtp: SmtpServer, temporal_client: Client) -> A
         retry=retry,
         webhook_allowed_hosts="127.0.0.1",
         report_retention_days=RETENTION_DAYS,
+        database_url=database_url,
     ) as s:
         yield s
 
