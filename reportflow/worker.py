@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+from reportflow.activities.cancel import request_cancel
 from reportflow.activities.email_file import EmailFiles
 from reportflow.activities.kind import read_only_engine
 from reportflow.activities.report import ReportActivities
@@ -130,6 +131,7 @@ async def run_worker(
             hooks.deliver_webhook,
             slots.acquire_slot,
             slots.release_slot,
+            request_cancel,
         ],
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_grace_seconds),
         max_concurrent_activities=settings.worker_max_concurrent_activities,

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from reportflow.core.config import Settings
-from reportflow.core.db import report_slots
+from reportflow.core.db import report_slots, users
 from reportflow.core.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path
 from reportflow.models import (
     CleanupInput,
@@ -76,7 +77,20 @@ async def test_reports_over_the_per_user_cap_stay_queued_until_one_ends(
             # Two render (held); two wait, visibly queued, and keep waiting.
             want = ["queued:queued"] * 2 + ["running:rendering"] * 2
             await wait_until(docs, lambda got: stages(got) == want, what="two running, two queued")
-            await asyncio.sleep(2.0)  # nothing frees a slot meanwhile: still two waiting
+            # Each waiting report tries for a slot twice more (Temporal's retries of
+            # acquire_slot, as describe counts them): had one got through, it would
+            # be rendering now.
+            waiting = [d["report_id"] for d in await docs() if d["status"] == "queued"]
+            tried = [(await _slot_attempt(temporal_client, r))[0] for r in waiting]
+
+            async def attempts() -> list[int]:
+                return [(await _slot_attempt(temporal_client, r))[0] for r in waiting]
+
+            await wait_until(
+                attempts,
+                lambda now: all(n >= t + 2 for n, t in zip(now, tried, strict=True)),
+                what="two more tries for a slot by each waiting report",
+            )
             now = await docs()
             assert stages(now) == want
             queued = [d for d in now if d["status"] == "queued"]
@@ -97,6 +111,109 @@ async def test_reports_over_the_per_user_cap_stay_queued_until_one_ends(
         async with s.engine.connect() as conn:
             left = await conn.scalar(select(func.count()).select_from(report_slots))
         assert left == 0
+
+
+async def _slot_attempt(client: Client, report_id: str) -> tuple[int, bool]:
+    """The pending acquire_slot activity's attempt number, and whether one is running."""
+    description = await client.get_workflow_handle(report_id).describe()
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name == "acquire_slot":
+            started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            return pending.attempt, started
+    return 0, False
+
+
+async def test_a_cancel_that_races_the_grant_of_a_slot_gives_it_back(
+    tmp_path: Path, smtp: SmtpServer, temporal_client: Client, database_url: str
+) -> None:
+    """The cancel reaches an acquire_slot attempt that then takes the slot: the run
+    gives it back as it ends, not when the user next hits the cap."""
+    async with stack(
+        tmp_path,
+        smtp,
+        temporal_client,
+        max_running_reports_per_user=1,
+        database_url=database_url,
+    ) as s:
+        user_id, user = await s.user()
+        (a_start, a_end), (b_start, b_end) = [
+            (date(2026, 2, d), date(2026, 2, d + 6)) for d in (1, 8)
+        ]
+        running, racing = (
+            f"report-{user_id}-{a}-{b}" for a, b in [(a_start, a_end), (b_start, b_end)]
+        )
+        with s.hold_render(running):
+            for a, b in [(a_start, a_end), (b_start, b_end)]:
+                response = await s.http.post(
+                    "/reports", json={"start": str(a), "end": str(b)}, headers=user.headers
+                )
+                assert response.status_code == 202, response.text
+            # The second waits for the first's slot, between two acquire_slot tries:
+            # the next try is `next_try` and has not begun.
+            next_try, _ = await wait_until(
+                lambda: _slot_attempt(temporal_client, racing),
+                lambda got: got[0] >= 2 and not got[1],
+                what="the second report waiting for its next try",
+            )
+            async with s.engine.connect() as conn:
+                # Hold the user's row (on SQLite: the database's write lock) and free
+                # the slot inside that transaction: the next try blocks, then takes
+                # the slot the moment the transaction commits. (A try that began
+                # before the hold is over once the UPDATE returns: it went first.)
+                held = await conn.begin()
+                await conn.execute(
+                    update(users).where(users.c.id == user_id).values(name=users.c.name)
+                )
+                await conn.execute(delete(report_slots).where(report_slots.c.report_id == running))
+                await wait_until(
+                    lambda: _slot_attempt(temporal_client, racing),
+                    lambda got: got[0] >= next_try and got[1],
+                    what="a try blocked on the held row",
+                )
+                await temporal_client.get_workflow_handle(racing).cancel()
+                await wait_until(
+                    lambda: temporal_client.get_workflow_handle(racing).fetch_history(),
+                    lambda h: any(
+                        e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED
+                        for e in h.events
+                    ),
+                    what="the workflow cancelling the attempt",
+                )
+                await held.commit()
+            done = await wait_status(s.http, user, racing, FINAL)
+            assert done["status"] == "cancelled", done
+
+            async def slot_rows() -> int:
+                async with s.engine.connect() as conn:
+                    count = await conn.scalar(
+                        select(func.count())
+                        .select_from(report_slots)
+                        .where(report_slots.c.report_id == racing)
+                    )
+                return int(count or 0)
+
+            async def attempt_over() -> bool:
+                """The blocked attempt has ended: the run recorded its end (it waited
+                for it), or the slot it took is there (a run that did not wait)."""
+                history = await temporal_client.get_workflow_handle(racing).fetch_history()
+                acquire = {
+                    e.event_id
+                    for e in history.events
+                    if e.activity_task_scheduled_event_attributes.activity_type.name
+                    == "acquire_slot"
+                }
+                ends = [
+                    e.activity_task_completed_event_attributes.scheduled_event_id
+                    or e.activity_task_failed_event_attributes.scheduled_event_id
+                    or e.activity_task_canceled_event_attributes.scheduled_event_id
+                    for e in history.events
+                ]
+                return bool(acquire & set(ends)) or await slot_rows() > 0
+
+            await wait_until(attempt_over, bool, what="the blocked attempt to end")
+            # The attempt took the slot after the cancel; the run's end gave it back.
+            assert await slot_rows() == 0, "the cancelled run's slot leaked"
+        assert (await wait_status(s.http, user, running, FINAL))["status"] == "completed"
 
 
 async def test_a_free_slot_is_taken_and_given_back_without_tasks_of_their_own(

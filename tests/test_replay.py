@@ -4,7 +4,9 @@
 each version of GenerateReport (v1: before the email step was shielded and failed
 runs removed their PDF; v2: before webhooks; v3: a delivery child for every
 report; v4: only for users with webhook endpoints; v5: one patch for them all;
-v6: the slot taken and given back by local activities, now). A change that
+v6: the slot taken and given back by local activities; v7: cancel through the
+`cancel` update, a cleanup that fails leaves the PDF to retention, and the
+cancel-while-rendering and cancel-while-queued branches, now). A change that
 breaks determinism for them fails here instead of in production. To save the
 current code's runs as a new version:
 `RECORD_HISTORIES=v7 pytest tests/test_replay.py -k fresh`.
@@ -13,6 +15,7 @@ current code's runs as a new version:
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -25,8 +28,9 @@ from reportflow.workflows.generate_report import GenerateReport
 from tests.conftest import MakeUser
 from tests.utils.payloads import decode_history
 from tests.utils.reportflow_http import FINAL, wait_status
+from tests.utils.service import stack
 from tests.utils.smtp import SmtpServer
-from tests.utils.wait import wait_for
+from tests.utils.wait import wait_for, wait_until
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -55,11 +59,52 @@ def test_histories_are_saved() -> None:
     assert {"v5-completed", "v5-failed", "v5-cancelled", "v5-cancel-while-emailing"} <= names
     # v6: the slot in the workflow task (local activities), 42 events down to 31.
     assert {"v6-completed", "v6-failed", "v6-cancelled", "v6-cancel-while-emailing"} <= names
+    # v7: the API cancels through the `cancel` update (validator, then the request).
+    assert {
+        "v7-completed",
+        "v7-failed",
+        "v7-cancelled",
+        "v7-cancel-while-emailing",
+        "v7-cancel-while-rendering",
+        "v7-cancel-while-queued",
+    } <= names
+
+
+async def _cancel_branches(tmp_path: Path, smtp: SmtpServer, client: Client) -> dict[str, str]:
+    """A run cancelled (by the API's update) while it renders, and one while it waits
+    for a slot of its user (one slot each here), on a service of their own."""
+    async with stack(tmp_path, smtp, client, max_running_reports_per_user=1) as s:
+        user_id, user = await s.user()
+        ranges = [(date(2026, 3, d), date(2026, 3, d + 6)) for d in (1, 8)]
+        rendering, queued = (f"report-{user_id}-{a}-{b}" for a, b in ranges)
+        with s.hold_render(rendering):
+            for a, b in ranges:
+                body = {"start": str(a), "end": str(b)}
+                assert (await s.http.post("/reports", json=body, headers=user.headers)).is_success
+
+            async def stages() -> list[str]:
+                docs = [
+                    (await s.http.get(f"/reports/{r}", headers=user.headers)).json()
+                    for r in (rendering, queued)
+                ]
+                return [d["stage"] for d in docs]
+
+            await wait_until(stages, lambda got: got == ["rendering", "queued"], what="stages")
+            for report_id in (queued, rendering):
+                cancel = await s.http.post(f"/reports/{report_id}/cancel", headers=user.headers)
+                assert cancel.status_code == 202, cancel.text
+                done = await wait_status(s.http, user, report_id, FINAL)
+                assert done["status"] == "cancelled", done
+    return {"cancel-while-rendering": rendering, "cancel-while-queued": queued}
 
 
 @pytest.mark.usefixtures("worker")
 async def test_fresh_histories_replay(
-    http: httpx.AsyncClient, make_user: MakeUser, smtp: SmtpServer, temporal_client: Client
+    http: httpx.AsyncClient,
+    make_user: MakeUser,
+    smtp: SmtpServer,
+    temporal_client: Client,
+    tmp_path: Path,
 ) -> None:
     """Completed, failed and cancelled runs of the current code replay (and can be saved)."""
     runs = {}
@@ -96,6 +141,8 @@ async def test_fresh_histories_replay(
         "status"
     ] == "completed"
     smtp.reset()
+    branches = await _cancel_branches(tmp_path, smtp, temporal_client)
+    runs.update({name: {"report_id": report_id} for name, report_id in branches.items()})
 
     # Histories are encrypted: the replayer reads them with the suite's codec, and
     # they are saved decrypted, so the saved ones replay with any key.

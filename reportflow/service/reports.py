@@ -7,15 +7,22 @@ and summary as a new one; the routes and commands only translate to these calls.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import (
     Priority,
     SearchAttributePair,
@@ -23,9 +30,14 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from reportflow.activities.cancel import (
+    CANCEL_UPDATE,
+    TOO_LATE_TO_CANCEL,
+    TOO_LATE_TO_CANCEL_MESSAGE,
+)
 from reportflow.core.audit import audit
 from reportflow.core.config import Settings
 from reportflow.core.store import file_key
@@ -249,17 +261,20 @@ class CannotCancel(Exception):
     """The report has finished, or its email is already being sent."""
 
 
-TOO_LATE_TO_CANCEL = (
-    "the email is already being sent, so it is too late to cancel; the report will complete"
-)
+# How long the API waits for a worker to take the `cancel` update before it falls
+# back to a plain cancel request (see cancel_report). A busy worker answers in
+# milliseconds; no worker at all never does.
+CANCEL_UPDATE_WAIT_SECONDS = 5.0
 
 
 async def cancel_report(
     client: Client, settings: Settings, report_id: str, *, caller: Caller
 ) -> StatusDocument:
-    """Ask the run the caller sees to stop before its email step; its document as it was.
+    """Cancel the run the caller sees unless its email step has started; its document as it was.
 
-    Only a request: the run ends as cancelled when a worker next runs it (TRAPS).
+    The answer comes from the workflow itself: the `cancel` Workflow Update, whose
+    validator refuses once the run is `emailing`, so an accepted cancel means no
+    email even when the run reached `emailing` after the read below.
     """
     doc = await describe_report(client, report_id, caller=caller, settings=settings)
     if doc is None:
@@ -267,21 +282,92 @@ async def cancel_report(
     if doc.is_final:
         raise CannotCancel(f"the report is already {doc.status}")
     if doc.stage in {"emailing", "done"}:
-        raise CannotCancel(TOO_LATE_TO_CANCEL)
+        raise CannotCancel(TOO_LATE_TO_CANCEL_MESSAGE)
+    # The run the caller saw, never a newer one started since.
+    handle = client.get_workflow_handle(report_id, run_id=doc.run_id)
+    how, delivered = "update", True
     try:
-        # The run the caller saw, never a newer one started since.
-        await client.get_workflow_handle(report_id, run_id=doc.run_id).cancel()
+        delivered = await _update_within(handle, CANCEL_UPDATE_WAIT_SECONDS)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == TOO_LATE_TO_CANCEL:
+            raise CannotCancel(TOO_LATE_TO_CANCEL_MESSAGE) from err
+        # A run of code older than the update (it refuses an unknown update): ask
+        # as `temporal workflow cancel` does; that code checks the stage itself.
+        log.warning(
+            "the run refused the cancel update; requesting a cancel",
+            extra={"report_id": report_id, "run_id": doc.run_id, "reason": str(cause)},
+        )
+        how = "request"
+        await _request_cancel(client, settings, report_id, doc.run_id, caller=caller)
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
+        await _closed_meanwhile(client, settings, report_id, caller=caller, err=err)
+    if not delivered:
+        # No worker took the update (an update needs one; TRAPS): record a cancel
+        # request, which the run obeys when a worker next runs it. With no worker
+        # running it, a stage read now stays true until the request is recorded, and
+        # a worker that comes back gets the request with the task that would end the
+        # render, where the run honours it before the email step. Only a worker that
+        # takes that task in the moment between the read and the request can still
+        # email: the price of answering at all while no worker is up.
         now = await describe_report(client, report_id, caller=caller, settings=settings)
         if now is None:
-            raise ReportNotFound(report_id) from err
-        raise CannotCancel(f"the report is already {now.status}") from err
-    log.info("cancel requested", extra={"report_id": report_id, "run_id": doc.run_id})
+            raise ReportNotFound(report_id) from None
+        if now.is_final:
+            raise CannotCancel(f"the report is already {now.status}") from None
+        if now.stage in {"emailing", "done"}:
+            raise CannotCancel(TOO_LATE_TO_CANCEL_MESSAGE) from None
+        how = "request"
+        await _request_cancel(client, settings, report_id, doc.run_id, caller=caller)
+    log.info(
+        "cancel accepted",
+        extra={"report_id": report_id, "run_id": doc.run_id, "cancelled_by": how},
+    )
     if caller.is_admin or owner_of(report_id) != caller.user_id:
         audit(caller.name, "cancel", report_id)
     return doc
+
+
+async def _update_within(handle: WorkflowHandle[Any, Any], seconds: float) -> bool:
+    """Send the `cancel` update; False when no worker completed it within `seconds`.
+
+    One deadline for the whole exchange: the SDK polls the update again after an
+    RPC timeout, so `rpc_timeout` alone let it take twice as long.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await handle.execute_update(CANCEL_UPDATE, rpc_timeout=timedelta(seconds=seconds))
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # The SDK turns our deadline's cancellation into its own error; a
+        # cancellation of the request itself (the client left) goes on up.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from None
+        return False
+    return True
+
+
+async def _request_cancel(
+    client: Client, settings: Settings, report_id: str, run_id: str | None, *, caller: Caller
+) -> None:
+    try:
+        await client.get_workflow_handle(report_id, run_id=run_id).cancel()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        await _closed_meanwhile(client, settings, report_id, caller=caller, err=err)
+
+
+async def _closed_meanwhile(
+    client: Client, settings: Settings, report_id: str, *, caller: Caller, err: RPCError
+) -> None:
+    """The run closed between the read and the cancel: say how it ended."""
+    now = await describe_report(client, report_id, caller=caller, settings=settings)
+    if now is None:
+        raise ReportNotFound(report_id) from err
+    raise CannotCancel(f"the report is already {now.status}") from err
 
 
 class PdfNotReady(Exception):

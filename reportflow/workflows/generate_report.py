@@ -18,6 +18,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from reportflow.activities.cancel import (
+        CANCEL_UPDATE,
+        TOO_LATE_TO_CANCEL,
+        TOO_LATE_TO_CANCEL_MESSAGE,
+        CancelRunInput,
+        request_cancel,
+    )
     from reportflow.activities.report import ReportActivities
     from reportflow.activities.slots import SlotActivities
     from reportflow.models import (
@@ -63,6 +70,10 @@ ALL_ABOVE = "all-changes-above"
 # activity (no activity task, no workflow task of its own), and the last stage and
 # the result go into the memo at once.
 SLOTS_IN_WORKFLOW_TASK = "slots-in-workflow-task"
+# Implies the one above. A cancel meets an outage: a cleanup that fails leaves the
+# PDF to the retention schedule and the run still ends as cancelled (or failed)
+# and says so by webhook; a cancel that races the grant of a slot gives it back.
+CANCEL_SURVIVES_OUTAGES = "cancel-survives-outages"
 
 # A slot step as a local activity: one attempt, inside the workflow task. If it
 # fails (the user is at capacity, the database is away), the step goes on as an
@@ -109,10 +120,14 @@ class GenerateReport:
         self._all_changes = False
         self._rendered: RenderResult | None = None
         self._kind = DEFAULT_KIND
+        self._outage_proof = False
+        # Set once the `cancel` update was accepted: no email step may start after it.
+        self._cancel_accepted = False
 
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
-        self._local_slots = workflow.patched(SLOTS_IN_WORKFLOW_TASK)
+        self._outage_proof = workflow.patched(CANCEL_SURVIVES_OUTAGES)
+        self._local_slots = self._outage_proof or workflow.patched(SLOTS_IN_WORKFLOW_TASK)
         self._all_changes = self._local_slots or workflow.patched(ALL_ABOVE)
         try:
             return await self._run(input)
@@ -133,6 +148,10 @@ class GenerateReport:
         free (retried with backoff: an attempt adds nothing to the history)."""
         workflow.set_current_details("**Stage:** queued (waiting for a free slot of this user)")
         slot = SlotInput(input.user_id, input.report_id, workflow.info().run_id)
+        if self._outage_proof:
+            # Given back however the wait ends: a cancel can reach an attempt that is
+            # taking the slot, and giving back one that was never taken is harmless.
+            self._slot = slot
         grant = await self._slot_step(
             SlotActivities.acquire_slot,
             slot,
@@ -146,6 +165,10 @@ class GenerateReport:
         self._slot = slot
         if grant is not None:
             self._webhooks = grant.webhooks
+        if self._outage_proof and _cancel_requested():
+            # The cancel reached the attempt as it took the slot (it waits for the
+            # attempt to end, see _slot_step): honour it before the first step.
+            raise asyncio.CancelledError("cancelled while taking a slot")
 
     async def _slot_step(
         self,
@@ -154,7 +177,15 @@ class GenerateReport:
         retry: RetryPolicy,
     ) -> T:
         """Take or give back a slot: first as a local activity (SLOTS_IN_WORKFLOW_TASK),
-        then, if that attempt failed, as an activity retried by `retry`."""
+        then, if that attempt failed, as an activity retried by `retry`.
+
+        With CANCEL_SURVIVES_OUTAGES a cancel waits for the attempt in flight to end,
+        so the slot it may have taken is given back after it, never before."""
+        cancellation = (
+            workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            if self._outage_proof
+            else workflow.ActivityCancellationType.TRY_CANCEL
+        )
         if self._local_slots:
             try:
                 return await workflow.execute_local_activity_method(
@@ -162,13 +193,18 @@ class GenerateReport:
                     slot,
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=ONE_LOCAL_ATTEMPT,
+                    cancellation_type=cancellation,
                 )
             except FailureError as err:  # a local activity's failure may come unwrapped
                 cause = err.cause if isinstance(err, ActivityError) else err
                 if isinstance(cause, CancelledError):
                     raise
         return await workflow.execute_activity_method(
-            step, slot, start_to_close_timeout=timedelta(seconds=30), retry_policy=retry
+            step,
+            slot,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=retry,
+            cancellation_type=cancellation,
         )
 
     async def _run(self, input: GenerateReportInput) -> ReportResult:
@@ -197,6 +233,10 @@ class GenerateReport:
                 # A cancel that reached a render as it finished was absorbed by the
                 # render's WAIT_CANCELLATION_COMPLETED: honour it before the email.
                 raise asyncio.CancelledError("cancelled before the email step")
+            if self._cancel_accepted:
+                # The `cancel` update promised no email; its handler is recording the
+                # cancel request, whose arrival raises CancelledError here.
+                await workflow.wait_condition(lambda: False)
             self._enter("emailing")
             emailed = await self._email(input, rendered.key)
         except (asyncio.CancelledError, CancelledError):
@@ -388,6 +428,29 @@ class GenerateReport:
             retry_policy=retry_policy(input.retry.email),
         )
 
+    @workflow.update(name=CANCEL_UPDATE)
+    async def cancel(self) -> None:
+        """Cancel the run unless its email step has started (POST /reports/{id}/cancel).
+
+        Accepted by the validator below, in the workflow's own order of events, so an
+        accepted cancel means no email: the run cannot have entered `emailing` in
+        between, and after it the email step waits for the cancel request instead.
+        """
+        self._cancel_accepted = True
+        info = workflow.info()
+        await workflow.execute_local_activity(
+            request_cancel,
+            CancelRunInput(report_id=info.workflow_id, run_id=info.run_id),
+            start_to_close_timeout=timedelta(seconds=10),
+            # Until Temporal has it: the run now waits for this request.
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
+        )
+
+    @cancel.validator
+    def _may_cancel(self) -> None:
+        if self._progress.stage in {"emailing", "done"}:
+            raise ApplicationError(TOO_LATE_TO_CANCEL_MESSAGE, type=TOO_LATE_TO_CANCEL)
+
     @workflow.query
     def progress(self) -> Progress:
         return self._progress
@@ -452,9 +515,24 @@ class GenerateReport:
         await self._remove_pdf(report_id, pdf_key)
 
     async def _remove_pdf(self, report_id: str, pdf_key: str | None) -> None:
-        await workflow.execute_activity_method(
-            ReportActivities.cleanup,
-            CleanupInput(report_id=report_id, pdf_key=pdf_key),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
-        )
+        try:
+            await workflow.execute_activity_method(
+                ReportActivities.cleanup,
+                CleanupInput(report_id=report_id, pdf_key=pdf_key),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=5, maximum_interval=timedelta(seconds=10)
+                ),
+            )
+        except ActivityError as err:
+            if not self._outage_proof:
+                raise
+            # The report store is away: the run still ends as what it is (cancelled
+            # or failed) and says so, and never lands in the dead-letter view, where
+            # a redrive would email a report the user cancelled. The PDF left behind
+            # is written like any other, so the retention schedule removes it.
+            workflow.logger.warning(
+                "could not remove the run's PDF; the retention schedule will: %s",
+                err.cause or err,
+                extra={"report_id": report_id, "pdf_key": pdf_key},
+            )
