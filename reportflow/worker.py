@@ -31,7 +31,7 @@ from reportflow.core.db import create_engine, ensure_schema
 from reportflow.core.logs import setup_logging
 from reportflow.core.mailer import Mailer
 from reportflow.core.store import open_store
-from reportflow.core.temporal import connect, metrics_runtime
+from reportflow.core.temporal import connect, metrics_runtime, with_codec
 from reportflow.core.workflow_runner import ContextFreeRunner
 from reportflow.kinds import load_kinds
 from reportflow.models import email_queue
@@ -79,6 +79,9 @@ async def run_worker(
             metrics_runtime(settings.worker_metrics_bind) if settings.worker_metrics_bind else None
         )
         client = await connect(settings, runtime=runtime)
+    # Whichever client it is given, the worker reads payloads with its own keyring
+    # and, outside `reportflow dev`, refuses those written in clear.
+    client = with_codec(client, settings, refuse_clear=settings.refuses_clear_payloads)
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,

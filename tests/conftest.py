@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -103,6 +104,9 @@ def _smtp_accepting(request: pytest.FixtureRequest) -> None:
 
 SECRETS = harness_secrets()
 
+# `await temporal_cli("workflow", "describe", ..., codec=(api_url, admin_token))`
+TemporalCli = Callable[..., Awaitable[str]]
+
 
 def make_settings(tmp: Path, smtp_port: int, **overrides: object) -> Settings:
     values: dict[str, object] = {
@@ -201,3 +205,32 @@ def make_user(app_engine: AsyncEngine) -> MakeUser:
         return User(user_id, address, token)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def temporal_cli(temporal_env: WorkflowEnvironment) -> TemporalCli:
+    """The `temporal` CLI from the lock file against the suite's dev server."""
+    address = temporal_env.client.service_client.config.target_host
+
+    async def run(*args: str, codec: tuple[str, str] | None = None) -> str:
+        """`codec` = (API URL, admin token): payloads go through the API's /codec,
+        set in the environment as docs/operating.md does."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_CODEC_")}
+        if codec:
+            env["TEMPORAL_CODEC_ENDPOINT"] = f"{codec[0]}/codec"
+            env["TEMPORAL_CODEC_AUTH"] = f"Bearer {codec[1]}"
+        process = await asyncio.create_subprocess_exec(
+            temporal_cli_path(),
+            *args,
+            "--address",
+            address,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            out, err = await process.communicate()
+        assert process.returncode == 0, f"temporal {' '.join(args)}: {err.decode()}"
+        return out.decode()
+
+    return run

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +11,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
 from reportflow.core.db import create_engine, create_schema, users
-from reportflow.core.temporal import temporal_cli_path
 from reportflow.core.tokens import create_token
 from tests.conftest import MakeUser, make_settings
 from tests.utils.data import create_user
@@ -24,34 +20,6 @@ from tests.utils.reportflow_http import FINAL, Bearer, wait_status
 from tests.utils.smtp import SmtpServer
 from tests.utils.stack import in_process_worker, serve_api
 from tests.utils.wait import wait_until
-
-
-@pytest.fixture(scope="session")
-def temporal_cli(temporal_env: WorkflowEnvironment) -> Any:
-    address = temporal_env.client.service_client.config.target_host
-
-    async def run(*args: str, codec: tuple[str, str] | None = None) -> str:
-        """`codec` = (API URL, admin token): payloads go through the API's /codec,
-        set in the environment as docs/operating.md does."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_CODEC_")}
-        if codec:
-            env["TEMPORAL_CODEC_ENDPOINT"] = f"{codec[0]}/codec"
-            env["TEMPORAL_CODEC_AUTH"] = f"Bearer {codec[1]}"
-        process = await asyncio.create_subprocess_exec(
-            temporal_cli_path(),
-            *args,
-            "--address",
-            address,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        async with asyncio.timeout(30):
-            out, err = await process.communicate()
-        assert process.returncode == 0, f"temporal {' '.join(args)}: {err.decode()}"
-        return out.decode()
-
-    return run
 
 
 @pytest.mark.usefixtures("worker")

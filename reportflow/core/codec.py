@@ -22,12 +22,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.converter import (
+    CompositePayloadConverter,
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
+    DefaultPayloadConverter,
+    EncodingPayloadConverter,
     PayloadCodec,
 )
+from temporalio.exceptions import ApplicationError
 
 ENCODING = b"binary/encrypted"
+REFUSED = b"binary/refused-unencrypted"
+UNENCRYPTED_ERROR = "UnencryptedPayload"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
 KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -85,8 +91,9 @@ def new_key_entry(key_id: str) -> str:
 class EncryptionCodec(PayloadCodec):
     """AES-GCM over the whole serialized payload; the key ID rides in clear metadata."""
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, *, refuse_clear: bool = False) -> None:
         self.keyring = keyring
+        self.refuse_clear = refuse_clear
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -105,9 +112,11 @@ class EncryptionCodec(PayloadCodec):
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         decoded = []
         for payload in payloads:
-            if payload.metadata.get("encoding") != ENCODING:
-                # Written before encryption was on (or by another client): pass it on.
-                decoded.append(payload)
+            encoding = payload.metadata.get("encoding")
+            if encoding != ENCODING:
+                # Written in clear: by a client without the keyring (refused where
+                # the caller asked), or before encryption was on (passed on).
+                decoded.append(_refused(encoding) if self.refuse_clear else payload)
                 continue
             key_id = payload.metadata.get(KEY_ID, b"").decode()
             cipher = self._ciphers.get(key_id)
@@ -128,12 +137,54 @@ class EncryptionCodec(PayloadCodec):
         return decoded
 
 
-def data_converter(keyring: Keyring) -> DataConverter:
+def encrypted(payload: Payload) -> bool:
+    """Whether `payload` was written by a holder of the keyring (any key)."""
+    return payload.metadata.get("encoding") == ENCODING
+
+
+def _refused(encoding: bytes | None) -> Payload:
+    return Payload(metadata={"encoding": REFUSED, "was": encoding or b""})
+
+
+class _RefusedConverter(EncodingPayloadConverter):
+    """Reads the codec's marker for a payload written in clear: always an error
+    that fails what carried it (never the workflow task); writes nothing."""
+
+    @property
+    def encoding(self) -> str:
+        return REFUSED.decode()
+
+    def to_payload(self, value: object) -> Payload | None:
+        return None
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> object:
+        was = payload.metadata.get("was", b"").decode(errors="replace") or "none"
+        raise ApplicationError(
+            f"refused a payload that was not encrypted with PAYLOAD_ENCRYPTION_KEYS "
+            f"(encoding {was!r}): start and signal reports through reportflow, or the "
+            "`temporal` CLI with --codec-endpoint",
+            type=UNENCRYPTED_ERROR,
+            non_retryable=True,
+        )
+
+
+class ReportflowPayloadConverter(CompositePayloadConverter):
+    """The SDK's default converters, and the reader of the refused-payload marker."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            *DefaultPayloadConverter.default_encoding_payload_converters, _RefusedConverter()
+        )
+
+
+def data_converter(keyring: Keyring, *, refuse_clear: bool = False) -> DataConverter:
     """The default converter, with every payload encrypted and failure messages
-    and stack traces moved into an encrypted payload too."""
+    and stack traces moved into an encrypted payload too; with `refuse_clear`
+    (workers outside `reportflow dev`), payloads written in clear are refused."""
     return dataclasses.replace(
         DataConverter.default,
-        payload_codec=EncryptionCodec(keyring),
+        payload_converter_class=ReportflowPayloadConverter,
+        payload_codec=EncryptionCodec(keyring, refuse_clear=refuse_clear),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
 

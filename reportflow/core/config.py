@@ -204,6 +204,12 @@ class Settings(BaseSettings):
         return self.environment in {"dev", "test"}
 
     @property
+    def refuses_clear_payloads(self) -> bool:
+        """Workers refuse Temporal payloads the keyring did not encrypt everywhere
+        but `reportflow dev` (a start or signal in clear is someone without the key)."""
+        return self.environment != "dev"
+
+    @property
     def chromium_sandbox_required(self) -> bool:
         """Production renders inside Chromium's sandbox or not at all (opt-out aside)."""
         return not self.is_dev and not self.chromium_no_sandbox

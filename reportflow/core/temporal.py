@@ -62,10 +62,12 @@ async def connect(
     )
 
 
-def with_codec(client: Client, settings: Settings) -> Client:
-    """The same connection, with the encryption codec of `settings` (tests, harnesses)."""
+def with_codec(client: Client, settings: Settings, *, refuse_clear: bool = False) -> Client:
+    """The same connection, with the encryption codec of `settings`; with
+    `refuse_clear` (a worker outside `reportflow dev`), payloads written in clear
+    are refused (reportflow.core.codec)."""
     config = client.config()
-    config["data_converter"] = data_converter(settings.keyring())
+    config["data_converter"] = data_converter(settings.keyring(), refuse_clear=refuse_clear)
     return Client(**config)
 
 

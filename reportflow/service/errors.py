@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reportflow.core.codec import UNENCRYPTED_ERROR
 from reportflow.models import (
     INVALID_RANGE,
     NO_EMAIL_ADDRESS,
@@ -54,6 +55,10 @@ _BY_TYPE: dict[str, UserError] = {
     "ChromiumSandboxUnavailable": UserError(
         "render_unavailable",
         "the report could not be printed right now; the operators can see why, try again later",
+    ),
+    UNENCRYPTED_ERROR: UserError(
+        "not_started_by_reportflow",
+        "this report was not asked for through reportflow and was refused; ask for it again",
     ),
     "Terminated": UserError(
         "terminated", "an operator stopped this report; ask for it again or contact support"

@@ -39,6 +39,7 @@ from reportflow.activities.cancel import (
     TOO_LATE_TO_CANCEL_MESSAGE,
 )
 from reportflow.core.audit import audit
+from reportflow.core.codec import encrypted
 from reportflow.core.config import Settings
 from reportflow.core.store import file_key
 from reportflow.core.temporal import USER_ID_KEY
@@ -458,6 +459,14 @@ async def redrive(
     if description.status not in failed:
         state = description.status.name.lower() if description.status else "unknown"
         raise NotRedrivable(f"{report_id} is {state}; only failed reports can be redriven")
+    memo_fields = description.raw_description.workflow_execution_info.memo.fields.values()
+    if not memo_fields or not all(map(encrypted, memo_fields)):
+        # Started in clear, by someone without the keyring: its memo (user,
+        # recipients) is theirs, not the user's; the worker refused the run.
+        raise NotRedrivable(
+            f"{report_id} was not started by reportflow (its payloads are not encrypted); "
+            "the user can ask for the report again"
+        )
     memo = await description.memo()
     kind = kind_of_memo(memo)
     await start_report(
