@@ -80,8 +80,9 @@ async def run_worker(
         )
         client = await connect(settings, runtime=runtime)
     # Whichever client it is given, the worker reads payloads with its own keyring
-    # and, outside `reportflow dev`, refuses those written in clear.
-    client = with_codec(client, settings, refuse_clear=settings.refuses_clear_payloads)
+    # and, outside `reportflow dev`, refuses starts and signals written in clear.
+    refusing = settings.refuses_clear_payloads
+    client = with_codec(client, settings, mark_decrypted=refusing)
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
@@ -126,7 +127,7 @@ async def run_worker(
         client,
         task_queue=settings.task_queue,
         workflows=[GenerateReport, ExpireReports, ScheduledReport, DeliverWebhooks],
-        workflow_runner=ContextFreeRunner(client.data_converter),
+        workflow_runner=ContextFreeRunner(client.data_converter, refuse_clear=refusing),
         activities=[
             *activities.all,
             ScheduleActivities(settings, kinds).start_scheduled_report,

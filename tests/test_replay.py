@@ -94,7 +94,7 @@ async def _cancel_branches(tmp_path: Path, smtp: SmtpServer, client: Client) -> 
                 cancel = await s.http.post(f"/reports/{report_id}/cancel", headers=user.headers)
                 assert cancel.status_code == 202, cancel.text
                 done = await wait_status(s.http, user, report_id, FINAL)
-                assert done["status"] == "cancelled", done
+                assert done["status"] == "cancelled", (done.get("error"), done.get("stage"))
     return {"cancel-while-rendering": rendering, "cancel-while-queued": queued}
 
 

@@ -33,6 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 ENCODING = b"binary/encrypted"
 REFUSED = b"binary/refused-unencrypted"
+DECRYPTED = "reportflow-decrypted"
 UNENCRYPTED_ERROR = "UnencryptedPayload"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
@@ -91,9 +92,9 @@ def new_key_entry(key_id: str) -> str:
 class EncryptionCodec(PayloadCodec):
     """AES-GCM over the whole serialized payload; the key ID rides in clear metadata."""
 
-    def __init__(self, keyring: Keyring, *, refuse_clear: bool = False) -> None:
+    def __init__(self, keyring: Keyring, *, mark_decrypted: bool = False) -> None:
         self.keyring = keyring
-        self.refuse_clear = refuse_clear
+        self.mark_decrypted = mark_decrypted
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -112,11 +113,10 @@ class EncryptionCodec(PayloadCodec):
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         decoded = []
         for payload in payloads:
-            encoding = payload.metadata.get("encoding")
-            if encoding != ENCODING:
-                # Written in clear: by a client without the keyring (refused where
-                # the caller asked), or before encryption was on (passed on).
-                decoded.append(_refused(encoding) if self.refuse_clear else payload)
+            if not encrypted(payload):
+                # Written in clear: before encryption was on, by the SDK itself (a
+                # cancelled activity's details), or by someone without the keyring.
+                decoded.append(payload)
                 continue
             key_id = payload.metadata.get(KEY_ID, b"").decode()
             cipher = self._ciphers.get(key_id)
@@ -133,7 +133,10 @@ class EncryptionCodec(PayloadCodec):
                     f"a payload under key {key_id!r} does not decrypt: wrong key bytes "
                     "for that ID, or the payload was altered"
                 ) from None
-            decoded.append(Payload.FromString(plain))
+            inner = Payload.FromString(plain)
+            if self.mark_decrypted:
+                inner.metadata[DECRYPTED] = b"1"
+            decoded.append(inner)
         return decoded
 
 
@@ -142,8 +145,9 @@ def encrypted(payload: Payload) -> bool:
     return payload.metadata.get("encoding") == ENCODING
 
 
-def _refused(encoding: bytes | None) -> Payload:
-    return Payload(metadata={"encoding": REFUSED, "was": encoding or b""})
+def refused(payload: Payload) -> Payload:
+    """The marker that stands in for a payload written in clear: converting it fails."""
+    return Payload(metadata={"encoding": REFUSED, "was": payload.metadata.get("encoding", b"")})
 
 
 class _RefusedConverter(EncodingPayloadConverter):
@@ -177,14 +181,14 @@ class ReportflowPayloadConverter(CompositePayloadConverter):
         )
 
 
-def data_converter(keyring: Keyring, *, refuse_clear: bool = False) -> DataConverter:
+def data_converter(keyring: Keyring, *, mark_decrypted: bool = False) -> DataConverter:
     """The default converter, with every payload encrypted and failure messages
-    and stack traces moved into an encrypted payload too; with `refuse_clear`
-    (workers outside `reportflow dev`), payloads written in clear are refused."""
+    and stack traces moved into an encrypted payload too; `mark_decrypted` for a
+    worker that refuses what was written in clear (reportflow.core.clear_payloads)."""
     return dataclasses.replace(
         DataConverter.default,
         payload_converter_class=ReportflowPayloadConverter,
-        payload_codec=EncryptionCodec(keyring, refuse_clear=refuse_clear),
+        payload_codec=EncryptionCodec(keyring, mark_decrypted=mark_decrypted),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
 

@@ -62,12 +62,11 @@ async def connect(
     )
 
 
-def with_codec(client: Client, settings: Settings, *, refuse_clear: bool = False) -> Client:
-    """The same connection, with the encryption codec of `settings`; with
-    `refuse_clear` (a worker outside `reportflow dev`), payloads written in clear
-    are refused (reportflow.core.codec)."""
+def with_codec(client: Client, settings: Settings, *, mark_decrypted: bool = False) -> Client:
+    """The same connection, with the encryption codec of `settings` (`mark_decrypted`:
+    a worker's, see reportflow.core.clear_payloads)."""
     config = client.config()
-    config["data_converter"] = data_converter(settings.keyring(), refuse_clear=refuse_clear)
+    config["data_converter"] = data_converter(settings.keyring(), mark_decrypted=mark_decrypted)
     return Client(**config)
 
 

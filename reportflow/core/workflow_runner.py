@@ -37,6 +37,8 @@ from temporalio.worker import (
 from temporalio.worker._command_aware_visitor import CommandInfo
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from reportflow.core.clear_payloads import refuse_clear
+
 
 def context_free(converter: DataConverter) -> bool:
     """Whether `converter` encodes every payload the same whatever its context."""
@@ -47,19 +49,22 @@ def context_free(converter: DataConverter) -> bool:
 class ContextFreeRunner(WorkflowRunner):
     """The sandboxed runner, for a data converter that ignores serialization context."""
 
-    def __init__(self, converter: DataConverter) -> None:
+    def __init__(self, converter: DataConverter, *, refuse_clear: bool = False) -> None:
+        """`refuse_clear`: starts, signals and updates written in clear are refused
+        (reportflow.core.clear_payloads; the codec must mark what it decrypted)."""
         if not context_free(converter):
             raise ValueError(
                 "this data converter uses serialization contexts or external storage; "
                 "run workflows with the SDK's SandboxedWorkflowRunner instead"
             )
         self._inner = SandboxedWorkflowRunner()
+        self._refuse_clear = refuse_clear
 
     def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
         self._inner.prepare_workflow(defn)
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
-        return _ContextFreeInstance(self._inner.create_instance(det))
+        return _ContextFreeInstance(self._inner.create_instance(det), self._refuse_clear)
 
     def set_worker_level_failure_exception_types(
         self, types: Sequence[type[BaseException]]
@@ -68,10 +73,13 @@ class ContextFreeRunner(WorkflowRunner):
 
 
 class _ContextFreeInstance(WorkflowInstance):
-    def __init__(self, inner: WorkflowInstance) -> None:
+    def __init__(self, inner: WorkflowInstance, refuse_clear: bool) -> None:
         self._inner = inner
+        self._refuse_clear = refuse_clear
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+        if self._refuse_clear:
+            refuse_clear(act)
         return self._inner.activate(act)
 
     def get_serialization_context(
