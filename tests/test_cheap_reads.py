@@ -5,20 +5,20 @@ dead-letter page with a bounded number of Temporal calls."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from reportflow.api.token_cache import TokenCache
-from reportflow.core.db import api_tokens
-from reportflow.core.tokens import create_token, hash_token
+from reportflow.core.tokens import create_token, revoke_token
 from tests.utils.counted_api import CountedApi, counted_api
 from tests.utils.data import create_user
 from tests.utils.reportflow_http import FINAL, wait_status
@@ -63,33 +63,81 @@ async def test_metrics_are_computed_once_however_many_scrape(api: CountedApi) ->
     assert dict(api.calls) == {"describe_task_queue": 3, "count_workflow_executions": 1}
 
 
-async def test_token_lookups_are_kept_for_their_ttl(app_engine: AsyncEngine) -> None:
+@asynccontextmanager
+async def started(cache: TokenCache, engine: AsyncEngine) -> AsyncIterator[TokenCache]:
+    await cache.start(engine)
+    try:
+        yield cache
+    finally:
+        await cache.close()
+
+
+@contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Every statement `engine` runs inside the block (the list grows)."""
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_token_lookups_known_or_unknown_cost_no_read_while_kept(
+    app_engine: AsyncEngine,
+) -> None:
     user_id = await create_user(app_engine)
     token = await create_token(app_engine, user_id=user_id)
-    cached, uncached = TokenCache(ttl_seconds=60), TokenCache(ttl_seconds=0)
-    assert (await cached.lookup(app_engine, token)) == (await uncached.lookup(app_engine, token))
+    async with started(TokenCache(ttl_seconds=60), app_engine) as cache:
+        uncached = TokenCache(ttl_seconds=0)
+        assert await cache.lookup(app_engine, token) == await uncached.lookup(app_engine, token)
+        assert await cache.lookup(app_engine, "rf_unknown") is None
+        with statements(app_engine) as reads:
+            for _ in range(5):
+                known = await cache.lookup(app_engine, token)
+                assert known is not None and known.user_id == user_id
+                assert await cache.lookup(app_engine, "rf_unknown") is None
+            assert reads == []  # neither the known token nor the unknown one was read
+            await uncached.lookup(app_engine, token)
+            assert reads  # (the counter counts)
 
-    async with app_engine.begin() as conn:
-        await conn.execute(delete(api_tokens).where(api_tokens.c.token_hash == hash_token(token)))
 
-    still = await cached.lookup(app_engine, token)
-    assert still is not None and still.user_id == user_id  # honoured until the TTL ends
-    assert await uncached.lookup(app_engine, token) is None
-    assert await cached.lookup(app_engine, "rf_unknown") is None
+async def test_a_revoked_token_is_forgotten_at_once_by_a_cache_that_kept_it(
+    app_engine: AsyncEngine,
+) -> None:
+    """The cache keeps tokens for a minute here; revocation still takes effect at once
+    (PostgreSQL: NOTIFY to the cache's LISTEN; SQLite: the file's data_version)."""
+    user_id = await create_user(app_engine)
+    token = await create_token(app_engine, user_id=user_id)
+    async with started(TokenCache(ttl_seconds=60), app_engine) as cache:
+        assert await cache.lookup(app_engine, token) is not None
+        assert await cache.lookup(app_engine, token) is not None  # kept
+        await revoke_token(app_engine, token)
+        await wait_until(
+            partial(cache.lookup, app_engine, token),
+            lambda caller: caller is None,
+            timeout=1.0,
+            what="the revoked token forgotten",
+        )
 
 
 async def test_a_kept_token_lookup_ends_at_the_tokens_expiry(app_engine: AsyncEngine) -> None:
     user_id = await create_user(app_engine)
     token = await create_token(app_engine, user_id=user_id, lifetime=timedelta(seconds=1))
-    cache = TokenCache(ttl_seconds=60)
-    assert await cache.lookup(app_engine, token) is not None
-    # Past its expiry the token is read again, and refused: the minute-long TTL does not keep it.
-    await wait_until(
-        partial(cache.lookup, app_engine, token),
-        lambda caller: caller is None,
-        timeout=5,
-        what="the expired token refused",
-    )
+    async with started(TokenCache(ttl_seconds=60), app_engine) as cache:
+        assert await cache.lookup(app_engine, token) is not None
+        # Past its expiry the token is read again, and refused: the minute-long TTL
+        # does not keep it.
+        await wait_until(
+            partial(cache.lookup, app_engine, token),
+            lambda caller: caller is None,
+            timeout=5,
+            what="the expired token refused",
+        )
 
 
 async def test_dead_letter_page_costs_a_bounded_number_of_calls(

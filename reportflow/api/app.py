@@ -209,6 +209,7 @@ def create_app(
             max_overflow=settings.database_max_overflow,
         )
         await ensure_schema(app.state.engine, migrate=settings.is_dev)
+        await app.state.token_cache.start(app.state.engine)  # revocations, at once
         app.state.rate_limiter = RateLimiter(app.state.engine, settings.rate_limit_per_minute)
         # Creating webhooks and schedules: the same limiter, on keys of their own.
         app.state.create_limiter = RateLimiter(app.state.engine, settings.create_rate_per_minute)
@@ -216,6 +217,7 @@ def create_app(
         await app.state.watchers.close()
         app.state.rate_limiter.close()
         app.state.create_limiter.close()
+        await app.state.token_cache.close()
         await app.state.engine.dispose()
 
     app = FastAPI(
@@ -231,6 +233,7 @@ def create_app(
         settings.report_store_url, public_endpoint=settings.report_store_public_endpoint
     )
     app.state.token_cache = TokenCache(settings.token_cache_seconds)
+    app.state.readiness = health.Readiness()
     app.state.metrics_cache = metrics.MetricsCache(settings.metrics_cache_seconds)
     app.state.dev_outbox = dev_outbox
     app.state.demo_token = demo_token

@@ -19,8 +19,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import and_, bindparam, insert, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from reportflow.core.db import api_tokens, users
 
@@ -197,6 +197,19 @@ async def list_tokens(engine: AsyncEngine) -> list[TokenInfo]:
     ]
 
 
+# PostgreSQL: every API process LISTENs here and forgets the token named in the
+# payload (reportflow.api.token_cache); SQLite's caches see the commit instead.
+CHANNEL = "reportflow_tokens"
+
+
+async def _announce(conn: AsyncConnection, digest: str) -> None:
+    """Tell every API process's token cache, when the transaction commits."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_notify(:channel, :digest)"), {"channel": CHANNEL, "digest": digest}
+        )
+
+
 async def revoke_token(engine: AsyncEngine, id_or_token: str) -> str:
     """Revoke a token named by its ID (`tok_…`) or given whole; returns its ID."""
     if TOKEN_ID.match(id_or_token):
@@ -223,4 +236,5 @@ async def revoke_token(engine: AsyncEngine, id_or_token: str) -> str:
             .where(api_tokens.c.token_hash == hashes[0], api_tokens.c.revoked_at.is_(None))
             .values(revoked_at=datetime.now(UTC))
         )
+        await _announce(conn, hashes[0])
     return token_id(hashes[0])

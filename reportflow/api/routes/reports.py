@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import date
@@ -26,6 +27,7 @@ from reportflow.api.schemas import (
     problem,
 )
 from reportflow.api.status_reads import RUN_ID_PATTERN, progress_headers, status_answer
+from reportflow.api.token_cache import TokenCache
 from reportflow.api.watch import Snapshot, Watchers
 from reportflow.core import tracing
 from reportflow.core.config import Settings
@@ -34,6 +36,8 @@ from reportflow.core.tokens import Caller
 from reportflow.kinds import KindRegistry
 from reportflow.models import CONTENT_TYPES, DEFAULT_KIND
 from reportflow.service import reports
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix="/reports",
@@ -196,6 +200,11 @@ async def get_report(
     return Response(body, status_code=code, headers=headers)
 
 
+# How often an open event stream asks whether its token is still live (the
+# token cache answers, and forgets a revoked token at once).
+TOKEN_CHECK_SECONDS = 2.0
+
+
 @router.get(
     "/{report_id}/events",
     response_class=StreamingResponse,
@@ -248,27 +257,44 @@ async def _status_changes(
 ) -> AsyncIterator[str]:
     """Each new document as soon as the report's watcher has it (it wakes on the
     run's own history events); keep-alive comments in between. A stream ends after
-    EVENTS_MAX_STREAM_SECONDS: the client reconnects and counts afresh."""
+    EVENTS_MAX_STREAM_SECONDS: the client reconnects and counts afresh. It ends
+    too within TOKEN_CHECK_SECONDS of its token being revoked or expiring: the
+    reconnect then gets the 401."""
     settings: Settings = request.app.state.settings
     watchers: Watchers = request.app.state.watchers
-    ends = time.monotonic() + settings.events_max_stream_seconds
+    cache: TokenCache = request.app.state.token_cache
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    now = time.monotonic()
+    ends = now + settings.events_max_stream_seconds
+    check_at, keepalive_at = now + TOKEN_CHECK_SECONDS, now + settings.events_keepalive_seconds
     with watchers.reading(first.doc.report_id, run_id) as watcher:
         snapshot: Snapshot | None = first
         sent: Snapshot | None = None
         while snapshot is not None:
+            now = time.monotonic()
             if sent is None or snapshot.etag != sent.etag:
                 doc = snapshot.doc
                 payload = snapshot.body.decode()
                 yield f"event: status\nid: {doc.updated_at.isoformat()}\ndata: {payload}\n\n"
-                sent = snapshot
-            else:
+                sent, keepalive_at = snapshot, now + settings.events_keepalive_seconds
+            elif now >= keepalive_at:
                 yield ": keep-alive\n\n"  # a comment line keeps proxies from closing the stream
+                keepalive_at = now + settings.events_keepalive_seconds
             if snapshot.doc.is_final or watcher.done:
                 return  # finished, or the watcher failed: EventSource reconnects
-            if time.monotonic() >= ends:
+            if now >= ends:
                 yield "retry: 1000\n\n"
                 return
-            snapshot = await watcher.changed(sent, settings.events_keepalive_seconds)
+            if now >= check_at:
+                if await cache.lookup(request.app.state.engine, token) is None:
+                    log.info(
+                        "event stream ended: its token was revoked or expired",
+                        extra={"report_id": first.doc.report_id},
+                    )
+                    return
+                check_at = now + TOKEN_CHECK_SECONDS
+            wait = max(0.0, min(keepalive_at, check_at, ends) - time.monotonic())
+            snapshot = await watcher.changed(sent, wait)
 
 
 async def _pdf_link(
