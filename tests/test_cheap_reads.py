@@ -168,3 +168,14 @@ async def test_dead_letter_page_costs_a_bounded_number_of_calls(
     assert api.calls["list_workflow_executions"] == 2, api.calls
     # One short tail read per listed report (its attempts), nothing per run beyond.
     assert api.calls["get_workflow_execution_history_reverse"] == len(listed), api.calls
+
+
+async def test_readiness_is_checked_once_however_many_probe(api: CountedApi) -> None:
+    """Load balancers, every replica's probes and a burst of curls: one check of
+    Temporal (and of the database) per READY_FOR_SECONDS, shared by all of them."""
+    api.calls.clear()
+    answers = await asyncio.gather(*(api.http.get("/readyz") for _ in range(20)))
+    answers += [await api.http.get("/readyz") for _ in range(5)]
+
+    assert {a.status_code for a in answers} == {200}
+    assert api.calls["count_workflow_executions"] == 1

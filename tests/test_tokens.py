@@ -1,16 +1,21 @@
 """Tokens expire, can be listed and revoked, and record their last use; a revoked or
-expired token gets 401 on every API replica within TOKEN_CACHE_SECONDS (the state is
-in the database; each replica keeps a lookup that long)."""
+expired token gets 401 on every API replica at once, though each keeps lookups for
+TOKEN_CACHE_SECONDS, and an open event stream of it ends within seconds."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 import httpx
 from sqlalchemy import insert, update
@@ -24,11 +29,11 @@ from reportflow.core.tokens import (
     hash_token,
     list_tokens,
     lookup,
-    revoke_token,
     token_id,
 )
-from tests.conftest import MakeUser
+from tests.conftest import MakeUser, make_settings
 from tests.utils.data import create_user
+from tests.utils.smtp import SmtpServer
 from tests.utils.stack import serve_api
 from tests.utils.wait import wait_until
 
@@ -99,37 +104,107 @@ async def test_token_create_list_revoke_through_the_command(
     assert code == 2 and "no token" in err and "reportflow token list" in err
 
 
-async def test_revoked_and_expired_tokens_get_401_on_every_replica(
-    settings: Settings, app_engine: AsyncEngine, make_user: MakeUser, http: httpx.AsyncClient
-) -> None:
-    """Within TOKEN_CACHE_SECONDS, however recently each replica recognised them."""
-    assert settings.token_cache_seconds > 0  # the default: each replica keeps lookups
-    revoked, expired = await make_user(), await make_user()
-    async with (
-        serve_api(settings) as other_url,
-        httpx.AsyncClient(base_url=other_url, timeout=30) as other,
-    ):
-        for replica in (http, other):
-            for user in (revoked, expired):
-                assert (await replica.get("/reports", headers=user.headers)).status_code == 200
+@asynccontextmanager
+async def replicas(settings: Settings, n: int) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """`n` API processes on one database, each keeping token lookups a minute."""
+    kept = settings.model_copy(update={"token_cache_seconds": 60.0})
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for _ in range(n):
+            url = await stack.enter_async_context(serve_api(kept))
+            clients.append(
+                await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
+            )
+        yield clients
 
-        await revoke_token(app_engine, revoked.token)  # the token itself works as well as its ID
-        async with app_engine.begin() as conn:
-            await conn.execute(
-                update(api_tokens)
-                .where(api_tokens.c.token_hash == hash_token(expired.token))
-                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+
+async def test_revoked_and_expired_tokens_get_401_on_every_replica_at_once(
+    settings: Settings, app_engine: AsyncEngine, make_user: MakeUser
+) -> None:
+    """However recently each replica recognised them, and though each keeps lookups a
+    minute: revocation reaches every replica's cache at once (PostgreSQL NOTIFY to
+    each replica's LISTEN; SQLite's data_version), expiry ends an entry by itself."""
+    revoked = await make_user()
+    expiring = await create_token(
+        app_engine, user_id=await create_user(app_engine), lifetime=timedelta(seconds=3)
+    )
+    expires_at = datetime.now(UTC) + timedelta(seconds=3)
+    async with replicas(settings, 2) as apis:
+        for api in apis:
+            for token in (revoked.token, expiring):
+                answer = await api.get("/reports", headers={"Authorization": f"Bearer {token}"})
+                assert answer.status_code == 200
+
+        code, _, err = await reportflow(settings, "token", "revoke", revoked.token)
+        assert code == 0, err
+        for api in apis:
+            answer = await wait_until(
+                partial(api.get, "/reports", headers=revoked.headers),
+                lambda answer: answer.status_code == 401,
+                timeout=1.0,
+                what="the revoked token refused",
+            )
+            assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+        wait = (expires_at - datetime.now(UTC)).total_seconds()
+        for api in apis:
+            await wait_until(
+                partial(api.get, "/reports", headers={"Authorization": f"Bearer {expiring}"}),
+                lambda answer: answer.status_code == 401,
+                timeout=max(wait, 0.0) + 1.5,
+                what="the expired token refused",
             )
 
-        for replica in (http, other):
-            for user in (revoked, expired):
-                answer = await wait_until(
-                    partial(replica.get, "/reports", headers=user.headers),
-                    lambda answer: answer.status_code == 401,
-                    timeout=settings.token_cache_seconds + 3,
-                    what="the token refused",
-                )
-                assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+async def _open_stream(
+    api: httpx.AsyncClient, token: str, report_id: str, stack: contextlib.AsyncExitStack
+) -> AsyncIterator[str]:
+    response = await stack.enter_async_context(
+        api.stream(
+            "GET", f"/reports/{report_id}/events", headers={"Authorization": f"Bearer {token}"}
+        )
+    )
+    assert response.status_code == 200
+    lines = response.aiter_lines()
+    async for line in lines:
+        if line.startswith("event: status"):
+            break
+    return lines
+
+
+async def _ends_within(lines: AsyncIterator[str], seconds: float) -> float:
+    began = time.monotonic()
+    async with asyncio.timeout(seconds):
+        async for _ in lines:
+            pass
+    return time.monotonic() - began
+
+
+async def test_an_open_event_stream_ends_when_its_token_is_revoked_or_expires(
+    tmp_path: Path, settings: Settings, app_engine: AsyncEngine, smtp: SmtpServer
+) -> None:
+    # No worker on this task queue: the reports stay queued and their streams open
+    # for EVENTS_MAX_STREAM_SECONDS (two minutes) but for the token.
+    own = make_settings(
+        tmp_path, smtp.port, database_url=settings.database_url, events_max_stream_seconds=120
+    )
+    user_id = await create_user(app_engine)
+    revoked = await create_token(app_engine, user_id=user_id)
+    expiring = await create_token(app_engine, user_id=user_id, lifetime=timedelta(seconds=4))
+    async with replicas(own, 1) as [api], contextlib.AsyncExitStack() as stack:
+        posted = await api.post("/reports", json={}, headers={"Authorization": f"Bearer {revoked}"})
+        report_id = posted.json()["report_id"]
+        by_revoked = await _open_stream(api, revoked, report_id, stack)
+        by_expiring = await _open_stream(api, expiring, report_id, stack)
+
+        code, _, err = await reportflow(own, "token", "revoke", revoked)
+        assert code == 0, err
+        assert await _ends_within(by_revoked, 4.0) < 4.0
+        assert await _ends_within(by_expiring, 8.0) < 8.0
+        again = await api.get(
+            f"/reports/{report_id}/events", headers={"Authorization": f"Bearer {expiring}"}
+        )
+        assert again.status_code == 401
 
 
 async def test_last_use_is_written_at_most_once_a_minute(engine: AsyncEngine) -> None:
