@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -274,6 +275,43 @@ async def test_codec_endpoint_refuses_users_strangers_and_other_origins(
     assert from_evil.status_code == 403
     from_ui = await http.post("/codec/decode", json=body, headers={**admin.headers, "Origin": ui})
     assert from_ui.headers["Access-Control-Allow-Origin"] == ui
+
+
+async def _post_without_finishing(api_url: str, path: str, token: str) -> bytes:
+    """A POST that declares a megabyte and sends ten bytes of it, then waits: what
+    comes back before the body is complete (a server that reads first answers nothing)."""
+    parts = urlsplit(api_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000000\r\n\r\n".encode()
+            + b'{"payloads'
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
+async def test_codec_checks_the_token_before_it_reads_a_body(
+    api_url: str, http: httpx.AsyncClient, make_user: Any, app_engine: AsyncEngine
+) -> None:
+    """An outsider's (or a user's) token is refused before a byte of the body is read:
+    nobody can hold the codec's buffers without an admin token."""
+    user = await make_user()
+    stranger = await _post_without_finishing(api_url, "/codec/decode", "rf_not-a-token")
+    assert stranger.startswith(b"HTTP/1.1 401")
+    not_admin = await _post_without_finishing(api_url, "/codec/encode", user.token)
+    assert not_admin.startswith(b"HTTP/1.1 403")
+
+    admin = Bearer(await create_token(app_engine, admin=True))
+    bad = await http.post("/codec/decode", content=b'{"payloads": 3}', headers=admin.headers)
+    assert bad.status_code == 422 and "payloads" in bad.json()["detail"]
+    huge = await http.post("/codec/decode", content=b" " * (5 * 1024 * 1024), headers=admin.headers)
+    assert huge.status_code == 413
 
 
 async def test_report_started_under_key_1_completes_after_rotating_to_key_2(

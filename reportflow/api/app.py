@@ -53,24 +53,24 @@ class BodyLimit:
     """413 for a body over `max_bytes`, whether or not it declares its length.
 
     Bodies here are small JSON documents, so the body is read up front (at most
-    `max_bytes`) and replayed to the app.
+    `max_bytes`) and replayed to the app; paths under `own_body` read (and limit)
+    their bodies themselves, after they have checked the caller.
     """
 
-    def __init__(
-        self, app: ASGIApp, max_bytes: int, by_prefix: dict[str, int] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, own_body: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.by_prefix = by_prefix or {}
+        self.own_body = own_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+        if (
+            scope["type"] != "http"
+            or scope["method"] in {"GET", "HEAD", "OPTIONS"}
+            or scope["path"].startswith(self.own_body)
+        ):
             await self.app(scope, receive, send)
             return
-        limit = next(
-            (n for prefix, n in self.by_prefix.items() if scope["path"].startswith(prefix)),
-            self.max_bytes,
-        )
+        limit = self.max_bytes
         body = b""
         while True:
             message = await receive()
@@ -250,7 +250,7 @@ def create_app(
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        by_prefix={"/codec/": codec_routes.MAX_BODY_BYTES},
+        own_body=("/codec/",),  # the token first: an outsider's body is never read
     )
     app.add_middleware(SecurityHeaders)
     app.include_router(reports.router)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from google.protobuf import json_format
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio.api.common.v1 import Payloads
 
 from reportflow.api.deps import EngineDep, SettingsDep, authenticate, bearer
@@ -85,35 +85,69 @@ async def preflight(operation: Literal["encode", "decode"], request: Request) ->
     )
 
 
+async def _body(request: Request) -> PayloadsDoc:
+    """The payloads document, read only now (after the caller was checked), at most
+    MAX_BODY_BYTES of it."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                detail=f"the request body is over {MAX_BODY_BYTES} bytes; send fewer payloads",
+            )
+    try:
+        return PayloadsDoc.model_validate_json(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
+        )
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f'send {{"payloads": [{{"metadata": {{…}}, "data": "…"}}]}}: {problems}',
+        ) from None
+
+
+_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PayloadsDoc"}}},
+    }
+}
+
+
 @router.post(
     "/{operation}",
     response_model=PayloadsDoc,
+    openapi_extra=_BODY_SCHEMA,  # read by hand (`_body`), after the token
     responses={
         400: problem("Payloads that are not valid, or do not decrypt with the keys held"),
         401: problem("No or unknown token"),
         403: problem("Not an admin token, or a browser origin other than the Web UI's"),
+        413: problem("A body over 4 MiB"),
         422: problem("Not a payloads document"),
     },
 )
 async def transcode(
     operation: Literal["encode", "decode"],
-    body: PayloadsDoc,
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Response:
-    """Encrypt (`encode`) or decrypt (`decode`) payloads with the service's keyring."""
+    """Encrypt (`encode`) or decrypt (`decode`) payloads with the service's keyring.
+    The token is checked before a byte of the body is read."""
     origin = request.headers.get("origin")
     cors = _cors(request, origin)
     dev_ui = request.app.state.dev_codec_origin
     if not (credentials is None and dev_ui is not None and origin == dev_ui):
-        caller = await authenticate(engine, credentials)
+        caller = await authenticate(engine, credentials, request.app.state.token_cache)
         if not caller.is_admin:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
                 detail="the codec needs an admin token (`reportflow token create --admin`)",
             )
+    body = await _body(request)
     try:
         payloads = json_format.ParseDict(body.model_dump(), Payloads())
     except (json_format.ParseError, ValueError, TypeError) as err:
