@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from reportflow.core.config import Settings
 from reportflow.service import deploy
 from reportflow.service.history import activity_starts
-from reportflow_dev.testing import WorkerProcess, kill_chromiums
+from reportflow_dev.testing import WorkerProcess, kill_chromiums, settings_env
 from tests.faults.test_worker_crash import (
     WORKER_START_TIMEOUT,
     Stack,
@@ -97,7 +98,8 @@ async def test_blue_green_running_report_finishes_on_its_build_new_ones_on_the_n
                 versioned(stack.settings, "B"), stack.temporal_address, tmp_path / "worker-B.log"
             )
             await b.wait_ready(WORKER_START_TIMEOUT)
-            await set_current(client, deployment, "B")
+            promoted = await _cli(stack, "deploy", "promote", "--build-id", "B")
+            assert promoted == f"{deployment}: B is current (was A); runs pinned to A finish"
             assert (await deploy.describe_version(client, deployment, "A")).status == "draining"
 
             # A new report (another range, so another ID) runs on B alone.
@@ -114,13 +116,14 @@ async def test_blue_green_running_report_finishes_on_its_build_new_ones_on_the_n
             versioning = info.workflow_execution_info.versioning_info
             assert versioning.behavior == VersioningBehavior.VERSIONING_BEHAVIOR_PINNED
             assert versioning.deployment_version.build_id == "A"
+            await _wait_open_runs_on(client, deployment, "A", 1)
             os.kill(chromium, signal.SIGCONT)
             await wait_completed(stack, old)
             assert await _pids(client, old) == {str(a.pid)}
 
             # A has drained (no open run pinned to it; the server's own `drained`
             # comes after its visibility grace period, minutes): stop it.
-            assert await _open_runs_on(client, deployment, "A") == 0
+            await _wait_open_runs_on(client, deployment, "A", 0)
             a.stop()
             assert a.process.returncode == 0, a.log_tail()
             after = await stack.http.post(
@@ -133,6 +136,10 @@ async def test_blue_green_running_report_finishes_on_its_build_new_ones_on_the_n
             await wait_completed(stack, last)
             assert await _pids(client, last) == {str(b.pid)}
 
+            status = await _cli(stack, "deploy", "status", "--build-id", "A")
+            assert status.startswith(f"{deployment} A: draining, drainage "), status
+            assert status.endswith("current build B"), status
+
             # One email per report, each the one its status names.
             sent = sorted(m["Message-ID"] for m in smtp.messages_to(stack.user.email or ""))
             assert sent == sorted([await _message_id(stack, r) for r in (old, new, last)])
@@ -143,9 +150,28 @@ async def test_blue_green_running_report_finishes_on_its_build_new_ones_on_the_n
                 b.stop()
 
 
-async def _open_runs_on(client: Client, deployment: str, build_id: str) -> int:
-    """Open workflows pinned to the build (what the server's drainage check counts);
-    visibility is eventually consistent, so asked until it agrees twice."""
+async def _cli(stack: Stack, *args: str) -> str:
+    """`reportflow <args>` with the stack's settings; its output up to the first `:`
+    of the hint, or whole."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "reportflow.cli",
+        *args,
+        env=settings_env(stack.settings, stack.temporal_address),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(WORKER_START_TIMEOUT):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode().split(" there:")[0].strip()
+
+
+async def _wait_open_runs_on(client: Client, deployment: str, build_id: str, n: int) -> None:
+    """Until `n` open workflows are pinned to the build (what the server's drainage
+    check counts; the query of docs/operating.md). Visibility is eventually
+    consistent, so it is asked until it agrees."""
     query = (
         f"ExecutionStatus = 'Running' AND "
         f"TemporalWorkerDeploymentVersion = '{deployment}:{build_id}'"
@@ -154,5 +180,4 @@ async def _open_runs_on(client: Client, deployment: str, build_id: str) -> int:
     async def count() -> int:
         return (await client.count_workflows(query)).count
 
-    await wait_until(count, lambda n: n == 0, timeout=30, what=f"no open run on {build_id}")
-    return await count()
+    await wait_until(count, lambda got: got == n, timeout=30, what=f"{n} open runs on {build_id}")
