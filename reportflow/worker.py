@@ -36,6 +36,7 @@ from reportflow.core.workflow_runner import ContextFreeRunner
 from reportflow.kinds import load_kinds
 from reportflow.models import email_queue
 from reportflow.service import retention
+from reportflow.workflows.build import workflows_build_id
 from reportflow.workflows.deliver_webhooks import DeliverWebhooks
 from reportflow.workflows.expire_reports import ExpireReports
 from reportflow.workflows.generate_report import GenerateReport
@@ -45,19 +46,20 @@ log = logging.getLogger(__name__)
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
-    """Worker Versioning when WORKER_DEPLOYMENT_NAME and WORKER_BUILD_ID are set.
+    """Worker Versioning, on outside dev and test (WORKER_VERSIONING).
 
-    Reports are pinned: a run finishes on the build that started it, so a change
-    to GenerateReport never replays an older run's history. New reports go to the
-    deployment's current version (`temporal worker deployment set-current-version`).
+    Workflows are pinned: a run finishes on the build that started it, so a change
+    to GenerateReport ships as a new build, never as a patch, and never replays an
+    older run's history. New runs go to the deployment's current version
+    (`reportflow deploy promote`, or `temporal worker deployment set-current-version`).
     """
-    name, build = settings.worker_deployment_name, settings.worker_build_id
-    if not name or not build:
-        if name or build:
-            raise ValueError("set both WORKER_DEPLOYMENT_NAME and WORKER_BUILD_ID, or neither")
+    if not settings.versioned_worker:
         return None
     return WorkerDeploymentConfig(
-        version=WorkerDeploymentVersion(deployment_name=name, build_id=build),
+        version=WorkerDeploymentVersion(
+            deployment_name=settings.worker_deployment_name,
+            build_id=settings.worker_build_id or workflows_build_id(),
+        ),
         use_worker_versioning=True,
         default_versioning_behavior=VersioningBehavior.PINNED,
     )

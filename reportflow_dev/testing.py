@@ -184,8 +184,10 @@ def settings_env(settings: Settings, temporal_address: str) -> dict[str, str]:
         MAX_RUNNING_REPORTS_PER_USER=str(settings.max_running_reports_per_user),
         WEBHOOK_ALLOWED_HOSTS=settings.webhook_allowed_hosts,
     )
-    if settings.worker_deployment_name and settings.worker_build_id:
-        env["WORKER_DEPLOYMENT_NAME"] = settings.worker_deployment_name
+    if settings.worker_versioning is not None:
+        env["WORKER_VERSIONING"] = str(settings.worker_versioning).lower()
+    env["WORKER_DEPLOYMENT_NAME"] = settings.worker_deployment_name
+    if settings.worker_build_id:
         env["WORKER_BUILD_ID"] = settings.worker_build_id
     if settings.chromium_executable:
         env["CHROMIUM_EXECUTABLE"] = settings.chromium_executable

@@ -64,7 +64,9 @@ REQUIRED_SECRETS = {
     "REPORTFLOW_STORE_DOMAIN",
 }
 # Variables with a default (`${VAR:-default}`): settings, not secrets.
-DEFAULTED = {"TLS_MODE": "acme"}
+# Optional variables and their defaults (the build ID's empty default: a hash of
+# the workflow sources, see docs/operating.md, Deploys).
+DEFAULTED = {"TLS_MODE": "acme", "WORKER_DEPLOYMENT_NAME": "reportflow", "REPORTFLOW_IMAGE_TAG": ""}
 OUR_SERVICES = {"migrate", "api", "worker"}
 ONE_SHOTS = {
     "temporal-certs",

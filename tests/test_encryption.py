@@ -100,8 +100,8 @@ async def test_history_holds_no_personal_data_without_the_codec(
         assert _clear_text_hits(message.SerializeToString(), secrets) == [], message
     # Search attributes never pass through a codec: ours carry the opaque user ID only.
     sa = frozenset({"search_attributes"})
-    # The SDK writes workflow.patched() markers itself, past the codec: they hold
-    # the patch's name (e.g. "truthful-cancel") and nothing of the user's. A local
+    # The SDK writes a patch's marker (reportflow/workflows/patches.py; none today)
+    # itself, past the codec: it holds the patch's name, nothing of the user's. A local
     # activity's marker (the slot taken, given back) holds the SDK's bookkeeping
     # in clear too (sequence, attempt, activity type, times); its result is ours.
     payloads = []

@@ -1,15 +1,19 @@
-"""Workflow changes must replay the histories of runs already in flight.
+"""The workflow code must replay the histories of its own runs.
 
 `tests/histories/<version>-<outcome>.json` are histories of real runs saved from
-each version of GenerateReport (v1: before the email step was shielded and failed
-runs removed their PDF; v2: before webhooks; v3: a delivery child for every
-report; v4: only for users with webhook endpoints; v5: one patch for them all;
-v6: the slot taken and given back by local activities; v7: cancel through the
-`cancel` update, a cleanup that fails leaves the PDF to retention, and the
-cancel-while-rendering and cancel-while-queued branches, now). A change that
-breaks determinism for them fails here instead of in production. To save the
-current code's runs as a new version:
-`RECORD_HISTORIES=v7 pytest tests/test_replay.py -k fresh`.
+the current GenerateReport, one per branch of `run()`: completed, failed (at the
+query and at the email), cancelled (by `handle.cancel()`, while queued, while
+rendering, and too late, while emailing). A change that breaks determinism for
+them fails here instead of in production.
+
+Only the current code's histories are kept: workers run with Worker Versioning and
+pin every run to the build that started it, so a new build never replays an older
+build's history (docs/operating.md, Deploys). A change to the workflow therefore
+saves a new set and deletes the old one, in the same commit:
+`RECORD_HISTORIES=v9 pytest tests/test_replay.py -k fresh`, then remove `v8-*`
+and bump CURRENT below. (A change that must reach running runs is a registered
+patch instead: reportflow/workflows/patches.py; its old histories stay until the
+patch is removed.)
 """
 
 from __future__ import annotations
@@ -45,29 +49,22 @@ async def test_saved_history_replays(path: Path) -> None:
     await Replayer(workflows=[GenerateReport]).replay_workflow(history)
 
 
+CURRENT = "v8"
+BRANCHES = {
+    "completed",
+    "failed",
+    "failed-at-email",
+    "cancelled",
+    "cancel-while-emailing",
+    "cancel-while-rendering",
+    "cancel-while-queued",
+}
+
+
 def test_histories_are_saved() -> None:
+    """One history per branch, all from the current code's set."""
     names = {p.stem for p in saved_histories()}
-    assert {"v1-completed", "v1-failed", "v1-cancelled"} <= names
-    assert {"v2-completed", "v2-failed-at-email", "v2-cancelled", "v2-cancel-while-emailing"} <= (
-        names
-    )
-    # v3: each outcome is announced to webhooks by a DeliverWebhooks child.
-    assert {"v3-completed", "v3-failed", "v3-cancelled", "v3-cancel-while-emailing"} <= names
-    # v4: only a user with webhook endpoints gets the child (acquire_slot says).
-    assert {"v4-completed", "v4-failed", "v4-cancelled", "v4-cancel-while-emailing"} <= names
-    # v5: a new run takes every change through one patch (ALL_ABOVE).
-    assert {"v5-completed", "v5-failed", "v5-cancelled", "v5-cancel-while-emailing"} <= names
-    # v6: the slot in the workflow task (local activities), 42 events down to 31.
-    assert {"v6-completed", "v6-failed", "v6-cancelled", "v6-cancel-while-emailing"} <= names
-    # v7: the API cancels through the `cancel` update (validator, then the request).
-    assert {
-        "v7-completed",
-        "v7-failed",
-        "v7-cancelled",
-        "v7-cancel-while-emailing",
-        "v7-cancel-while-rendering",
-        "v7-cancel-while-queued",
-    } <= names
+    assert names == {f"{CURRENT}-{branch}" for branch in BRANCHES}
 
 
 async def _cancel_branches(tmp_path: Path, smtp: SmtpServer, client: Client) -> dict[str, str]:

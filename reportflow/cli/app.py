@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import typer
 
-from reportflow.cli import certs, database, dlq, reports, schedule, serve, tokens
+from reportflow.cli import certs, database, deploy, dlq, reports, schedule, serve, tokens
 from reportflow.core.logs import setup_logging
 
 app = typer.Typer(
@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
 )
-for group in (serve, database, tokens, reports, dlq, schedule, certs):
+for group in (serve, database, tokens, reports, dlq, schedule, certs, deploy):
     app.add_typer(group.app)
 
 # `reportflow chaos` and `reportflow bench` come with the development package, which a

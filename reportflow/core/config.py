@@ -137,10 +137,16 @@ class Settings(BaseSettings):
     # Where a worker serves Prometheus metrics (SDK + report durations); "" = off.
     worker_metrics_bind: str = "127.0.0.1:9464"
     worker_max_concurrent_activities: int = 8
-    # Temporal Worker Versioning (rolling deploys): with both set, the worker joins
-    # deployment WORKER_DEPLOYMENT_NAME as build WORKER_BUILD_ID and every report
-    # stays pinned to the build that started it. Unset: an unversioned worker.
-    worker_deployment_name: str | None = None
+    # Temporal Worker Versioning (blue-green deploys): the worker joins deployment
+    # WORKER_DEPLOYMENT_NAME as build WORKER_BUILD_ID and every workflow stays pinned
+    # to the build that started it (docs/operating.md, Deploys). On by default
+    # outside dev and test; WORKER_VERSIONING=true/false says so explicitly.
+    worker_versioning: bool | None = None
+    worker_deployment_name: str = "reportflow"
+    # Unset: `wf-` and a hash of the workflow sources (reportflow/workflows), so
+    # the same workflow code is the same build on every replica and image, and a
+    # changed workflow is a new build. Set it (the image tag, the git sha) to name
+    # builds yourself.
     worker_build_id: str | None = None
 
     @model_validator(mode="after")
@@ -208,6 +214,11 @@ class Settings(BaseSettings):
         """Workers refuse Temporal payloads the keyring did not encrypt everywhere
         but `reportflow dev` (a start or signal in clear is someone without the key)."""
         return self.environment != "dev"
+
+    @property
+    def versioned_worker(self) -> bool:
+        """Whether the worker runs with Worker Versioning (see worker_versioning)."""
+        return not self.is_dev if self.worker_versioning is None else self.worker_versioning
 
     @property
     def chromium_sandbox_required(self) -> bool:

@@ -53,28 +53,6 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 
-# Changes guarded for runs that started on older code (see tests/test_replay.py).
-REMOVE_PDF_OF_FAILED_RUN = "remove-pdf-of-failed-run"
-TRUTHFUL_CANCEL = "truthful-cancel"
-RECIPIENTS_IN_MEMO = "recipients-in-memo"
-ANNOUNCE_BY_WEBHOOK = "announce-by-webhook"
-USER_SLOTS = "user-slots"
-EMAIL_QUEUE = "email-queue"
-CANCEL_BEATS_FAILED_ATTEMPT = "cancel-beats-failed-attempt"
-# A run begun on this code takes every change above at once: one marker (and one
-# TemporalChangeVersion upsert, each a billed action) instead of one per change.
-# Runs begun before it still ask each patch.
-ALL_ABOVE = "all-changes-above"
-# A later change gets a patch of its own, which implies ALL_ABOVE: a new run still
-# records one marker. This one: the slot is taken and given back by a local
-# activity (no activity task, no workflow task of its own), and the last stage and
-# the result go into the memo at once.
-SLOTS_IN_WORKFLOW_TASK = "slots-in-workflow-task"
-# Implies the one above. A cancel meets an outage: a cleanup that fails leaves the
-# PDF to the retention schedule and the run still ends as cancelled (or failed)
-# and says so by webhook; a cancel that races the grant of a slot gives it back.
-CANCEL_SURVIVES_OUTAGES = "cancel-survives-outages"
-
 # A slot step as a local activity: one attempt, inside the workflow task. If it
 # fails (the user is at capacity, the database is away), the step goes on as an
 # ordinary activity with its retries, which the status and the Web UI show.
@@ -110,162 +88,80 @@ def _error_of(err: ActivityError) -> dict[str, str]:
 
 @workflow.defn(name="GenerateReport")
 class GenerateReport:
+    """One report run. Pinned to the worker build that started it (Worker Versioning):
+    this code is the current process only; a change ships as a new build, and the
+    rare change that must reach running runs is a registered patch (see
+    reportflow/workflows/patches.py)."""
+
     def __init__(self) -> None:
         self._progress = Progress()
         self._stage_started: dict[str, datetime] = {}
         self._slot: SlotInput | None = None
-        # Histories before acquire_slot said so (it returned None) announce always.
         self._webhooks = True
-        self._local_slots = False
-        self._all_changes = False
         self._rendered: RenderResult | None = None
         self._kind = DEFAULT_KIND
-        self._outage_proof = False
         # Set once the `cancel` update was accepted: no email step may start after it.
         self._cancel_accepted = False
 
     @workflow.run
     async def run(self, input: GenerateReportInput) -> ReportResult:
-        self._outage_proof = workflow.patched(CANCEL_SURVIVES_OUTAGES)
-        self._local_slots = self._outage_proof or workflow.patched(SLOTS_IN_WORKFLOW_TASK)
-        self._all_changes = self._local_slots or workflow.patched(ALL_ABOVE)
+        self._begin(input)
         try:
-            return await self._run(input)
+            await self._take_slot(input)  # queued
+            self._enter("querying")
+            data = await self._query(input)
+            self._enter("rendering")
+            rendered = await self._render(input, data)
+            await self._honour_cancel_before_email()
+            self._enter("emailing")
+            emailed = await self._email(input, rendered.key)
+        except (asyncio.CancelledError, CancelledError):
+            await self._end_cancelled(input)
+            raise
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                await self._end_cancelled(input)
+                raise
+            if _cancel_requested():
+                # The cancel reached an attempt as it failed (the render waits for its
+                # attempt to stop): the user asked to cancel, so the run is cancelled.
+                await self._end_cancelled(input)
+                raise asyncio.CancelledError("cancelled while an attempt failed") from err
+            raise await self._end_failed(input, err) from err
+        else:
+            return await self._end_completed(input, rendered, emailed)
         finally:
-            if self._slot is not None:
-                await self._slot_step(
-                    SlotActivities.release_slot,
-                    self._slot,
-                    RetryPolicy(maximum_interval=timedelta(seconds=30)),
-                )
+            await self._give_back_slot()
 
-    def _has(self, change: str) -> bool:
-        """Whether this run takes `change` (see ALL_ABOVE)."""
-        return self._all_changes or workflow.patched(change)
-
-    async def _take_slot(self, input: GenerateReportInput) -> None:
-        """MAX_RUNNING_REPORTS_PER_USER: stay `queued` until one of the user's slots is
-        free (retried with backoff: an attempt adds nothing to the history)."""
-        workflow.set_current_details("**Stage:** queued (waiting for a free slot of this user)")
-        slot = SlotInput(input.user_id, input.report_id, workflow.info().run_id)
-        if self._outage_proof:
-            # Given back however the wait ends: a cancel can reach an attempt that is
-            # taking the slot, and giving back one that was never taken is harmless.
-            self._slot = slot
-        grant = await self._slot_step(
-            SlotActivities.acquire_slot,
-            slot,
-            RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=1.5,
-                maximum_interval=timedelta(seconds=10),
-                maximum_attempts=0,  # as long as it takes; a cancel still ends the wait
-            ),
-        )
-        self._slot = slot
-        if grant is not None:
-            self._webhooks = grant.webhooks
-        if self._outage_proof and _cancel_requested():
-            # The cancel reached the attempt as it took the slot (it waits for the
-            # attempt to end, see _slot_step): honour it before the first step.
-            raise asyncio.CancelledError("cancelled while taking a slot")
-
-    async def _slot_step(
-        self,
-        step: Callable[[SlotActivities, SlotInput], Awaitable[T]],
-        slot: SlotInput,
-        retry: RetryPolicy,
-    ) -> T:
-        """Take or give back a slot: first as a local activity (SLOTS_IN_WORKFLOW_TASK),
-        then, if that attempt failed, as an activity retried by `retry`.
-
-        With CANCEL_SURVIVES_OUTAGES a cancel waits for the attempt in flight to end,
-        so the slot it may have taken is given back after it, never before."""
-        cancellation = (
-            workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-            if self._outage_proof
-            else workflow.ActivityCancellationType.TRY_CANCEL
-        )
-        if self._local_slots:
-            try:
-                return await workflow.execute_local_activity_method(
-                    step,
-                    slot,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=ONE_LOCAL_ATTEMPT,
-                    cancellation_type=cancellation,
-                )
-            except FailureError as err:  # a local activity's failure may come unwrapped
-                cause = err.cause if isinstance(err, ActivityError) else err
-                if isinstance(cause, CancelledError):
-                    raise
-        return await workflow.execute_activity_method(
-            step,
-            slot,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=retry,
-            cancellation_type=cancellation,
-        )
-
-    async def _run(self, input: GenerateReportInput) -> ReportResult:
+    def _begin(self, input: GenerateReportInput) -> None:
         # A signal may have arrived before the run began: keep what it added.
         added = self._progress.recipients
         self._progress.recipients = [
             *input.recipients,
             *(r for r in added if r not in input.recipients),
         ]
-        pdf_key: str | None = None
         # Not recorded again when the run is replayed (on another worker, after a crash).
         # Labelled by kind: a registered name (the API refuses others), so bounded.
         self._kind = input.kind
         workflow.metric_meter().create_counter(
             "reportflow_reports_started", "Report runs started"
         ).add(1, {"kind": input.kind})
-        try:
-            if self._has(USER_SLOTS):
-                await self._take_slot(input)
-            self._enter("querying")
-            data = await self._query(input)
-            self._enter("rendering")
-            rendered = await self._render(input, data)
-            pdf_key = rendered.key
-            if _cancel_requested() and self._has(TRUTHFUL_CANCEL):
-                # A cancel that reached a render as it finished was absorbed by the
-                # render's WAIT_CANCELLATION_COMPLETED: honour it before the email.
-                raise asyncio.CancelledError("cancelled before the email step")
-            if self._cancel_accepted:
-                # The `cancel` update promised no email; its handler is recording the
-                # cancel request, whose arrival raises CancelledError here.
-                await workflow.wait_condition(lambda: False)
-            self._enter("emailing")
-            emailed = await self._email(input, rendered.key)
-        except (asyncio.CancelledError, CancelledError):
-            await self._cleanup(input.report_id, pdf_key)
-            await self._announce(input, "cancelled")
-            raise
-        except ActivityError as err:
-            if isinstance(err.cause, CancelledError):
-                await self._cleanup(input.report_id, pdf_key)
-                await self._announce(input, "cancelled")
-                raise
-            if _cancel_requested() and self._has(CANCEL_BEATS_FAILED_ATTEMPT):
-                # The cancel reached an attempt as it failed (the render waits for its
-                # attempt to stop): the user asked to cancel, so the run is cancelled.
-                await self._cleanup(input.report_id, pdf_key)
-                await self._announce(input, "cancelled")
-                raise asyncio.CancelledError("cancelled while an attempt failed") from err
-            error = {**_error_of(err), "stage": self._progress.stage}
-            workflow.upsert_memo({"error": error, **self._times()})
-            self._record_durations("failed")
-            if pdf_key is not None and self._has(REMOVE_PDF_OF_FAILED_RUN):
-                await self._remove_pdf(input.report_id, pdf_key)
-            await self._announce(input, "failed", error)
-            raise ApplicationError(
-                f"{error['stage']} failed: {error['message']}",
-                type=error["type"],
-                non_retryable=True,
-            ) from err
 
+    async def _honour_cancel_before_email(self) -> None:
+        if _cancel_requested():
+            # A cancel that reached a render as it finished was absorbed by the
+            # render's WAIT_CANCELLATION_COMPLETED: honour it before the email.
+            raise asyncio.CancelledError("cancelled before the email step")
+        if self._cancel_accepted:
+            # The `cancel` update promised no email; its handler is recording the
+            # cancel request, whose arrival raises CancelledError here.
+            await workflow.wait_condition(lambda: False)
+
+    # The three ends: completed, cancelled, failed.
+
+    async def _end_completed(
+        self, input: GenerateReportInput, rendered: RenderResult, emailed: EmailResult
+    ) -> ReportResult:
         result = ReportResult(
             pdf_key=rendered.key,
             pages=rendered.pages,
@@ -276,35 +172,104 @@ class GenerateReport:
             content_type=rendered.content_type,
             refused=emailed.refused,
         )
-        done: dict[str, Any] = {
-            "result": {
-                "pages": result.pages,
-                "bytes": result.bytes,
-                "emailed_to": result.emailed_to,
-                "message_id": result.message_id,
-                # Another kind's file: what the status document links and describes
-                # (the transactions memo stays as it was, for runs replayed from before).
-                **(
-                    {
-                        "format": result.format,
-                        "content_type": result.content_type,
-                        "key": result.pdf_key,
-                    }
-                    if input.kind != DEFAULT_KIND
-                    else {}
-                ),
-            }
-        }
-        if result.refused:  # only then: the memo of every other run stays as it was
-            done["result"]["refused"] = [dataclasses.asdict(r) for r in result.refused]
-        if self._local_slots:
-            self._enter("done", done)
-        else:
-            workflow.upsert_memo(done)
-            self._enter("done")
+        self._enter("done", {"result": _result_memo(input, result)})
         self._record_durations("completed")
         await self._announce(input, "completed", refused=result.refused)
         return result
+
+    async def _end_cancelled(self, input: GenerateReportInput) -> None:
+        """Remove partial artifacts of a cancelled run, then say so; runs after the cancel."""
+        self._record_durations("cancelled")
+        workflow.upsert_memo({"cancelled_at": workflow.now().isoformat(), **self._times()})
+        await self._remove_pdf(input.report_id, self._pdf_key())
+        await self._announce(input, "cancelled")
+
+    async def _end_failed(self, input: GenerateReportInput, err: ActivityError) -> ApplicationError:
+        """Record why in the memo (the dead-letter view), remove the PDF, say so; the
+        error returned is what the run fails with."""
+        error = {**_error_of(err), "stage": self._progress.stage}
+        workflow.upsert_memo({"error": error, **self._times()})
+        self._record_durations("failed")
+        pdf_key = self._pdf_key()
+        if pdf_key is not None:
+            await self._remove_pdf(input.report_id, pdf_key)
+        await self._announce(input, "failed", error)
+        return ApplicationError(
+            f"{error['stage']} failed: {error['message']}",
+            type=error["type"],
+            non_retryable=True,
+        )
+
+    def _pdf_key(self) -> str | None:
+        return self._rendered.key if self._rendered is not None else None
+
+    # Slots: MAX_RUNNING_REPORTS_PER_USER.
+
+    async def _take_slot(self, input: GenerateReportInput) -> None:
+        """Stay `queued` until one of the user's slots is free (retried with backoff:
+        an attempt adds nothing to the history)."""
+        workflow.set_current_details("**Stage:** queued (waiting for a free slot of this user)")
+        slot = SlotInput(input.user_id, input.report_id, workflow.info().run_id)
+        # Given back however the wait ends: a cancel can reach an attempt that is
+        # taking the slot, and giving back one that was never taken is harmless.
+        self._slot = slot
+        grant = await self._slot_step(
+            SlotActivities.acquire_slot,
+            slot,
+            RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=1.5,
+                maximum_interval=timedelta(seconds=10),
+                maximum_attempts=0,  # as long as it takes; a cancel still ends the wait
+            ),
+        )
+        self._webhooks = grant.webhooks
+        if _cancel_requested():
+            # The cancel reached the attempt as it took the slot (it waits for the
+            # attempt to end, see _slot_step): honour it before the first step.
+            raise asyncio.CancelledError("cancelled while taking a slot")
+
+    async def _give_back_slot(self) -> None:
+        if self._slot is not None:
+            await self._slot_step(
+                SlotActivities.release_slot,
+                self._slot,
+                RetryPolicy(maximum_interval=timedelta(seconds=30)),
+            )
+
+    async def _slot_step(
+        self,
+        step: Callable[[SlotActivities, SlotInput], Awaitable[T]],
+        slot: SlotInput,
+        retry: RetryPolicy,
+    ) -> T:
+        """Take or give back a slot: first as a local activity (inside the workflow
+        task), then, if that attempt failed, as an activity retried by `retry`.
+
+        A cancel waits for the attempt in flight to end, so the slot it may have
+        taken is given back after it, never before."""
+        cancellation = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        try:
+            return await workflow.execute_local_activity_method(
+                step,
+                slot,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=ONE_LOCAL_ATTEMPT,
+                cancellation_type=cancellation,
+            )
+        except FailureError as err:  # a local activity's failure may come unwrapped
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if isinstance(cause, CancelledError):
+                raise
+        return await workflow.execute_activity_method(
+            step,
+            slot,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=retry,
+            cancellation_type=cancellation,
+        )
+
+    # The steps.
 
     async def _query(self, input: GenerateReportInput) -> ReportData | KindData:
         """The transactions kind's typed query, or a kind's by name (its code runs in
@@ -381,7 +346,7 @@ class GenerateReport:
     ) -> None:
         """Tell the user's webhook endpoints: a child that outlives this run (ABANDON),
         so the report is final at once while a receiver that is down gets retried."""
-        if not self._has(ANNOUNCE_BY_WEBHOOK) or not self._webhooks:
+        if not self._webhooks:
             return
         event = WebhookEvent(
             report_id=input.report_id,
@@ -407,8 +372,6 @@ class GenerateReport:
     async def _email(self, input: GenerateReportInput, pdf_key: str) -> EmailResult:
         """The email step, shielded: once it has started a cancel is too late (the
         API answers 409), and the run completes rather than claim it sent nothing."""
-        if not self._has(TRUTHFUL_CANCEL):
-            return await self._send(input, pdf_key)
         sending = asyncio.ensure_future(self._send(input, pdf_key))
         try:
             return await asyncio.shield(sending)
@@ -419,11 +382,10 @@ class GenerateReport:
     def _send(self, input: GenerateReportInput, pdf_key: str) -> Awaitable[EmailResult]:
         # On its own task queue, which the workers serve with a rate limit
         # (EMAIL_RATE_PER_SECOND) that Temporal enforces across all of them.
-        queue = email_queue(workflow.info().task_queue) if self._has(EMAIL_QUEUE) else None
         return workflow.execute_activity_method(
             ReportActivities.send_email,
             self._email_input(input, pdf_key),
-            task_queue=queue,
+            task_queue=email_queue(workflow.info().task_queue),
             start_to_close_timeout=timedelta(seconds=input.timeouts.email),
             retry_policy=retry_policy(input.retry.email),
         )
@@ -466,8 +428,7 @@ class GenerateReport:
         if address not in self._progress.recipients:
             self._progress.recipients.append(address)
             # In the memo too, so a redrive of a failed run keeps the recipient.
-            if self._has(RECIPIENTS_IN_MEMO):
-                workflow.upsert_memo({"recipients": list(self._progress.recipients)})
+            workflow.upsert_memo({"recipients": list(self._progress.recipients)})
 
     def _times(self) -> dict[str, str]:
         return {"updated_at": workflow.now().isoformat()}
@@ -508,12 +469,6 @@ class GenerateReport:
             if stage != "done":
                 stages.record((ended - began).total_seconds(), {"stage": stage, "kind": self._kind})
 
-    async def _cleanup(self, report_id: str, pdf_key: str | None) -> None:
-        """Remove partial artifacts of a cancelled run; runs after the cancel."""
-        self._record_durations("cancelled")
-        workflow.upsert_memo({"cancelled_at": workflow.now().isoformat(), **self._times()})
-        await self._remove_pdf(report_id, pdf_key)
-
     async def _remove_pdf(self, report_id: str, pdf_key: str | None) -> None:
         try:
             await workflow.execute_activity_method(
@@ -525,8 +480,6 @@ class GenerateReport:
                 ),
             )
         except ActivityError as err:
-            if not self._outage_proof:
-                raise
             # The report store is away: the run still ends as what it is (cancelled
             # or failed) and says so, and never lands in the dead-letter view, where
             # a redrive would email a report the user cancelled. The PDF left behind
@@ -536,3 +489,19 @@ class GenerateReport:
                 err.cause or err,
                 extra={"report_id": report_id, "pdf_key": pdf_key},
             )
+
+
+def _result_memo(input: GenerateReportInput, result: ReportResult) -> dict[str, Any]:
+    """The memo's `result`: what the status document shows of a completed run."""
+    memo: dict[str, Any] = {
+        "pages": result.pages,
+        "bytes": result.bytes,
+        "emailed_to": result.emailed_to,
+        "message_id": result.message_id,
+    }
+    if input.kind != DEFAULT_KIND:
+        # Another kind's file: what the status document links and describes.
+        memo.update(format=result.format, content_type=result.content_type, key=result.pdf_key)
+    if result.refused:
+        memo["refused"] = [dataclasses.asdict(r) for r in result.refused]
+    return memo
