@@ -30,7 +30,7 @@ import {
   setDefaultRange,
   stopFollowing,
 } from "./report.js";
-import { addSchedule, refreshSchedules } from "./schedules.js";
+import { addSchedule, refreshSchedules, setUpScheduleForm } from "./schedules.js";
 
 // --- signing in and out --------------------------------------------------------
 
@@ -104,14 +104,7 @@ ui.scheduleForm.addEventListener("submit", (event) => {
   event.preventDefault();
   addSchedule();
 });
-ui.scheduleEvery.addEventListener("change", () => {
-  ui.scheduleDay.value = ui.scheduleEvery.value === "month" ? "1" : "monday";
-});
-try {
-  ui.scheduleZone.value = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
-} catch {
-  // keep UTC
-}
+setUpScheduleForm();
 
 setDefaultRange();
 const saved = savedToken();
