@@ -34,7 +34,8 @@ def is_json(line: str) -> bool:
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    own = {name: logging.getLogger(name).level for name in ("reportflow", "temporalio.workflow")}
+    names = ("reportflow", "temporalio.workflow", "temporalio.activity")
+    own = {name: logging.getLogger(name).level for name in names}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)

@@ -101,7 +101,8 @@ def setup_logging(level: str | None = None, *, dev: bool = False) -> None:
     root.handlers[:] = [handler]
     chosen = level or os.environ.get("LOG_LEVEL", "INFO")
     root.setLevel(logging.WARNING if dev else chosen)
-    for name in _OWN:
-        logging.getLogger(name).setLevel(chosen if dev else logging.NOTSET)
+    if dev:
+        for name in _OWN:
+            logging.getLogger(name).setLevel(chosen)
     # aiosmtpd logs every SMTP conversation at INFO.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
