@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -230,8 +231,72 @@ async def run_dev(settings: Settings, *, public: bool = False) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown)
     # The worker connects a client of its own, with the metrics runtime.
-    worker = asyncio.create_task(run_worker(settings, stop=stop))
+    polling = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, stop=stop, ready=polling))
+    serving = asyncio.create_task(server.serve())
     base = f"http://localhost:{settings.port}"
+    try:
+        # The banner comes last, once every part answers, so no start-up line buries it.
+        if not await _all_ready(serving, worker, polling, _probe_url(settings.host, settings.port)):
+            return  # stopped or failed during start-up: awaiting the part below says why
+        _print_banner(
+            settings, base, codec_endpoint, token, temporal=bool(temporal), sink=bool(sink)
+        )
+        await serving
+    finally:
+        stop.set()
+        if not serving.done():
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        if sink:
+            sink.stop()
+        if temporal:
+            await temporal.shutdown()
+
+
+def _probe_url(host: str, port: int) -> str:
+    """Where this process reaches its own API's /readyz (a wildcard bind answers on loopback)."""
+    if host in {"", "0.0.0.0"}:
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/readyz"
+
+
+async def _all_ready(
+    serving: asyncio.Task[None],
+    worker: asyncio.Task[None],
+    polling: asyncio.Event,
+    readyz: str,
+    *,
+    interval: float = 0.2,
+) -> bool:
+    """True once the API's /readyz says ready and the worker polls; False when
+    either stops first (a Ctrl-C during start-up, a part that failed: its error is logged)."""
+
+    async def answers() -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(readyz)).status_code == 200:
+                        break
+                await asyncio.sleep(interval)
+        await polling.wait()
+
+    waiting = asyncio.create_task(answers())
+    try:
+        await asyncio.wait({waiting, serving, worker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    return waiting.done() and not waiting.cancelled() and waiting.exception() is None
+
+
+def _print_banner(
+    settings: Settings, base: str, codec_endpoint: str, token: str, *, temporal: bool, sink: bool
+) -> None:
     sys.stdout.write(
         "\nreportflow is running\n"
         f"  web page       {base}/\n"
@@ -244,13 +309,3 @@ async def run_dev(settings: Settings, *, public: bool = False) -> None:
         f"  try: curl -X POST -H 'Authorization: Bearer {token}' {base}/reports\n\n"
     )
     sys.stdout.flush()
-    try:
-        await server.serve()
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
-        if sink:
-            sink.stop()
-        if temporal:
-            await temporal.shutdown()

@@ -21,8 +21,11 @@ def dev(
     ] = False,
 ) -> None:
     from reportflow.core import tracing
+    from reportflow.core.logs import setup_logging
     from reportflow.dev import run_dev
 
+    # Short human lines, libraries quiet: the banner is what a newcomer reads.
+    setup_logging(dev=True)
     tracing.configure("reportflow")
     asyncio.run(run_dev(get_settings(), public=public))
 

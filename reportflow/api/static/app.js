@@ -11,23 +11,26 @@
 //   recent.js     the recent-reports list
 //   schedules.js  the scheduled-reports section
 //   kinds.js      the kind picker and the chosen kind's form (from its JSON Schema)
-// Modules import each other's functions where the page's parts call each other
-// (a recent entry opens a report, a finished report refreshes the list); nothing
-// but element lookups runs while they load.
+// No import circle: app.js is the top and report.js the only module below it that
+// knows the others (recent.js, stream.js, view.js); those take what they call back
+// as callbacks (a recent entry opens a report through `follow`, given below; a
+// status document reaches the report through `update`, given per call). Nothing
+// but element lookups runs while they load. tests/test_page_modules.py checks it.
 
 import { kindRequest, loadKinds, showKindForm } from "./kinds.js";
 import { acceptToken, forgetToken, onTokenRefused, savedToken, useToken } from "./api.js";
 import { show, showError, ui } from "./dom.js";
-import { refreshRecent, renderRecent } from "./recent.js";
+import { connectRecent, refreshRecent, renderRecent } from "./recent.js";
 import {
   cancelReport,
+  currentRun,
   follow,
   generate,
   reportFromUrl,
   setDefaultRange,
   stopFollowing,
 } from "./report.js";
-import { addSchedule, refreshSchedules } from "./schedules.js";
+import { addSchedule, refreshSchedules, setUpScheduleForm } from "./schedules.js";
 
 // --- signing in and out --------------------------------------------------------
 
@@ -63,6 +66,7 @@ function signOut(message) {
 }
 
 onTokenRefused(signOut);
+connectRecent({ follow, currentRun });
 
 // --- wiring --------------------------------------------------------------------
 
@@ -100,14 +104,7 @@ ui.scheduleForm.addEventListener("submit", (event) => {
   event.preventDefault();
   addSchedule();
 });
-ui.scheduleEvery.addEventListener("change", () => {
-  ui.scheduleDay.value = ui.scheduleEvery.value === "month" ? "1" : "monday";
-});
-try {
-  ui.scheduleZone.value = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
-} catch {
-  // keep UTC
-}
+setUpScheduleForm();
 
 setDefaultRange();
 const saved = savedToken();

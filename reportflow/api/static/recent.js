@@ -2,7 +2,17 @@
 
 import { api, hasToken } from "./api.js";
 import { el, setText, show, ui } from "./dom.js";
-import { currentRun, follow } from "./report.js";
+// What the list needs from the page, given by app.js at set-up (see connectRecent()).
+const page = {
+  follow: (_reportId) => {}, // open a report
+  currentRun: () => null, // the report being followed, or null
+};
+
+// `follow(reportId)` opens a report; `currentRun()` is the report being followed, or null.
+export function connectRecent({ follow, currentRun }) {
+  page.follow = follow;
+  page.currentRun = currentRun;
+}
 
 export async function refreshRecent() {
   if (!hasToken()) return;
@@ -30,7 +40,7 @@ export function renderRecent(runs) {
             type: "button",
             class: "recent-item",
             "aria-label": recentItemLabel(doc),
-            onclick: () => follow(doc.report_id),
+            onclick: () => page.follow(doc.report_id),
           },
           el(
             "span",
@@ -45,7 +55,7 @@ export function renderRecent(runs) {
       ),
     ),
   );
-  const run = currentRun();
+  const run = page.currentRun();
   markCurrentInRecent(run && run.id);
   if (run && run.doc) updateRecentItem(run.doc);
 }

@@ -133,8 +133,9 @@ export function follow(reportId, firstDoc, runId = firstDoc ? firstDoc.run_id : 
   updateGenerateButton();
   (async () => {
     try {
-      if (await stream(run)) return;
-      await poll(run);
+      const on = { update, notFound, giveUp };
+      if (await stream(run, on)) return;
+      await poll(run, on);
     } catch (err) {
       if (!isAbort(err) && !(err instanceof SignedOut)) {
         giveUp(run, `Following the report stopped: ${err.message || err}`);
@@ -157,7 +158,7 @@ export function update(run, doc) {
   updateRecentItem(doc);
   const final = FINAL.has(doc.status);
   if (final && (first || before !== doc.status)) {
-    renderOutcome(run, doc);
+    renderOutcome(run, doc, { generate, currentRun });
     finish(run);
   } else if (!final) {
     ui.outcome.replaceChildren();

@@ -12,7 +12,6 @@
 
 import { api, FINAL, isAbort, problem, reportPath, retryAfterMs, SignedOut } from "./api.js";
 import { setText, ui } from "./dom.js";
-import { giveUp, notFound, update } from "./report.js";
 import { inWords } from "./view.js";
 
 export const config = {
@@ -42,7 +41,9 @@ function sleep(ms, signal) {
 }
 
 // Push: the SSE stream, read by hand. True when it delivered a final state.
-export async function stream(run) {
+// `on`: what the report does with what arrives, `update(run, doc)` for a status
+// document and `notFound(run)` for a report that does not exist (or is not yours).
+export async function stream(run, on) {
   exposed.transport = "events";
   setText(ui.connection, "");
   let response;
@@ -56,7 +57,7 @@ export async function stream(run) {
     return false;
   }
   if (response.status === 404) {
-    notFound(run);
+    on.notFound(run);
     return true;
   }
   const type = response.headers.get("Content-Type") || "";
@@ -77,7 +78,7 @@ export async function stream(run) {
         if (line === "") {
           if (event === "status" && data.length) {
             const doc = JSON.parse(data.join("\n"));
-            update(run, doc);
+            on.update(run, doc);
             if (FINAL.has(doc.status)) return true;
           }
           event = "message";
@@ -100,7 +101,8 @@ export async function stream(run) {
 }
 
 // Fallback: polling with a growing interval.
-export async function poll(run) {
+// `on`: as for stream(), and `giveUp(run, message)` after too many failed requests.
+export async function poll(run, on) {
   exposed.transport = "polling";
   const signal = run.controller.signal;
   let delay = config.pollStartMs;
@@ -120,18 +122,18 @@ export async function poll(run) {
       if (isAbort(err) || err instanceof SignedOut) throw err;
     }
     serverWait = retryAfterMs(response);
-    if (response && response.status === 404) return notFound(run);
+    if (response && response.status === 404) return on.notFound(run);
     if (response && response.ok) {
       failures = 0;
       const doc = await response.json();
-      update(run, doc);
+      on.update(run, doc);
       if (FINAL.has(doc.status)) return;
       continue;
     }
     failures += 1;
     if (failures >= config.maxConsecutiveFailures) {
       const reason = response ? await problem(response) : "the server could not be reached";
-      return giveUp(run, `Lost contact with the server after ${failures} tries (${reason}).`);
+      return on.giveUp(run, `Lost contact with the server after ${failures} tries (${reason}).`);
     }
   }
 }

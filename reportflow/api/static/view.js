@@ -2,7 +2,6 @@
 
 import { api, FINAL, problem, SignedOut } from "./api.js";
 import { el, setText, show, ui } from "./dom.js";
-import { currentRun, generate } from "./report.js";
 
 const STAGES = ["queued", "querying", "rendering", "emailing", "done"];
 
@@ -182,7 +181,9 @@ export function stopRetryTicker() {
 
 // --- the outcome -----------------------------------------------------------------
 
-export function renderOutcome(run, doc) {
+// `on`: what the outcome's buttons and link need from the page, `generate(doc)`
+// to make the report again and `currentRun()`, the report being followed (or null).
+export function renderOutcome(run, doc, on) {
   if (doc.status === "completed") {
     const result = doc.result;
     const link = el("a", {
@@ -205,7 +206,7 @@ export function renderOutcome(run, doc) {
         el("p", {}, link),
       ),
     );
-    prepareDownload(run, doc, link);
+    prepareDownload(run, doc, link, on.currentRun);
   } else if (doc.status === "failed") {
     const error = doc.error || { type: "Unknown", message: doc.last_error || "none recorded" };
     const reason = FAILURE_TEXT[error.type] || "The report could not be generated.";
@@ -219,7 +220,7 @@ export function renderOutcome(run, doc) {
           type: "button",
           id: "try-again",
           text: "Try again",
-          onclick: () => generate(doc),
+          onclick: () => on.generate(doc),
         }),
       ),
     );
@@ -233,14 +234,14 @@ export function renderOutcome(run, doc) {
           type: "button",
           id: "try-again",
           text: "Generate again",
-          onclick: () => generate(doc),
+          onclick: () => on.generate(doc),
         }),
       ),
     );
   }
 }
 
-async function prepareDownload(run, doc, link) {
+async function prepareDownload(run, doc, link, currentRun) {
   // GET /reports/{id}/pdf redirects to a short-lived signed URL that needs no
   // token; its /link twin hands that URL over as JSON, so the link is a plain
   // link (to the API for a file store, to S3 for an S3 store). An expired link
