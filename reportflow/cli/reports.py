@@ -145,7 +145,7 @@ def render(
     from pydantic import ValidationError
     from temporalio.exceptions import ApplicationError
 
-    from reportflow.api.schemas import ReportRequest
+    from reportflow.contract import ReportRequest
     from reportflow.local_render import render_locally
 
     if kind is not None and kind != "transactions":
