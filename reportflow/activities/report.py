@@ -29,7 +29,6 @@ from reportflow.activities.kind import (
     template_html,
     user_name,
 )
-from reportflow.activities.query import aggregate
 from reportflow.core import tracing
 from reportflow.core.background import finish_within, heartbeating
 from reportflow.core.browser import Browser, count_pages
@@ -51,6 +50,7 @@ from reportflow.models import (
     ReportData,
 )
 from reportflow.report import render_html
+from reportflow.report.query import aggregate
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from temporalio.exceptions import ApplicationError
 
 from reportflow.contract import DateRange
 from reportflow.core.db import transactions, users
-from reportflow.kinds import QueryContext, ReportKind
 from reportflow.models import DEFAULT_KIND, UNKNOWN_USER
+from reportflow.report.kind import QueryContext, ReportKind
 
 TEMPLATES = Path(__file__).with_name("templates")
 # A CSV chunk handed to the store at a time: memory stays flat whatever the row count.
@@ -52,7 +52,7 @@ async def _require_user(ctx: QueryContext) -> None:
 
 
 async def query_transactions(ctx: QueryContext, params: DateRange) -> dict[str, Any]:
-    from reportflow.activities.query import aggregate
+    from reportflow.report.query import aggregate
 
     start, end = params.dates()
     data = await aggregate(
