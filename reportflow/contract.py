@@ -1,19 +1,22 @@
 """The documents every part of reportflow shares: the API answers them, the service
 builds them, the CLI and the public client read them, the workers' inputs follow
-their range rules.
+their range rules. Also the schedule and webhook documents with their rules
+(weekday or day of the month, time zone, backfill; an http(s) URL).
 
-It sits at the bottom with `models.py` and `core/` (see docs/layout.md): it
-imports nothing of reportflow's but `models`, so the service, the CLI and the
-workers need not reach up into `reportflow.api` for a shape. The HTTP-only
-models (problem bodies, the PDF link) stay in `api/schemas.py`.
+It sits at the bottom with `models.py` (see docs/layout.md): it imports nothing
+of reportflow's but `models`, so the service, the CLI and the workers need not
+reach up into `reportflow.api` for a shape. The HTTP-only models (problem
+bodies, the PDF link) stay in `api/schemas.py`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from reportflow.models import DEFAULT_KIND
 
@@ -244,3 +247,141 @@ class KindDoc(BaseModel):
 
 class KindList(BaseModel):
     kinds: list[KindDoc]
+
+
+# --- schedules: when a report is sent, and the document of one ---
+
+Every = Literal["week", "month"]
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+# Days 29-31 do not exist in every month; a schedule on them would skip months.
+LAST_MONTH_DAY = 28
+MAX_BACKFILL = 12
+
+
+class ScheduleRequest(BaseModel):
+    """When a report is sent: weekly on a weekday, or monthly on a day of the month."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"every": "week", "day": "monday", "time": "06:00", "timezone": "Europe/Berlin"},
+                {"every": "month", "day": 1, "time": "07:30", "timezone": "UTC"},
+            ]
+        },
+    )
+
+    every: Every = Field(description="week: the previous Monday-Sunday week; month: last month")
+    day: str | int = Field(description="a weekday name (week) or a day 1-28 (month)")
+    time: str = Field("06:00", description="local time HH:MM (24 h)")
+    timezone: str = Field("UTC", description="an IANA time zone, e.g. Europe/Berlin")
+    backfill: int = Field(
+        0, ge=0, le=MAX_BACKFILL, description="also send this many past periods now"
+    )
+    kind: str = Field(
+        default=DEFAULT_KIND, max_length=40, description="the report kind (GET /kinds)"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the kind's parameters; each run's period sets its range"
+    )
+
+    @field_validator("time")
+    @classmethod
+    def _check_time(cls, value: str) -> str:
+        hour, minute = parse_time(value)
+        return f"{hour:02d}:{minute:02d}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin or UTC"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_day(self) -> ScheduleRequest:
+        if self.every == "week":
+            name = str(self.day).strip().lower()
+            if name not in WEEKDAYS:
+                raise ValueError(
+                    f"day {self.day!r} is not a weekday; a weekly schedule takes one of "
+                    f"{', '.join(WEEKDAYS)}"
+                )
+            self.day = name
+        else:
+            try:
+                number = int(self.day)
+            except ValueError:
+                number = 0
+            if not 1 <= number <= LAST_MONTH_DAY:
+                raise ValueError(
+                    f"day {self.day!r} is not a day of the month from 1 to {LAST_MONTH_DAY}; "
+                    "later days do not exist in every month"
+                )
+            self.day = number
+        return self
+
+
+def parse_time(value: str) -> tuple[int, int]:
+    parts = value.strip().split(":")
+    if len(parts) == 2 and all(p.isdigit() and len(p) == 2 for p in parts):
+        hour, minute = int(parts[0]), int(parts[1])
+        if hour < 24 and minute < 60:
+            return hour, minute
+    raise ValueError(f"time {value!r} is not a time of day; write it as HH:MM, e.g. 06:00")
+
+
+class ScheduleDocument(BaseModel):
+    id: str = Field(description="the Temporal Schedule ID (`temporal schedule trigger` takes it)")
+    every: Every
+    day: str | int
+    time: str
+    timezone: str
+    paused: bool
+    next_run_at: datetime | None = Field(None, description="the next run (UTC)")
+    covers: str = Field(description="which period each run reports on")
+    kind: str = DEFAULT_KIND
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- webhooks: an endpoint to register, and the document of one ---
+
+MAX_URL = 2000
+
+
+class WebhookRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"url": "https://example.com/hooks"}]}
+    )
+
+    url: str = Field(description="an http(s) URL that receives a POST per report outcome")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip()
+        parts = urlsplit(value)
+        if len(value) > MAX_URL or parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(
+                f"{value[:100]!r} is not an http(s) URL with a host, e.g. https://example.com/hooks"
+            )
+        try:
+            parts.port  # noqa: B018 - raises on a port out of range
+        except ValueError:
+            raise ValueError(f"{value[:100]!r} has an invalid port") from None
+        return value
+
+
+class WebhookDocument(BaseModel):
+    id: str
+    url: str
+    created_at: datetime | None = None
+    disabled: bool = Field(description="true once the receiver answered 410 Gone")
+
+
+class CreatedWebhook(WebhookDocument):
+    secret: str = Field(description="verifies deliveries' signatures; shown only now")

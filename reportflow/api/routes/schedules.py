@@ -8,11 +8,10 @@ from reportflow.api.deps import CallerDep, SettingsDep, TemporalDep, user_of
 from reportflow.api.kind_input import check_schedule_kind
 from reportflow.api.ratelimit import RateLimiter, limit_creation
 from reportflow.api.schemas import COMMON_ERRORS, problem
+from reportflow.contract import ScheduleDocument, ScheduleRequest
 from reportflow.core.tokens import Caller
 from reportflow.service.schedules import (
-    ScheduleDocument,
     ScheduleNotFound,
-    ScheduleRequest,
     TooManySchedules,
     create_schedule,
     delete_schedule,

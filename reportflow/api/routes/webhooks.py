@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from reportflow.api.deps import CallerDep, EngineDep, SettingsDep, user_of
 from reportflow.api.ratelimit import limit_creation
 from reportflow.api.schemas import COMMON_ERRORS, problem
+from reportflow.contract import CreatedWebhook, WebhookDocument, WebhookRequest
 from reportflow.service import webhooks
 
 router = APIRouter(
@@ -21,20 +22,20 @@ NOT_FOUND = "no such webhook: check the ID, or list your webhooks with GET /webh
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=webhooks.CreatedWebhook,
+    response_model=CreatedWebhook,
     responses={
         409: problem("The user holds MAX_WEBHOOKS_PER_USER endpoints already"),
         429: problem("Too many webhooks created; wait `Retry-After` seconds"),
     },
 )
 async def create(
-    body: webhooks.WebhookRequest,
+    body: WebhookRequest,
     request: Request,
     response: Response,
     caller: CallerDep,
     engine: EngineDep,
     settings: SettingsDep,
-) -> webhooks.CreatedWebhook:
+) -> CreatedWebhook:
     """Register an endpoint; keep `secret` (shown only now) to verify deliveries."""
     user_id = user_of(caller, "webhooks")
     try:
@@ -60,8 +61,8 @@ async def create(
     return created
 
 
-@router.get("", response_model=list[webhooks.WebhookDocument])
-async def list_(caller: CallerDep, engine: EngineDep) -> list[webhooks.WebhookDocument]:
+@router.get("", response_model=list[WebhookDocument])
+async def list_(caller: CallerDep, engine: EngineDep) -> list[WebhookDocument]:
     """The caller's endpoints (without their secrets)."""
     return await webhooks.list_webhooks(engine, user_id=user_of(caller, "webhooks"))
 
