@@ -74,7 +74,7 @@ def request(
         ),
     ] = None,
 ) -> None:
-    from reportflow.cli.api_client import RequestOptions, request_report
+    from reportflow.cli.request import RequestOptions, request_report
 
     quiet("httpx")  # the progress bar says it all
     try:
