@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from reportflow.activities.kind import query_context, read_only_engine, template_html, user_name
-from reportflow.activities.query import aggregate
 from reportflow.core.browser import Browser, count_pages, find_chromium
 from reportflow.core.config import Settings
 from reportflow.core.db import create_engine
 from reportflow.kinds import load_kinds
 from reportflow.report import render_html
+from reportflow.report.query import aggregate
 from reportflow.service.reports import KindRequest, report_id_for
 
 

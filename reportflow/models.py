@@ -445,3 +445,11 @@ class SlotGrant:
     run starts, so the report of a user without any starts no delivery child)."""
 
     webhooks: bool = True
+
+
+# The `cancel` Workflow Update the service sends; its validator's refusal (type and sentence).
+CANCEL_UPDATE = "cancel"
+TOO_LATE_TO_CANCEL = "TooLateToCancel"
+TOO_LATE_TO_CANCEL_MESSAGE = (
+    "the email is already being sent, so it is too late to cancel; the report will complete"
+)

@@ -40,7 +40,6 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from reportflow.activities.query import aggregate
 from reportflow.core.browser import Browser, find_chromium
 from reportflow.core.codec import data_converter
 from reportflow.core.config import Settings
@@ -64,6 +63,7 @@ from reportflow.models import (
     email_queue,
 )
 from reportflow.report import render_html
+from reportflow.report.query import aggregate
 from reportflow.seed import seed, user_id_for
 from reportflow.workflows.generate_report import GenerateReport
 from reportflow_dev.capacity import Figures

@@ -21,9 +21,9 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
-from reportflow.activities.query import aggregate
 from reportflow.core.db import create_engine, create_schema, transactions, users
 from reportflow.models import GenerateReportInput, RetrySchedule, Timeouts
+from reportflow.report.query import aggregate
 from reportflow.seed import seed, user_id_for
 from reportflow.workflows.generate_report import GenerateReport
 from reportflow_dev.bench_figures import Figure, ms, pct

@@ -45,12 +45,12 @@ from pathlib import Path
 import httpx
 from temporalio.client import Client
 
-from reportflow.activities.query import aggregate
 from reportflow.core.browser import Browser, find_chromium
 from reportflow.core.config import Settings
 from reportflow.core.db import create_engine
 from reportflow.core.temporal import with_codec
 from reportflow.report import render_html
+from reportflow.report.query import aggregate
 from reportflow.seed import user_id_for
 from reportflow.service.reports import report_id_for, start_report
 from reportflow_dev.bench import bench_stack

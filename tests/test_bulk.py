@@ -1,4 +1,5 @@
-"""`reportflow dlq redrive|cancel` with filters: counted first, done only with --yes."""
+"""`reportflow dlq redrive` and `reportflow reports cancel` (old name `dlq cancel`) with
+filters: counted first, done only with --yes."""
 
 from __future__ import annotations
 
@@ -31,11 +32,14 @@ async def ops(
 
 
 async def dlq(s: Stack, client: Client, *args: str) -> tuple[int, str]:
+    return await command(s, client, "dlq", *args)
+
+
+async def command(s: Stack, client: Client, *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "reportflow.cli",
-        "dlq",
         *args,
         env=settings_env(s.settings, client.service_client.config.target_host),
         stdout=asyncio.subprocess.PIPE,
@@ -124,15 +128,17 @@ async def test_cancel_by_user_is_one_batch_and_needs_yes(
         ).status_code == 202
 
         code, out = await wait_until(
-            lambda: dlq(ops, temporal_client, "cancel", "--user", user_id),
+            lambda: command(ops, temporal_client, "reports", "cancel", "--user", user_id),
             lambda result: "2 running reports match" in result[1],
             what="both running reports counted",
         )
         assert "add --yes" in out and other_report not in out
+        # The old name still works, and says so once.
         code, out = await dlq(
             ops, temporal_client, "cancel", "--user", user_id, "--reason", "test", "--yes"
         )
         assert code == 0 and "cancel requested: 2 of 2" in out, out
+        assert out.count("dlq cancel is deprecated") == 1, out
         (line,) = _audit(out, "bulk cancel")
         assert sorted(line["report_ids"]) == sorted(ids) and line["note"] == "test"
         for report_id in ids:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from reportflow.api.schemas import StatusDocument
+from reportflow.contract import StatusDocument
 from reportflow.core.tokens import Caller
 from reportflow.models import Backoff, RetrySchedule
 from reportflow.service import reports

@@ -10,10 +10,10 @@ from datetime import date, datetime
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reportflow.activities.query import aggregate
 from reportflow.core.browser import Browser, find_chromium
 from reportflow.models import CurrencyTotal
 from reportflow.report import render_html
+from reportflow.report.query import aggregate
 from tests.utils.data import Txn, create_user
 from tests.utils.reportflow_http import pdf_text
 

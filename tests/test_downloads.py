@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from temporalio.client import Client
 
-from reportflow.api.downloads import signature
 from reportflow.core.config import Settings
+from reportflow.core.signing import signature
 from tests.conftest import MakeUser
 from tests.utils.data import sample_transactions
 from tests.utils.reportflow_http import FINAL, download_pdf, last_90_days, wait_status

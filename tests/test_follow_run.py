@@ -20,7 +20,9 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from reportflow.cli.api_client import ProgressLine, follow
+from reportflow.cli.request.follow import follow
+from reportflow.cli.request.progress import ProgressLine
+from reportflow.client import ReportflowClient
 from reportflow.core.config import Settings
 from reportflow.core.db import create_engine, create_schema
 from reportflow.core.tokens import create_token
@@ -136,7 +138,8 @@ async def test_sse_and_the_cli_on_another_replica_follow_the_new_run_to_its_end(
 
     async def cli() -> dict[str, Any]:
         progress = ProgressLine(io.StringIO(), tty=False)
-        return await follow(replicas.b, report_id, progress, run_id=run_id)
+        client = ReportflowClient(http=replicas.b)  # the replica's own httpx client
+        return await follow(client, report_id, progress, run_id=run_id)
 
     reader = asyncio.create_task(read())
     followed = asyncio.create_task(cli())

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.converter import JSONPlainPayloadConverter
 from temporalio.exceptions import ApplicationError
 
-from reportflow.activities.query import aggregate
 from reportflow.models import (
     INVALID_RANGE,
     NO_EMAIL_ADDRESS,
@@ -23,6 +22,7 @@ from reportflow.models import (
     TransactionRow,
     WeekTotal,
 )
+from reportflow.report.query import aggregate
 from tests.utils.data import (
     HOSTILE_MERCHANT,
     Txn,

@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from reportflow.api.ratelimit import RateLimiter
-from reportflow.api.schemas import today
+from reportflow.contract import today
 from reportflow.core.config import Settings
 from reportflow.core.db import create_engine, create_schema
 from reportflow.core.tokens import create_token

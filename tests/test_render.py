@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reportflow.activities.background import heartbeating
+from reportflow.core.background import heartbeating
 from reportflow.core.browser import Browser, Isolation, count_pages, find_chromium
 from reportflow.models import CategoryTotal, MerchantTotal, TransactionRow
 from reportflow.report import format_cents, render_html

@@ -20,16 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from reportflow.cli.api_client import (
-    ApiError,
-    ProgressLine,
-    follow,
-    follow_polling,
-    poll_delays,
-    retry_notice,
-    sse_events,
-    status_line,
-)
+from reportflow.cli.request.follow import follow, follow_polling, poll_delays
+from reportflow.cli.request.progress import ProgressLine, retry_notice, status_line
+from reportflow.client import ReportflowClient, ReportflowError, sse_events
 from reportflow.core.config import Settings
 from reportflow.models import STAGES, Backoff, RetrySchedule
 from tests.conftest import FAST_BACKOFF, MakeUser
@@ -375,7 +368,7 @@ COMPLETED = {"report_id": "r", "status": "completed", "stage": "done", "progress
 
 def stand_in_api(
     events: httpx.Response, statuses: list[httpx.Response | Exception]
-) -> httpx.AsyncClient:
+) -> ReportflowClient:
     answers = iter(statuses)
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -386,7 +379,8 @@ def stand_in_api(
             raise answer
         return answer
 
-    return httpx.AsyncClient(base_url="http://api.test", transport=httpx.MockTransport(handle))
+    http = httpx.AsyncClient(base_url="http://api.test", transport=httpx.MockTransport(handle))
+    return ReportflowClient(http=http)
 
 
 def sse(*docs: dict[str, Any]) -> httpx.Response:
@@ -448,7 +442,7 @@ async def test_polling_stops_on_a_refusal() -> None:
         httpx.Response(404, json={"detail": "no such report"}),
     ]
     async with stand_in_api(sse(), statuses) as client:
-        with pytest.raises(ApiError, match="no such report") as raised:
+        with pytest.raises(ReportflowError, match="no such report") as raised:
             await follow_polling(client, "r", ProgressLine(io.StringIO(), tty=False))
 
     assert raised.value.status_code == 404

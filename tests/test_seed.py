@@ -19,8 +19,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from reportflow.activities.query import aggregate
 from reportflow.core.db import create_engine, create_schema, transactions, users
+from reportflow.report.query import aggregate
 from reportflow.seed import HOSTILE_MERCHANTS, ensure_seeded, seed
 from tests.utils.data import expected_totals
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from temporalio.client import Client
 
+from reportflow.contract import CreatedWebhook
 from reportflow.core.db import create_engine, create_schema, webhooks
 from reportflow.models import WebhookEvent
 from reportflow.service import webhooks as service
@@ -72,7 +73,7 @@ async def test_the_webhook_cap_holds_when_creates_race(database: str) -> None:
             return_exceptions=True,
         )
         refused = [r for r in results if isinstance(r, service.TooManyWebhooks)]
-        made = [r for r in results if isinstance(r, service.CreatedWebhook)]
+        made = [r for r in results if isinstance(r, CreatedWebhook)]
         assert (len(made), len(refused)) == (10, 20), [
             r for r in results if isinstance(r, BaseException) and r not in refused
         ]

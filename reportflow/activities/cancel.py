@@ -16,14 +16,19 @@ from dataclasses import dataclass
 from temporalio import activity
 from temporalio.service import RPCError, RPCStatusCode
 
-log = logging.getLogger(__name__)
+# The update's names live in models (the service sends the update, the workflow
+# answers it); re-exported for the workflow that imports them from here.
+from reportflow.models import CANCEL_UPDATE, TOO_LATE_TO_CANCEL, TOO_LATE_TO_CANCEL_MESSAGE
 
-# The Workflow Update the API sends; its validator's refusal (type and sentence).
-CANCEL_UPDATE = "cancel"
-TOO_LATE_TO_CANCEL = "TooLateToCancel"
-TOO_LATE_TO_CANCEL_MESSAGE = (
-    "the email is already being sent, so it is too late to cancel; the report will complete"
-)
+__all__ = [
+    "CANCEL_UPDATE",
+    "TOO_LATE_TO_CANCEL",
+    "TOO_LATE_TO_CANCEL_MESSAGE",
+    "CancelRunInput",
+    "request_cancel",
+]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass

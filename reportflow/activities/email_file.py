@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from temporalio.exceptions import ApplicationError
 
-from reportflow.api.downloads import signature
+from reportflow.core.signing import signature
 from reportflow.core.store import ReportStore
 from reportflow.models import PDF_MISSING, EmailInput
 

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from reportflow.activities.background import finish_within, heartbeating
 from reportflow.activities.email import Limits, send_report_email, sent_in_earlier_attempt
 from reportflow.activities.email_file import EmailFiles
 from reportflow.activities.kind import (
@@ -30,8 +29,8 @@ from reportflow.activities.kind import (
     template_html,
     user_name,
 )
-from reportflow.activities.query import aggregate
 from reportflow.core import tracing
+from reportflow.core.background import finish_within, heartbeating
 from reportflow.core.browser import Browser, count_pages
 from reportflow.core.mailer import Mailer
 from reportflow.core.store import ReportStore, file_key, pdf_key
@@ -51,6 +50,7 @@ from reportflow.models import (
     ReportData,
 )
 from reportflow.report import render_html
+from reportflow.report.query import aggregate
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,6 +13,24 @@ from reportflow.api.token_cache import TokenCache
 from reportflow.core.config import Settings
 from reportflow.core.store import ReportStore
 from reportflow.core.tokens import Caller
+
+# What an admin token is told to use instead, per thing a user owns.
+_OWN_INSTEAD = {
+    "reports": "use a user's token (`reportflow token create --user ID`)",
+    "schedules": "use a user's token, or `reportflow schedule` as an operator",
+    "webhooks": "use a user's token",
+}
+
+
+def user_of(caller: Caller, things: Literal["reports", "schedules", "webhooks"]) -> str:
+    """The caller's own user ID; an admin token owns no `things` (403 says what to use)."""
+    if caller.user_id is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"an admin token has no {things} of its own; {_OWN_INSTEAD[things]}",
+        )
+    return caller.user_id
+
 
 bearer = HTTPBearer(auto_error=False, description="A token from `reportflow token create`")
 

@@ -8,34 +8,21 @@ report, the key and the expiry); any API replica with the same secret serves it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
+from reportflow.core.signing import signature, verify
 from reportflow.core.store import ReportStore
+
+__all__ = ["DownloadLink", "download_link", "signature", "verify"]
 
 
 @dataclass
 class DownloadLink:
     url: str
     expires_at: datetime
-
-
-def signature(secret: str, report_id: str, key: str, expires: int) -> str:
-    message = f"reportflow-download\n{report_id}\n{key}\n{expires}".encode()
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
-def verify(secret: str, report_id: str, key: str, expires: int, sig: str) -> bool:
-    """True while the link is unexpired and was signed for this report and key."""
-    if expires < time.time():
-        return False
-    return hmac.compare_digest(signature(secret, report_id, key, expires).encode(), sig.encode())
 
 
 async def download_link(

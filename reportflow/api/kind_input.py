@@ -7,10 +7,11 @@ from datetime import date
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from reportflow.contract import ScheduleRequest
 from reportflow.kinds import KindRegistry, ReportKind
 from reportflow.models import DEFAULT_KIND
 from reportflow.service.reports import kind_for_period
-from reportflow.service.schedules import ScheduleRequest, previous_period
+from reportflow.service.schedules import previous_period
 
 
 def invalid(

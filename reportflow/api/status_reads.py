@@ -17,8 +17,8 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from reportflow.api.schemas import StatusDocument
 from reportflow.api.watch import Snapshot, Watchers
+from reportflow.contract import StatusDocument
 
 _PATH = re.compile(r"/reports/([^/]+)")
 # A Temporal run ID (a UUID); the route refuses anything else with a 422.

@@ -47,10 +47,16 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from reportflow.api.schemas import StatusDocument
+from reportflow.contract import StatusDocument
 from reportflow.core.config import Settings
 from reportflow.core.tokens import Caller
-from reportflow.service.status import Described, build_document, may_see, read_status
+from reportflow.service.status import (
+    Described,
+    build_document,
+    may_see,
+    may_see_owned,
+    read_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +110,7 @@ class Snapshot:
         return cls(doc, owner, body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"')
 
     def visible_to(self, caller: Caller) -> bool:
-        return caller.is_admin or (caller.user_id is not None and self.owner == caller.user_id)
+        return may_see_owned(caller, self.owner)
 
 
 class Watcher:

@@ -1,4 +1,5 @@
-"""`reportflow dlq list|redrive|cancel`: failed reports, straight to Temporal."""
+"""`reportflow dlq list|redrive` (failed reports) and `reportflow reports cancel`
+(running ones, in bulk), straight to Temporal; `dlq cancel` is its old name."""
 
 from __future__ import annotations
 
@@ -69,24 +70,56 @@ def redrive(
     raise typer.Exit(asyncio.run(failed.redrive_matching(settings, where, yes=yes)))
 
 
-@dlq.command("cancel", help="cancel running reports that match a filter (one batch operation)")
+reports = typer.Typer(no_args_is_help=True)
+app.add_typer(
+    reports,
+    name="reports",
+    short_help="act on reports in bulk: cancel the running ones a filter matches",
+    help="Talks to Temporal directly (TEMPORAL_ADDRESS etc.), like the admin API.",
+)
+
+DEPRECATED_CANCEL = (
+    "reportflow dlq cancel is deprecated: it is `reportflow reports cancel` now (same options)\n"
+)
+
+
+def _cancel(
+    command: str, all_: bool, user: str | None, since: datetime | None, note: str | None,
+    query: str | None, yes: bool,
+) -> None:  # fmt: skip
+    from reportflow.cli import failed
+    from reportflow.service.dead_letters import Filter
+
+    where = Filter(user=user, since=since, reason=note, query=query)
+    if not where.any and not all_:
+        sys.stderr.write(f"{command}: give a filter (--user, --since, --query) or --all\n")
+        raise typer.Exit(2)
+    raise typer.Exit(asyncio.run(failed.cancel_matching(get_settings(), where, yes=yes)))
+
+
+Note = Annotated[str | None, typer.Option(help="a note recorded with the batch operation")]
+
+
+@reports.command("cancel", help="cancel running reports that match a filter (one batch operation)")
 def cancel(
     all_: All = False,
     user: User = None,
     since: Since = None,
-    reason: Annotated[
-        str | None, typer.Option(help="a note recorded with the batch operation")
-    ] = None,
+    reason: Note = None,
     query: Query = None,
     yes: Yes = False,
 ) -> None:
-    from reportflow.cli import failed
-    from reportflow.service.dead_letters import Filter
+    _cancel("reportflow reports cancel", all_, user, since, reason, query, yes)
 
-    where = Filter(user=user, since=since, reason=reason, query=query)
-    if not where.any and not all_:
-        sys.stderr.write(
-            "reportflow dlq cancel: give a filter (--user, --since, --query) or --all\n"
-        )
-        raise typer.Exit(2)
-    raise typer.Exit(asyncio.run(failed.cancel_matching(get_settings(), where, yes=yes)))
+
+@dlq.command("cancel", help="deprecated: use `reportflow reports cancel` (same options)")
+def dlq_cancel(
+    all_: All = False,
+    user: User = None,
+    since: Since = None,
+    reason: Note = None,
+    query: Query = None,
+    yes: Yes = False,
+) -> None:
+    sys.stderr.write(DEPRECATED_CANCEL)
+    _cancel("reportflow dlq cancel", all_, user, since, reason, query, yes)

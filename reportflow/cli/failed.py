@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from reportflow.core.audit import audit, operator
+from reportflow.core.audit import operator
 from reportflow.core.config import Settings
 from reportflow.core.temporal import connect
-from reportflow.service.dead_letters import Filter, cancel_runs, every_failed, matching_running
+from reportflow.service import bulk
+from reportflow.service.dead_letters import Filter, every_failed
 from reportflow.service.reports import NotRedrivable, redrive
 
 SHOWN = 20
@@ -64,47 +65,32 @@ async def redrive_reports(settings: Settings, report_ids: list[str]) -> int:
 
 async def redrive_matching(settings: Settings, where: Filter, *, yes: bool) -> int:
     client = await connect()
-    ids = [r.report_id for r in await every_failed(client, where)]
+    ids = await bulk.matching_failed(client, where)
     _show(ids, "failed reports match")
     if not ids or not yes:
         if ids:
             sys.stdout.write("nothing redriven: add --yes to redrive them\n")
         return 0
-    redriven, code = 0, 0
-    actor = operator()
-    audit(actor, "bulk redrive", f"{len(ids)} reports", where=str(where), report_ids=ids)
-    for report_id in ids:
-        try:
-            await redrive(client, settings, report_id, actor=actor)
-            redriven += 1
-        except NotRedrivable as err:
-            sys.stderr.write(f"{report_id}: not redriven: {err}\n")
-            code = 1
-    sys.stdout.write(f"redriven: {redriven}\n")
-    return code
+    result = await bulk.redrive_all(client, settings, ids, where=where, actor=operator())
+    for report_id, why in result.refused.items():
+        sys.stderr.write(f"{report_id}: not redriven: {why}\n")
+    sys.stdout.write(f"redriven: {result.redriven}\n")
+    return 1 if result.refused else 0
 
 
 async def cancel_matching(settings: Settings, where: Filter, *, yes: bool) -> int:
     """Cancel the matching running reports as one batch operation; `where.reason`
     is the note the batch records (running reports have no failure reason)."""
     client = await connect()
-    note = where.reason or "reportflow dlq cancel"
+    note = where.reason or "reportflow reports cancel"
     where = Filter(user=where.user, since=where.since, query=where.query)
-    runs = await matching_running(client, where)
+    runs = await bulk.matching_running(client, where)
     _show([r.workflow_id for r in runs], "running reports match")
     if not runs or not yes:
         if runs:
             sys.stdout.write("nothing cancelled: add --yes to cancel them\n")
         return 0
-    audit(
-        operator(),
-        "bulk cancel",
-        f"{len(runs)} reports",
-        where=str(where),
-        note=note,
-        report_ids=[r.workflow_id for r in runs],
-    )
-    batch = await cancel_runs(client, runs, note=note)
+    batch = await bulk.cancel_all(client, runs, where=where, note=note, actor=operator())
     sys.stdout.write(
         f"cancel requested: {batch.completed} of {batch.total} "
         f"(failed: {batch.failed}; batch job {batch.job_id}). A report already "

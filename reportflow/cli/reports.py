@@ -74,7 +74,7 @@ def request(
         ),
     ] = None,
 ) -> None:
-    from reportflow.cli.api_client import RequestOptions, request_report
+    from reportflow.cli.request import RequestOptions, request_report
 
     quiet("httpx")  # the progress bar says it all
     try:
@@ -145,7 +145,7 @@ def render(
     from pydantic import ValidationError
     from temporalio.exceptions import ApplicationError
 
-    from reportflow.api.schemas import ReportRequest
+    from reportflow.contract import ReportRequest
     from reportflow.local_render import render_locally
 
     if kind is not None and kind != "transactions":

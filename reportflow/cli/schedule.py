@@ -15,7 +15,7 @@ from reportflow.core.config import get_settings
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from reportflow.service.schedules import ScheduleDocument
+    from reportflow.contract import ScheduleDocument
 
 app = typer.Typer()
 schedule = typer.Typer(no_args_is_help=True)
@@ -70,10 +70,11 @@ def create(
 ) -> None:
     from pydantic import ValidationError
 
+    from reportflow.contract import ScheduleRequest
     from reportflow.service import schedules
 
     try:
-        request = schedules.ScheduleRequest(
+        request = ScheduleRequest(
             every=every, day=day, time=time, timezone=timezone, backfill=backfill
         )
     except ValidationError as err:

@@ -35,8 +35,8 @@ from playwright.async_api import PdfMargins, Playwright, async_playwright
 from pypdf import PdfReader
 from temporalio.exceptions import ApplicationError
 
-from reportflow.activities.background import heartbeating
 from reportflow.core import tracing
+from reportflow.core.background import heartbeating
 
 logger = logging.getLogger(__name__)
 

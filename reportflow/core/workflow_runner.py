@@ -19,6 +19,7 @@ sandboxed, with every determinism check.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import temporalio.workflow
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
@@ -34,10 +35,13 @@ from temporalio.worker import (
     WorkflowInstanceDetails,
     WorkflowRunner,
 )
-from temporalio.worker._command_aware_visitor import CommandInfo
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from reportflow.core.clear_payloads import refuse_clear
+
+if TYPE_CHECKING:
+    # The runner interface's own annotations name private SDK types: see sdk_internals.
+    from reportflow.core.sdk_internals import CommandInfo, WorkflowDefinition
 
 
 def context_free(converter: DataConverter) -> bool:
@@ -60,7 +64,7 @@ class ContextFreeRunner(WorkflowRunner):
         self._inner = SandboxedWorkflowRunner()
         self._refuse_clear = refuse_clear
 
-    def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
+    def prepare_workflow(self, defn: WorkflowDefinition) -> None:
         self._inner.prepare_workflow(defn)
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:

@@ -13,20 +13,18 @@ import csv
 import dataclasses
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import and_, func, select
 from temporalio.exceptions import ApplicationError
 
+from reportflow.contract import DateRange
 from reportflow.core.db import transactions, users
-from reportflow.kinds import QueryContext, ReportKind
 from reportflow.models import DEFAULT_KIND, UNKNOWN_USER
+from reportflow.report.kind import QueryContext, ReportKind
 
-DEFAULT_DAYS = 90
-MAX_DAYS = 366
 TEMPLATES = Path(__file__).with_name("templates")
 # A CSV chunk handed to the store at a time: memory stays flat whatever the row count.
 CSV_CHUNK_BYTES = 64 * 1024
@@ -34,46 +32,6 @@ CSV_COLUMNS = ["id", "posted_at", "amount_cents", "currency", "merchant", "categ
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection);
 # merchant names are untrusted, so such a cell is kept as text with a leading quote.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def today() -> date:
-    return datetime.now(UTC).date()
-
-
-class DateRange(BaseModel):
-    """Dates are inclusive; both default to the last 90 days ending today (UTC)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    start: date | None = Field(None, description="First day, YYYY-MM-DD")
-    end: date | None = Field(None, description="Last day, YYYY-MM-DD; not after today")
-
-    @model_validator(mode="after")
-    def _check_range(self) -> Any:
-        now = today()
-        if self.end is None:
-            self.end = now
-        if self.start is None:
-            self.start = self.end - timedelta(days=DEFAULT_DAYS - 1)
-        if self.end > now:
-            raise ValueError(
-                f"end {self.end} is in the future; the last day a report can cover is today, {now}"
-            )
-        if self.start > self.end:
-            raise ValueError(
-                f"start {self.start} is after end {self.end}; swap them or pick an earlier start"
-            )
-        days = (self.end - self.start).days + 1
-        if days > MAX_DAYS:
-            raise ValueError(
-                f"the range covers {days} days; a report covers at most {MAX_DAYS}, "
-                "so split it into several reports"
-            )
-        return self
-
-    def dates(self) -> tuple[date, date]:
-        assert self.start is not None and self.end is not None
-        return self.start, self.end
 
 
 def _in_range(user_id: str, params: DateRange) -> Any:
@@ -94,7 +52,7 @@ async def _require_user(ctx: QueryContext) -> None:
 
 
 async def query_transactions(ctx: QueryContext, params: DateRange) -> dict[str, Any]:
-    from reportflow.activities.query import aggregate
+    from reportflow.report.query import aggregate
 
     start, end = params.dates()
     data = await aggregate(

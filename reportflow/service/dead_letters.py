@@ -8,19 +8,14 @@ since, any clause); the failure reason is read from each report.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from temporalio.api.batch.v1 import BatchOperationCancellation
 from temporalio.api.common.v1 import WorkflowExecution as ProtoExecution
-from temporalio.api.enums.v1 import BatchOperationState, EventType
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import (
-    DescribeBatchOperationRequest,
     GetWorkflowExecutionHistoryReverseRequest,
-    StartBatchOperationRequest,
 )
 from temporalio.client import Client, WorkflowExecution
 
@@ -179,52 +174,3 @@ async def every_failed(client: Client, where: Filter | None = None) -> list[Fail
         ]
         if not token:
             return rows
-
-
-async def matching_running(client: Client, where: Filter) -> list[ProtoExecution]:
-    query = f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'"
-    narrower = where.visibility()
-    if narrower:
-        query += f" AND {narrower}"
-    return [
-        ProtoExecution(workflow_id=e.id, run_id=e.run_id)
-        async for e in client.list_workflows(query)
-    ]
-
-
-@dataclass(frozen=True)
-class BatchCancel:
-    job_id: str
-    total: int
-    completed: int
-    failed: int
-
-
-async def cancel_runs(client: Client, runs: list[ProtoExecution], *, note: str) -> BatchCancel:
-    """Cancel exactly these runs as one Temporal batch operation (`note` is its reason),
-    and wait (at most five minutes) until the batch has asked every one."""
-    job_id = f"reportflow-cancel-{uuid.uuid4().hex[:12]}"
-    service = client.workflow_service
-    await service.start_batch_operation(
-        StartBatchOperationRequest(
-            namespace=client.namespace,
-            job_id=job_id,
-            reason=note,
-            executions=runs,
-            cancellation_operation=BatchOperationCancellation(identity="reportflow dlq cancel"),
-        )
-    )
-    async with asyncio.timeout(300):
-        while True:
-            batch = await service.describe_batch_operation(
-                DescribeBatchOperationRequest(namespace=client.namespace, job_id=job_id)
-            )
-            if batch.state != BatchOperationState.BATCH_OPERATION_STATE_RUNNING:
-                break
-            await asyncio.sleep(0.5)
-    return BatchCancel(
-        job_id=job_id,
-        total=batch.total_operation_count,
-        completed=batch.complete_operation_count,
-        failed=batch.failure_operation_count,
-    )

@@ -15,17 +15,10 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from reportflow.models import WORKFLOW_TYPE, email_queue
+from reportflow.service.status import STATUS_WORDS, visibility_name
 
-# Temporal execution status -> the status word of the contract.
-STATUS_WORDS = {
-    "Running": "running",
-    "Completed": "completed",
-    "Failed": "failed",
-    "TimedOut": "failed",
-    "Terminated": "failed",
-    "Canceled": "cancelled",
-    "ContinuedAsNew": "running",
-}
+# The counts' group values spell Temporal's status as visibility does.
+_WORDS = {visibility_name(status): word for status, word in STATUS_WORDS.items()}
 
 
 @dataclass
@@ -50,7 +43,7 @@ async def reports_by_status(client: Client) -> dict[str, int]:
     )
     totals: dict[str, int] = dict.fromkeys(("running", "completed", "failed", "cancelled"), 0)
     for group in counts.groups:
-        word = STATUS_WORDS.get(str(group.group_values[0]), "failed")
+        word = _WORDS.get(str(group.group_values[0]), "failed")
         totals[word] += group.count
     return totals
 

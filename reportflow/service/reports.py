@@ -33,22 +33,31 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from reportflow.activities.cancel import (
-    CANCEL_UPDATE,
-    TOO_LATE_TO_CANCEL,
-    TOO_LATE_TO_CANCEL_MESSAGE,
-)
 from reportflow.core.audit import audit
 from reportflow.core.codec import encrypted
 from reportflow.core.config import Settings
 from reportflow.core.store import file_key
 from reportflow.core.temporal import USER_ID_KEY
 from reportflow.kinds import ReportKind, canonical_params, params_hash
-from reportflow.models import DEFAULT_KIND, WORKFLOW_TYPE, GenerateReportInput
-from reportflow.service.status import StartedExecution, build_document, describe_report, owner_of
+from reportflow.models import (
+    CANCEL_UPDATE,
+    DEFAULT_KIND,
+    TOO_LATE_TO_CANCEL,
+    TOO_LATE_TO_CANCEL_MESSAGE,
+    WORKFLOW_TYPE,
+    GenerateReportInput,
+)
+from reportflow.service.status import (
+    StartedExecution,
+    build_document,
+    describe_report,
+    owner_of,
+    status_filter,
+    statuses_of,
+)
 
 if TYPE_CHECKING:
-    from reportflow.api.schemas import StatusDocument
+    from reportflow.contract import StatusDocument
     from reportflow.core.store import ReportStore
     from reportflow.core.tokens import Caller
 
@@ -451,12 +460,7 @@ async def redrive(
         description = await handle.describe()
     except Exception as err:
         raise NotRedrivable(f"no report {report_id}") from err
-    failed = {
-        WorkflowExecutionStatus.FAILED,
-        WorkflowExecutionStatus.TIMED_OUT,
-        WorkflowExecutionStatus.TERMINATED,
-    }
-    if description.status not in failed:
+    if description.status not in statuses_of("failed"):
         state = description.status.name.lower() if description.status else "unknown"
         raise NotRedrivable(f"{report_id} is {state}; only failed reports can be redriven")
     memo_fields = description.raw_description.workflow_execution_info.memo.fields.values()
@@ -490,11 +494,7 @@ StatusFilter = Literal["queued", "running", "completed", "failed", "cancelled"]
 # The visibility filter for each status word of the contract ("queued" and
 # "running" are both open runs; the memo's stage tells them apart).
 STATUS_FILTERS: dict[StatusFilter, str] = {
-    "queued": "ExecutionStatus = 'Running'",
-    "running": "ExecutionStatus = 'Running'",
-    "completed": "ExecutionStatus = 'Completed'",
-    "failed": "ExecutionStatus IN ('Failed', 'TimedOut', 'Terminated')",
-    "cancelled": "ExecutionStatus = 'Canceled'",
+    word: status_filter(word) for word in ("queued", "running", "completed", "failed", "cancelled")
 }
 
 

@@ -19,10 +19,9 @@ import json
 import logging
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from temporalio.client import (
     Client,
     Schedule,
@@ -38,109 +37,20 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from reportflow.contract import (
+    WEEKDAYS,
+    ScheduleDocument,
+    ScheduleRequest,
+    parse_time,
+)
 from reportflow.core.config import Settings
 from reportflow.core.temporal import USER_ID_KEY
 from reportflow.models import DEFAULT_KIND, SCHEDULED_WORKFLOW_TYPE, ScheduledReportInput
 
 log = logging.getLogger(__name__)
 
-Every = Literal["week", "month"]
-WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-# Days 29-31 do not exist in every month; a schedule on them would skip months.
-LAST_MONTH_DAY = 28
-MAX_BACKFILL = 12
 CATCHUP_WINDOW = timedelta(hours=1)
 ID_PREFIX = "schedule-"
-
-
-class ScheduleRequest(BaseModel):
-    """When a report is sent: weekly on a weekday, or monthly on a day of the month."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"every": "week", "day": "monday", "time": "06:00", "timezone": "Europe/Berlin"},
-                {"every": "month", "day": 1, "time": "07:30", "timezone": "UTC"},
-            ]
-        },
-    )
-
-    every: Every = Field(description="week: the previous Monday-Sunday week; month: last month")
-    day: str | int = Field(description="a weekday name (week) or a day 1-28 (month)")
-    time: str = Field("06:00", description="local time HH:MM (24 h)")
-    timezone: str = Field("UTC", description="an IANA time zone, e.g. Europe/Berlin")
-    backfill: int = Field(
-        0, ge=0, le=MAX_BACKFILL, description="also send this many past periods now"
-    )
-    kind: str = Field(
-        default=DEFAULT_KIND, max_length=40, description="the report kind (GET /kinds)"
-    )
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="the kind's parameters; each run's period sets its range"
-    )
-
-    @field_validator("time")
-    @classmethod
-    def _check_time(cls, value: str) -> str:
-        hour, minute = _parse_time(value)
-        return f"{hour:02d}:{minute:02d}"
-
-    @field_validator("timezone")
-    @classmethod
-    def _check_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin or UTC"
-            ) from None
-        return value
-
-    @model_validator(mode="after")
-    def _check_day(self) -> ScheduleRequest:
-        if self.every == "week":
-            name = str(self.day).strip().lower()
-            if name not in WEEKDAYS:
-                raise ValueError(
-                    f"day {self.day!r} is not a weekday; a weekly schedule takes one of "
-                    f"{', '.join(WEEKDAYS)}"
-                )
-            self.day = name
-        else:
-            try:
-                number = int(self.day)
-            except ValueError:
-                number = 0
-            if not 1 <= number <= LAST_MONTH_DAY:
-                raise ValueError(
-                    f"day {self.day!r} is not a day of the month from 1 to {LAST_MONTH_DAY}; "
-                    "later days do not exist in every month"
-                )
-            self.day = number
-        return self
-
-
-def _parse_time(value: str) -> tuple[int, int]:
-    parts = value.strip().split(":")
-    if len(parts) == 2 and all(p.isdigit() and len(p) == 2 for p in parts):
-        hour, minute = int(parts[0]), int(parts[1])
-        if hour < 24 and minute < 60:
-            return hour, minute
-    raise ValueError(f"time {value!r} is not a time of day; write it as HH:MM, e.g. 06:00")
-
-
-class ScheduleDocument(BaseModel):
-    id: str = Field(description="the Temporal Schedule ID (`temporal schedule trigger` takes it)")
-    every: Every
-    day: str | int
-    time: str
-    timezone: str
-    paused: bool
-    next_run_at: datetime | None = Field(None, description="the next run (UTC)")
-    covers: str = Field(description="which period each run reports on")
-    kind: str = DEFAULT_KIND
-    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class ScheduleNotFound(LookupError):
@@ -174,7 +84,7 @@ def _covers(every: str) -> str:
 
 
 def _spec(request: ScheduleRequest) -> ScheduleSpec:
-    hour, minute = _parse_time(request.time)
+    hour, minute = parse_time(request.time)
     if request.every == "week":
         # Temporal counts weekdays from Sunday = 0.
         weekday = (WEEKDAYS.index(str(request.day)) + 1) % 7

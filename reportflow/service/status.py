@@ -23,7 +23,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from reportflow.api.schemas import (
+from reportflow.contract import (
     ErrorDoc,
     Links,
     ReportResultDoc,
@@ -49,13 +49,45 @@ KIND_REPORT_ID = re.compile(
     r"^report-(?P<user>[A-Za-z0-9_.]{1,64})-(?P<kind>[a-z][a-z0-9]*(?:-[a-z0-9]+)*)-[0-9a-f]{12}$"
 )
 
-_FINAL: dict[WorkflowExecutionStatus, Status] = {
+# Temporal's execution status -> the status word of the contract, the one map:
+# the status document, the listing filters, redrive and the queue counts use it.
+# An open run is "running" here; the document tells "queued" from its stage.
+STATUS_WORDS: dict[WorkflowExecutionStatus, Status] = {
+    WorkflowExecutionStatus.RUNNING: "running",
     WorkflowExecutionStatus.COMPLETED: "completed",
     WorkflowExecutionStatus.FAILED: "failed",
     WorkflowExecutionStatus.TIMED_OUT: "failed",
     WorkflowExecutionStatus.TERMINATED: "failed",
     WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
 }
+_OPEN = {WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW}
+_FINAL = {status: word for status, word in STATUS_WORDS.items() if status not in _OPEN}
+
+
+def visibility_name(status: WorkflowExecutionStatus) -> str:
+    """The status as list filters and counts spell it: TIMED_OUT -> TimedOut."""
+    return "".join(part.capitalize() for part in status.name.split("_"))
+
+
+def statuses_of(word: Status) -> list[WorkflowExecutionStatus]:
+    """The execution statuses a status word covers (a continued-as-new run is closed:
+    its chain's newest run is the one that counts)."""
+    return [
+        status
+        for status, mapped in STATUS_WORDS.items()
+        if mapped == word and status != WorkflowExecutionStatus.CONTINUED_AS_NEW
+    ]
+
+
+def status_filter(word: Status) -> str:
+    """The visibility filter of a status word ("queued" is an open run too)."""
+    names = [
+        f"'{visibility_name(s)}'" for s in statuses_of("running" if word == "queued" else word)
+    ]
+    if len(names) == 1:
+        return f"ExecutionStatus = {names[0]}"
+    return f"ExecutionStatus IN ({', '.join(names)})"
 
 
 class Execution(Protocol):
@@ -93,8 +125,13 @@ def owner_of(report_id: str) -> str | None:
     return match["user"] if match else None
 
 
+def may_see_owned(caller: Caller, owner: str | None) -> bool:
+    """The ownership rule: a report is seen by its owner or by an admin."""
+    return caller.is_admin or (caller.user_id is not None and owner == caller.user_id)
+
+
 def may_see(caller: Caller, report_id: str) -> bool:
-    return caller.is_admin or (caller.user_id is not None and owner_of(report_id) == caller.user_id)
+    return may_see_owned(caller, owner_of(report_id))
 
 
 def _status(execution: WorkflowExecutionStatus | None, stage: str) -> Status:
@@ -272,7 +309,7 @@ class Described:
     activity_pending: bool
 
     def visible_to(self, caller: Caller) -> bool:
-        return caller.is_admin or (caller.user_id is not None and self.owner == caller.user_id)
+        return may_see_owned(caller, self.owner)
 
 
 async def read_status(

@@ -31,52 +31,16 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
+from reportflow.contract import CreatedWebhook, WebhookDocument
 from reportflow.core.db import users, webhooks
 from reportflow.models import WebhookEvent
 from reportflow.service.errors import public_error
 
 log = logging.getLogger(__name__)
-
-MAX_URL = 2000
-
-
-class WebhookRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"url": "https://example.com/hooks"}]}
-    )
-
-    url: str = Field(description="an http(s) URL that receives a POST per report outcome")
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        value = value.strip()
-        parts = urlsplit(value)
-        if len(value) > MAX_URL or parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(
-                f"{value[:100]!r} is not an http(s) URL with a host, e.g. https://example.com/hooks"
-            )
-        try:
-            parts.port  # noqa: B018 - raises on a port out of range
-        except ValueError:
-            raise ValueError(f"{value[:100]!r} has an invalid port") from None
-        return value
-
-
-class WebhookDocument(BaseModel):
-    id: str
-    url: str
-    created_at: datetime | None = None
-    disabled: bool = Field(description="true once the receiver answered 410 Gone")
-
-
-class CreatedWebhook(WebhookDocument):
-    secret: str = Field(description="verifies deliveries' signatures; shown only now")
 
 
 class WebhookNotFound(LookupError):

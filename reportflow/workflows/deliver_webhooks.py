@@ -11,7 +11,6 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -22,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         WebhookEvent,
         WebhookTargetsInput,
     )
+    from reportflow.workflows.policies import backoff_retry, retry
 
 
 @workflow.defn(name="DeliverWebhooks")
@@ -32,16 +32,10 @@ class DeliverWebhooks:
             WebhookActivities.webhook_targets,
             WebhookTargetsInput(event.user_id),
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1)),
+            retry_policy=retry(attempts=10, longest=timedelta(minutes=1)),
         )
         backoff = event.retry
-        policy = RetryPolicy(
-            initial_interval=timedelta(seconds=backoff.initial_seconds),
-            backoff_coefficient=backoff.coefficient,
-            maximum_interval=timedelta(seconds=backoff.maximum_seconds),
-            maximum_attempts=backoff.maximum_attempts,
-            non_retryable_error_types=[WEBHOOK_REFUSED],
-        )
+        policy = backoff_retry(backoff, never=[WEBHOOK_REFUSED])
         results = await asyncio.gather(
             *(
                 workflow.execute_activity_method(

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from reportflow.activities.report import ReportActivities
     from reportflow.models import ExpireInput, ExpireResult
+    from reportflow.workflows.policies import retry
 
 
 @workflow.defn(name="ExpireReports")
@@ -24,9 +24,7 @@ class ExpireReports:
             ReportActivities.expire_reports,
             input,
             start_to_close_timeout=timedelta(minutes=10),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=10),
-                maximum_interval=timedelta(minutes=5),
-                maximum_attempts=5,
+            retry_policy=retry(
+                attempts=5, first=timedelta(seconds=10), longest=timedelta(minutes=5)
             ),
         )

@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from reportflow.activities.schedule import ScheduleActivities
     from reportflow.models import ScheduledReportInput, ScheduledReportResult, StartScheduledInput
+    from reportflow.workflows.policies import retry
 
 # Set by the Schedule on every run it starts (also on a trigger and a backfill).
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -38,9 +39,7 @@ class ScheduledReport:
                 params=input.params,
             ),
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=2),
-                maximum_interval=timedelta(minutes=1),
-                maximum_attempts=20,
+            retry_policy=retry(
+                attempts=20, first=timedelta(seconds=2), longest=timedelta(minutes=1)
             ),
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from reportflow.api.deps import CallerDep
-from reportflow.api.schemas import COMMON_ERRORS, KindDoc, KindList
+from reportflow.api.schemas import COMMON_ERRORS
+from reportflow.contract import KindDoc, KindList
 from reportflow.kinds import KindRegistry
 from reportflow.models import DEFAULT_KIND
 

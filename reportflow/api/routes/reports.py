@@ -13,22 +13,16 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio.client import Client
 
-from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep
+from reportflow.api.deps import CallerDep, SettingsDep, StoreDep, TemporalDep, user_of
 from reportflow.api.downloads import DownloadLink, download_link, verify
 from reportflow.api.events import StreamCounter
 from reportflow.api.kind_input import invalid, registered
 from reportflow.api.paging import decode_page_token, encode_page_token
-from reportflow.api.schemas import (
-    COMMON_ERRORS,
-    PdfLink,
-    ReportList,
-    ReportRequest,
-    StatusDocument,
-    problem,
-)
+from reportflow.api.schemas import COMMON_ERRORS, PdfLink, problem
 from reportflow.api.status_reads import RUN_ID_PATTERN, progress_headers, status_answer
 from reportflow.api.token_cache import TokenCache
 from reportflow.api.watch import Snapshot, Watchers
+from reportflow.contract import ReportList, ReportRequest, StatusDocument
 from reportflow.core import tracing
 from reportflow.core.config import Settings
 from reportflow.core.store import FileStore, ReportStore
@@ -70,16 +64,6 @@ async def _watched(
     return snapshot
 
 
-def _user_of(caller: Caller) -> str:
-    if caller.user_id is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail="an admin token has no reports of its own; use a user's token "
-            "(`reportflow token create --user ID`)",
-        )
-    return caller.user_id
-
-
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -111,7 +95,7 @@ async def create_report(
     """
     values = body.model_extra or {} if body is not None else {}
     kind, regenerate, start, end = _parsed(request.app.state.kinds, values)
-    user_id = _user_of(caller)
+    user_id = user_of(caller, "reports")
     wait = await request.app.state.rate_limiter.retry_after(user_id)
     if wait:
         raise HTTPException(
@@ -520,7 +504,7 @@ async def list_reports(
     page_token: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> ReportList:
     """Your reports, newest first (may lag a moment behind a new report)."""
-    listing = reports.Listing(_user_of(caller), status_filter)
+    listing = reports.Listing(user_of(caller, "reports"), status_filter)
     docs, next_token = await reports.list_reports(
         client,
         settings,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from reportflow.api.deps import CallerDep, SettingsDep, TemporalDep
+from reportflow.api.deps import CallerDep, SettingsDep, TemporalDep, user_of
 from reportflow.api.kind_input import check_schedule_kind
 from reportflow.api.ratelimit import RateLimiter, limit_creation
 from reportflow.api.schemas import COMMON_ERRORS, problem
+from reportflow.contract import ScheduleDocument, ScheduleRequest
 from reportflow.core.tokens import Caller
 from reportflow.service.schedules import (
-    ScheduleDocument,
     ScheduleNotFound,
-    ScheduleRequest,
     TooManySchedules,
     create_schedule,
     delete_schedule,
@@ -27,16 +26,6 @@ router = APIRouter(
 )
 
 NOT_FOUND = "no such schedule: check the ID, or list your schedules with GET /schedules"
-
-
-def _user_of(caller: Caller) -> str:
-    if caller.user_id is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail="an admin token has no schedules of its own; use a user's token, "
-            "or `reportflow schedule` as an operator",
-        )
-    return caller.user_id
 
 
 async def _limit_backfill(request: Request, user_id: str, periods: int) -> None:
@@ -73,7 +62,7 @@ async def create(
 ) -> ScheduleDocument:
     """Send the report of the previous week or month on a schedule."""
     check_schedule_kind(request.app.state.kinds, body)
-    user_id = _user_of(caller)
+    user_id = user_of(caller, "schedules")
     await limit_creation(request, "schedules", user_id)
     await _limit_backfill(request, user_id, body.backfill)
     try:
@@ -91,14 +80,16 @@ async def create(
 @router.get("", response_model=list[ScheduleDocument])
 async def list_(caller: CallerDep, client: TemporalDep) -> list[ScheduleDocument]:
     """The caller's schedules (a new one may appear a moment late)."""
-    return await list_schedules(client, user_id=_user_of(caller))
+    return await list_schedules(client, user_id=user_of(caller, "schedules"))
 
 
 async def _set_paused(
     schedule_id: str, caller: Caller, client: TemporalDep, paused: bool
 ) -> ScheduleDocument:
     try:
-        return await pause_schedule(client, schedule_id, user_id=_user_of(caller), paused=paused)
+        return await pause_schedule(
+            client, schedule_id, user_id=user_of(caller, "schedules"), paused=paused
+        )
     except ScheduleNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
 
@@ -131,7 +122,7 @@ async def unpause(schedule_id: str, caller: CallerDep, client: TemporalDep) -> S
 async def delete(schedule_id: str, caller: CallerDep, client: TemporalDep) -> Response:
     """Delete the schedule; reports it already started stay."""
     try:
-        await delete_schedule(client, schedule_id, user_id=_user_of(caller))
+        await delete_schedule(client, schedule_id, user_id=user_of(caller, "schedules"))
     except ScheduleNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)

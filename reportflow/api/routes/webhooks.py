@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from reportflow.api.deps import CallerDep, EngineDep, SettingsDep
+from reportflow.api.deps import CallerDep, EngineDep, SettingsDep, user_of
 from reportflow.api.ratelimit import limit_creation
 from reportflow.api.schemas import COMMON_ERRORS, problem
-from reportflow.core.tokens import Caller
+from reportflow.contract import CreatedWebhook, WebhookDocument, WebhookRequest
 from reportflow.service import webhooks
 
 router = APIRouter(
@@ -19,34 +19,25 @@ router = APIRouter(
 NOT_FOUND = "no such webhook: check the ID, or list your webhooks with GET /webhooks"
 
 
-def _user_of(caller: Caller) -> str:
-    if caller.user_id is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail="an admin token has no webhooks of its own; use a user's token",
-        )
-    return caller.user_id
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=webhooks.CreatedWebhook,
+    response_model=CreatedWebhook,
     responses={
         409: problem("The user holds MAX_WEBHOOKS_PER_USER endpoints already"),
         429: problem("Too many webhooks created; wait `Retry-After` seconds"),
     },
 )
 async def create(
-    body: webhooks.WebhookRequest,
+    body: WebhookRequest,
     request: Request,
     response: Response,
     caller: CallerDep,
     engine: EngineDep,
     settings: SettingsDep,
-) -> webhooks.CreatedWebhook:
+) -> CreatedWebhook:
     """Register an endpoint; keep `secret` (shown only now) to verify deliveries."""
-    user_id = _user_of(caller)
+    user_id = user_of(caller, "webhooks")
     try:
         webhooks.refuse_literal(body.url, settings.webhook_allowed)
     except webhooks.UrlRefused as err:
@@ -70,10 +61,10 @@ async def create(
     return created
 
 
-@router.get("", response_model=list[webhooks.WebhookDocument])
-async def list_(caller: CallerDep, engine: EngineDep) -> list[webhooks.WebhookDocument]:
+@router.get("", response_model=list[WebhookDocument])
+async def list_(caller: CallerDep, engine: EngineDep) -> list[WebhookDocument]:
     """The caller's endpoints (without their secrets)."""
-    return await webhooks.list_webhooks(engine, user_id=_user_of(caller))
+    return await webhooks.list_webhooks(engine, user_id=user_of(caller, "webhooks"))
 
 
 @router.delete(
@@ -84,7 +75,9 @@ async def list_(caller: CallerDep, engine: EngineDep) -> list[webhooks.WebhookDo
 async def delete(webhook_id: str, caller: CallerDep, engine: EngineDep) -> Response:
     """Stop sending to this endpoint (deliveries under way may still arrive once)."""
     try:
-        await webhooks.delete_webhook(engine, user_id=_user_of(caller), webhook_id=webhook_id)
+        await webhooks.delete_webhook(
+            engine, user_id=user_of(caller, "webhooks"), webhook_id=webhook_id
+        )
     except webhooks.WebhookNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
