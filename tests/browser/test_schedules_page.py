@@ -8,7 +8,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from reportflow.service.schedules import LAST_MONTH_DAY, WEEKDAYS
+from reportflow.contract import LAST_MONTH_DAY, WEEKDAYS
 from tests.browser.page_actions import sign_in
 from tests.conftest import MakeUser
 
