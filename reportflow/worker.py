@@ -98,6 +98,7 @@ async def run_worker(
         max_concurrent=settings.render_concurrency,
         require_sandbox=settings.chromium_sandbox_required,
         no_sandbox=settings.chromium_no_sandbox,
+        nice=settings.chromium_nice,
     )
     activities = ReportActivities(
         engine=engine,

@@ -122,6 +122,36 @@ async def test_chromium_never_outranks_the_worker(browser: Browser) -> None:
     assert all(nice >= ours for nice in niceness.values()), niceness
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+async def test_chromium_runs_nicer_than_the_worker_renderers_included() -> None:
+    """CHROMIUM_NICE: every thread of every Chromium process, renderers started after
+    the launch among them, runs at nice 10 or lower priority; the worker keeps its own."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    nicer = Browser(find_chromium(os.environ.get("CHROMIUM_EXECUTABLE")), nice=ours + 10)
+    await nicer.start()
+    try:
+        launched = nicer.process_pid
+        assert launched is not None
+        before = set(_descendants(launched, _parents()))
+        await nicer.pdf(render_html(make_report_data()))  # a renderer for this print
+        chromium = {launched, *_descendants(launched, _parents())}
+        threads = {}
+        for pid in chromium:
+            for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                    threads[int(task.name)] = _nice(int(task.name))
+        renderers = [
+            pid
+            for pid in chromium - before
+            if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert renderers  # started after the launch, forked by a zygote
+        assert all(nice >= ours + 10 for nice in threads.values()), threads
+        assert os.getpriority(os.PRIO_PROCESS, 0) == ours
+    finally:
+        await nicer.close()
+
+
 async def test_concurrent_pdfs_share_one_browser(browser: Browser) -> None:
     datas = [make_report_data(user_name=f"User {i}", net_cents=-i * 10_001) for i in range(4)]
     pdfs = await asyncio.gather(*(browser.pdf(render_html(d)) for d in datas))

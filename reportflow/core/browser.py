@@ -195,6 +195,35 @@ def _forgo_priority_raise() -> None:
         logger.debug("no prctl here", exc_info=True)
 
 
+def lower_priority(root: int, nice: int) -> int:
+    """Put process `root`, its descendants and every thread of each at `nice` or lower
+    priority; returns how many threads it changed.
+
+    On Linux a priority belongs to a thread, and a fork inherits its caller's: the
+    zygotes that fork each renderer are among the descendants, so renderers started
+    later come out at `nice` too. A thread already at `nice` or below is left alone.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (field 2) may hold spaces and parentheses: split after it.
+            fields = entry.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    changed, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        pending += children.get(pid, [])
+        for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+            tid = int(task.name)
+            with contextlib.suppress(OSError):
+                if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                    os.setpriority(os.PRIO_PROCESS, tid, nice)
+                    changed += 1
+    return changed
+
+
 class Browser:
     """One long-lived headless Chromium for this process; one fresh context per PDF."""
 
@@ -207,8 +236,13 @@ class Browser:
         max_concurrent: int | None = None,
         require_sandbox: bool = False,
         no_sandbox: bool = False,
+        nice: int = 0,
     ) -> None:
         self.executable = executable
+        # Chromium's processes run at this nice value (CHROMIUM_NICE): on a shared
+        # host a burst of prints then waits for the API, Temporal and the worker's
+        # own workflow tasks instead of holding them up.
+        self.nice = nice
         # require_sandbox: a sandbox that cannot start is an error (production);
         # otherwise Chromium goes on without it and says so. no_sandbox: never try it.
         self.require_sandbox = require_sandbox
@@ -318,11 +352,15 @@ class Browser:
             self._playwright = await async_playwright().start()
             self._browser = await self._do_launch(self._playwright)
         self.launches += 1
+        pid = self.process_pid
+        if self.nice > 0 and pid is not None and sys.platform.startswith("linux"):
+            lower_priority(pid, self.nice)
         logger.info(
-            "chromium %s launched (%s, launch #%d)",
+            "chromium %s launched (%s, launch #%d, nice %d)",
             self._browser.version,
             self.executable or "playwright-managed",
             self.launches,
+            self.nice,
         )
 
     async def _do_launch(self, playwright: Playwright) -> PlaywrightBrowser:

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # true runs Chromium without it (as root, or a container without user
     # namespaces), logged as a warning at each launch.
     chromium_no_sandbox: bool = False
+    # Chromium (browser, zygotes, renderers) runs this much nicer than the worker, so
+    # prints on a shared host yield to the API, Temporal and workflow tasks; 0: as is.
+    chromium_nice: int = Field(default=10, ge=0, le=19)
     render_timeout_seconds: float = 60.0
     # PDFs printed at once per worker; default: one per CPU core.
     render_concurrency: int | None = Field(default=None, ge=1)
