@@ -14,8 +14,10 @@ seeded with 90 days per user. Then, side by side:
   its Chromium on half the cores, the rest on the other half), the layout P4
   and P6 then keep;
 - P3: one report, click to the SMTP server's 250, against its raw render;
-- P4: status reads (`GET /reports/{id}`) by 100, then 500, pollers at one a
-  second each while reports run: p50/p99, share of requests served, Temporal
+- P4: status reads (`GET /reports/{id}`) by 100 pollers at one a second each
+  while reports run, first on the shared box with nothing but reportflow's own
+  defaults (no CPU weights: Chromium runs at CHROMIUM_NICE), then by 100 and 500
+  in the production shape below: p50/p99, share of requests served, Temporal
   calls a second, API CPU, and the report throughput against P2's; then 1,000
   SSE streams open on a burst: Temporal calls a second and API CPU. The pollers
   are a lean client, and the worker runs at a lower CPU weight (load.py says
@@ -452,7 +454,6 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                 others = [temporal.process.pid, api_pid, os.getpid()]
                 try:
                     await worker.wait_ready()
-                    group.add({worker.pid, *_descendants(worker.pid, _parents())})
                     meter = CpuMeter(
                         {
                             "API": api_pid,
@@ -479,9 +480,16 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                     cpu = meter.read(options.reports / alone)
                     # Raw again just after (the worker idle): bracketed, as P4's rate is.
                     raws = (raw, (await _raw_renders(settings, options, offset=1))[0])
-                    shared = f"all on {len(split.all)} cores, {group.description}"
+                    shared = f"all on {len(split.all)} cores, reportflow's own defaults"
                     figures += _p2(options, alone, raws, cpu, shared, judged=not split.possible)
-                    done, layout = 1 + options.reports, shared
+                    p4 = (http, smtp, calls, meter, token_list)
+                    # A single box with nothing but reportflow's defaults (Chromium at
+                    # CHROMIUM_NICE below the API; no CPU weights): a small deployment.
+                    figures += await _p4(*p4, options, alone, shared, offset=6)
+                    done = 1 + 3 * options.reports
+                    # From here on, the production shape: the worker at a lower CPU weight.
+                    group.add({worker.pid, *_descendants(worker.pid, _parents())})
+                    layout = f"all on {len(split.all)} cores, {group.description}"
                     if split.possible:  # as on separate hosts, from here to P6
                         split.apply({worker.pid, *_descendants(worker.pid, _parents())}, others)
                         meter.start()
@@ -493,7 +501,6 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                         figures += _p2(options, alone, raws, cpu, layout, judged=True)
                         done += options.reports
                     rss = {done: _tree_rss(worker.pid)}
-                    p4 = (http, smtp, calls, meter, token_list)
                     figures += await _p4(*p4, options, alone, layout, offset=2)
                     done += 2 * options.reports
                     rss[done] = _tree_rss(worker.pid)
