@@ -174,14 +174,11 @@ class _PostgresChanges(_Changes):
                 while True:  # a held connection says nothing: ask it
                     await asyncio.sleep(KEEPALIVE_SECONDS)
                     await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=KEEPALIVE_SECONDS)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
+            except Exception as err:  # not CancelledError: close() ends the loop
                 if self._listening:
                     log.warning("token cache bypassed until LISTEN is back: %s", err)
-                self._listening = False
-                await asyncio.sleep(1.0)
             finally:
                 self._listening = False
                 if conn is not None:
                     conn.terminate()
+            await asyncio.sleep(1.0)

@@ -199,23 +199,25 @@ async def aggregate(
 
         spent = _spent().label("spent")
         spending = and_(in_main, t.amount_cents < 0)
-        category_rows = [
-            (_clip(r.category), int(r.spent), int(r.n))
-            for r in await conn.execute(
-                select(t.category, spent, func.count().label("n"))
-                .where(spending)
-                .group_by(t.category)
-                .order_by(desc(spent), _by_name(t.category, dialect))
-                .limit(TOP_CATEGORIES)
-            )
+
+        async def top(column: Any, limit: int, noun: str) -> list[tuple[str, int, int]]:
+            """The largest spends by `column`, with the rest summed as one "other" row."""
+            rows = [
+                (_clip(r.name), int(r.spent), int(r.n))
+                for r in await conn.execute(
+                    select(column.label("name"), spent, func.count().label("n"))
+                    .where(spending)
+                    .group_by(column)
+                    .order_by(desc(spent), _by_name(column, dialect))
+                    .limit(limit)
+                )
+            ]
+            other = _others(rows, total_spent=main_spent, total_count=main_spend_n, noun=noun)
+            return [*rows, *filter(None, [other])]
+
+        by_category = [
+            CategoryTotal(*row) for row in await top(t.category, TOP_CATEGORIES, "categories")
         ]
-        other = _others(
-            category_rows,
-            total_spent=main_spent,
-            total_count=main_spend_n,
-            noun="categories",
-        )
-        by_category = [CategoryTotal(*row) for row in [*category_rows, *filter(None, [other])]]
 
         week = _week_start(dialect).label("week_start")
         week_rows = await conn.execute(
@@ -231,23 +233,9 @@ async def aggregate(
             for r in week_rows
         ]
 
-        merchant_rows = [
-            (_clip(r.merchant), int(r.spent), int(r.n))
-            for r in await conn.execute(
-                select(t.merchant, spent, func.count().label("n"))
-                .where(spending)
-                .group_by(t.merchant)
-                .order_by(desc(spent), _by_name(t.merchant, dialect))
-                .limit(TOP_MERCHANTS)
-            )
+        top_merchants = [
+            MerchantTotal(*row) for row in await top(t.merchant, TOP_MERCHANTS, "merchants")
         ]
-        other = _others(
-            merchant_rows,
-            total_spent=main_spent,
-            total_count=main_spend_n,
-            noun="merchants",
-        )
-        top_merchants = [MerchantTotal(*row) for row in [*merchant_rows, *filter(None, [other])]]
 
         largest_rows = await conn.execute(
             select(t.posted_at, t.merchant, t.category, t.amount_cents, t.currency)
