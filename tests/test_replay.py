@@ -49,7 +49,7 @@ async def test_saved_history_replays(path: Path) -> None:
     await Replayer(workflows=[GenerateReport]).replay_workflow(history)
 
 
-CURRENT = "v8"
+CURRENT = "v9"
 BRANCHES = {
     "completed",
     "failed",

@@ -15,13 +15,15 @@ the lease outlives the attempt, so a live claim always means "maybe sending"
 and an expired one "certainly not sending any more".
 
 The server's 250 ends the send: nothing after it (QUIT, the ledger) can fail
-the step or release the claim. Right after the 250 the attempt heartbeats its
-result to Temporal, a second record beside the ledger: a retry reads it from
-its heartbeat details and returns it without touching the database, so a
-database held past the attempt's timeout does not make a second email. (It is
-the attempt's first heartbeat, which the SDK sends at once; later ones wait
-for its throttle, up to 30 s, so the step sends no others.) Only losing the
-database and Temporal at that same moment leaves a retry to send again.
+the step or release the claim. Right after the 250 the attempt records it in
+the ledger; if the ledger has not taken it within LEDGER_GRACE_SECONDS, the
+attempt heartbeats its result to Temporal, a second record beside the ledger: a
+retry reads it from its heartbeat details and returns it without touching the
+database, so a database held past the attempt's timeout does not make a second
+email. (It is the attempt's first heartbeat, which the SDK sends at once.) A
+ledger that answers in time costs Temporal nothing: no heartbeat, no action.
+Only losing the database and Temporal at that same moment leaves a retry to
+send again.
 
 One window remains: the server accepted the message but its 250 never reached
 the sender. The sender cannot tell delivered from lost, so a later attempt
@@ -266,11 +268,42 @@ async def _release(engine: AsyncEngine, *, key: str, claim_id: str) -> None:
         log.warning("could not release the email claim; it expires by itself", exc_info=True)
 
 
+# How long the ledger has to record a 250 before the attempt heartbeats it too.
+LEDGER_GRACE_SECONDS = 1.0
+
+
+async def _record_sent(
+    engine: AsyncEngine,
+    *,
+    key: str,
+    claim_id: str,
+    result: EmailResult,
+    report_id: str,
+    heartbeat: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    """Record the 250 in the ledger; heartbeat it as well if the ledger is slow or
+    refuses (the second record a retry reads, see the module's docstring)."""
+    ledger = asyncio.ensure_future(
+        _mark_sent(engine, key=key, claim_id=claim_id, result=result, report_id=report_id)
+    )
+    await asyncio.wait([ledger], timeout=LEDGER_GRACE_SECONDS)
+    if heartbeat is not None and not (ledger.done() and ledger.result()):
+        try:
+            heartbeat(heartbeat_detail(result))
+        except Exception:
+            # The ledger may still record the send; only the second record is lost.
+            log.warning(
+                "could not heartbeat the sent email", exc_info=True, extra={"report_id": report_id}
+            )
+    await ledger
+
+
 async def _mark_sent(
     engine: AsyncEngine, *, key: str, claim_id: str, result: EmailResult, report_id: str
-) -> None:
+) -> bool:
     """Record the 250; a few quick tries, since a lost record means a second email
-    once the claim expires (if this attempt's result and heartbeat are lost as well)."""
+    once the claim expires (if this attempt's result and heartbeat are lost as well).
+    Whether it was recorded."""
     for delay in (0.0, 0.2, 0.5, 1.0):
         await asyncio.sleep(delay)
         try:
@@ -284,7 +317,7 @@ async def _mark_sent(
                         recipients=_ledger_recipients(result),
                     )
                 )
-            return
+            return True
         except (SQLAlchemyError, OSError, TimeoutError) as err:
             # A driver's own timeout or a dropped socket may surface unwrapped; the
             # email is sent either way, so every failure here is only logged.
@@ -295,6 +328,7 @@ async def _mark_sent(
         "the email was sent but could not be recorded; the run's result still says so",
         extra={"report_id": report_id},
     )
+    return False
 
 
 async def send_report_email(
@@ -352,18 +386,22 @@ async def send_report_email(
             mail_from=mailer.mail_from, to=recipients, name=name, msg_id=msg_id, data=data, pdf=pdf
         )
 
+    recording: list[asyncio.Future[None]] = []
+
     def on_accepted(accepted: Accepted) -> None:
-        if heartbeat is None:
-            return
-        try:
-            heartbeat(heartbeat_detail(_sent(msg_id, recipients, accepted)))
-        except Exception:
-            # The ledger still records the send; only the second record is lost.
-            log.warning(
-                "could not heartbeat the sent email",
-                exc_info=True,
-                extra={"report_id": data.report_id},
+        # Recorded while QUIT goes on: nothing after the 250 waits for the server.
+        recording.append(
+            asyncio.ensure_future(
+                _record_sent(
+                    engine,
+                    key=key,
+                    claim_id=claimed,
+                    result=_sent(msg_id, recipients, accepted),
+                    report_id=data.report_id,
+                    heartbeat=heartbeat,
+                )
             )
+        )
 
     try:
         accepted = await mailer.send(message, deadline=limits.send_until, on_accepted=on_accepted)
@@ -393,7 +431,7 @@ async def send_report_email(
             refused.message,
             extra=extra,
         )
-    await _mark_sent(engine, key=key, claim_id=claimed, result=result, report_id=data.report_id)
+    await asyncio.gather(*recording)
     log.info("email sent", extra=extra)
     return result
 

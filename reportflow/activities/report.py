@@ -197,7 +197,8 @@ class ReportActivities:
         # itself, so the next attempt finds the record instead of a stale claim.
         # No outer deadline: cutting a ledger statement halfway could leak the
         # connection with SQLite's write lock held (found by `reportflow chaos`).
-        # Its one heartbeat is the result, right after the server's 250 (see email.py).
+        # Its one heartbeat, if any, is the result, when the ledger is slow to record
+        # the server's 250 (see email.py).
         limits = Limits.for_attempt(_attempt_seconds())
         if input.kind in self.kinds and not input.title:
             input.title = self.kinds[input.kind].title

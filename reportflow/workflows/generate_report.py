@@ -52,11 +52,16 @@ with workflow.unsafe.imports_passed_through():
     )
 
 T = TypeVar("T")
+P = TypeVar("P")
 
-# A slot step as a local activity: one attempt, inside the workflow task. If it
-# fails (the user is at capacity, the database is away), the step goes on as an
-# ordinary activity with its retries, which the status and the Web UI show.
+# A step's local attempt (see _local_first): the slots (the user at capacity or the
+# database away sends the step on as an activity) and the query.
 ONE_LOCAL_ATTEMPT = RetryPolicy(maximum_attempts=1)
+
+# The query's local attempt: past this the step runs as an activity, which the status
+# shows as `querying` (until then it says `queued`). Well under the SDK's
+# workflow-task heartbeat (80% of the 10 s task timeout).
+QUERY_LOCAL = timedelta(seconds=2)
 
 
 def retry_policy(backoff: Backoff) -> RetryPolicy:
@@ -86,6 +91,41 @@ def _error_of(err: ActivityError) -> dict[str, str]:
     return {"type": kind, "message": message, "retry_state": retry_state}
 
 
+async def _local_first(
+    step: Callable[[Any, P], Awaitable[T]],
+    arg: P,
+    *,
+    local_limit: timedelta,
+    limit: timedelta,
+    retry: RetryPolicy,
+    cancellation: workflow.ActivityCancellationType = workflow.ActivityCancellationType.TRY_CANCEL,
+    before_activity: Callable[[], None] = lambda: None,
+) -> T:
+    """A step as one local attempt, inside the workflow task (no activity task, no
+    events of its own beyond a marker); if that attempt fails or times out, as an
+    ordinary activity retried by `retry`, which the status and the Web UI show."""
+    try:
+        return await workflow.execute_local_activity_method(
+            step,
+            arg,
+            start_to_close_timeout=local_limit,
+            retry_policy=ONE_LOCAL_ATTEMPT,
+            cancellation_type=cancellation,
+        )
+    except FailureError as err:  # a local activity's failure may come unwrapped
+        cause = err.cause if isinstance(err, ActivityError) else err
+        if isinstance(cause, CancelledError):
+            raise
+    before_activity()
+    return await workflow.execute_activity_method(
+        step,
+        arg,
+        start_to_close_timeout=limit,
+        retry_policy=retry,
+        cancellation_type=cancellation,
+    )
+
+
 @workflow.defn(name="GenerateReport")
 class GenerateReport:
     """One report run. Pinned to the worker build that started it (Worker Versioning):
@@ -108,7 +148,7 @@ class GenerateReport:
         self._begin(input)
         try:
             await self._take_slot(input)  # queued
-            self._enter("querying")
+            self._enter("querying", publish=False)  # published if the query is slow
             data = await self._query(input)
             self._enter("rendering")
             rendered = await self._render(input, data)
@@ -243,51 +283,52 @@ class GenerateReport:
         slot: SlotInput,
         retry: RetryPolicy,
     ) -> T:
-        """Take or give back a slot: first as a local activity (inside the workflow
-        task), then, if that attempt failed, as an activity retried by `retry`.
-
-        A cancel waits for the attempt in flight to end, so the slot it may have
-        taken is given back after it, never before."""
-        cancellation = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-        try:
-            return await workflow.execute_local_activity_method(
-                step,
-                slot,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=ONE_LOCAL_ATTEMPT,
-                cancellation_type=cancellation,
-            )
-        except FailureError as err:  # a local activity's failure may come unwrapped
-            cause = err.cause if isinstance(err, ActivityError) else err
-            if isinstance(cause, CancelledError):
-                raise
-        return await workflow.execute_activity_method(
+        """Take or give back a slot. A cancel waits for the attempt in flight to end,
+        so the slot it may have taken is given back after it, never before."""
+        return await _local_first(
             step,
             slot,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=retry,
-            cancellation_type=cancellation,
+            local_limit=timedelta(seconds=30),
+            limit=timedelta(seconds=30),
+            retry=retry,
+            cancellation=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
 
     # The steps.
 
     async def _query(self, input: GenerateReportInput) -> ReportData | KindData:
         """The transactions kind's typed query, or a kind's by name (its code runs in
-        the worker's activity, never in this sandbox)."""
-        timeout = timedelta(seconds=input.timeouts.query)
-        retry = retry_policy(input.retry.query)
+        the worker, never in this sandbox)."""
         if input.kind == DEFAULT_KIND:
-            return await workflow.execute_activity_method(
+            return await self._query_step(
                 ReportActivities.query,
                 QueryInput(input.report_id, input.user_id, input.start, input.end),
-                start_to_close_timeout=timeout,
-                retry_policy=retry,
+                input,
             )
-        return await workflow.execute_activity_method(
+        return await self._query_step(
             ReportActivities.query_kind,
             KindQueryInput(input.report_id, input.user_id, input.kind, input.params),
-            start_to_close_timeout=timeout,
-            retry_policy=retry,
+            input,
+        )
+
+    async def _query_step(
+        self,
+        step: Callable[[ReportActivities, P], Awaitable[T]],
+        arg: P,
+        input: GenerateReportInput,
+    ) -> T:
+        """Local first, in the workflow task that took the slot: a query of
+        milliseconds then costs no activity task, and `querying` is published with
+        `rendering`, in one upsert. One that fails or outlasts QUERY_LOCAL publishes
+        `querying` and runs as an activity with its retries."""
+        timeout = timedelta(seconds=input.timeouts.query)
+        return await _local_first(
+            step,
+            arg,
+            local_limit=min(timeout, QUERY_LOCAL),
+            limit=timeout,
+            retry=retry_policy(input.retry.query),
+            before_activity=self._publish,
         )
 
     async def _render(
@@ -433,21 +474,30 @@ class GenerateReport:
     def _times(self) -> dict[str, str]:
         return {"updated_at": workflow.now().isoformat()}
 
-    def _enter(self, stage: str, memo: Mapping[str, object] | None = None) -> None:
-        """Publish `stage` (with `memo`'s other keys in the same upsert)."""
+    def _enter(
+        self, stage: str, memo: Mapping[str, object] | None = None, *, publish: bool = True
+    ) -> None:
+        """Enter `stage`: the query and the Web UI's details say so at once; the memo
+        (the API's status) in one upsert with `memo`'s other keys, unless `publish`
+        is False, when the next `_publish` or `_enter` carries it."""
         self._stage_started[stage] = workflow.now()
         self._progress.stage = stage
         self._progress.progress = STAGES[stage]
         self._progress.updated_at = workflow.now().isoformat()
+        workflow.set_current_details(f"**Stage:** {stage} ({STAGES[stage]}%)")
+        if publish:
+            self._publish(memo)
+
+    def _publish(self, memo: Mapping[str, object] | None = None) -> None:
+        """The current stage in the memo: one upsert, one history event, one action."""
         workflow.upsert_memo(
             {
                 **(memo or {}),
-                "stage": stage,
-                "progress": STAGES[stage],
+                "stage": self._progress.stage,
+                "progress": self._progress.progress,
                 "updated_at": self._progress.updated_at,
             }
         )
-        workflow.set_current_details(f"**Stage:** {stage} ({STAGES[stage]}%)")
 
     def _record_durations(self, outcome: str) -> None:
         """Report and per-stage durations (retries and backoff included) on the
