@@ -32,7 +32,12 @@ from reportflow.api.routes.codec import origin_of
 from reportflow.core.codec import Keyring, new_key_entry
 from reportflow.core.config import DEV_SECRET, VAR_DIR, Settings
 from reportflow.core.db import create_engine, create_schema
-from reportflow.core.temporal import FAIRNESS_DEV_ARGS, USER_ID_KEY, temporal_cli_path
+from reportflow.core.temporal import (
+    DEV_SQLITE_ARGS,
+    FAIRNESS_DEV_ARGS,
+    USER_ID_KEY,
+    temporal_cli_path,
+)
 from reportflow.core.tokens import create_token, lookup
 from reportflow.seed import ensure_seeded
 from reportflow.smtp_sink import start_sink
@@ -89,6 +94,7 @@ async def start_temporal(
         dev_server_log_level="error",
         dev_server_extra_args=[
             *FAIRNESS_DEV_ARGS,
+            *DEV_SQLITE_ARGS,
             *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []),
         ],
     )

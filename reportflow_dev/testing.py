@@ -40,7 +40,12 @@ from reportflow.api.app import create_app
 from reportflow.core.browser import INSTANCE_SWITCH
 from reportflow.core.codec import new_key_entry
 from reportflow.core.config import Settings
-from reportflow.core.temporal import DEV_NAMESPACE, FAIRNESS_DEV_ARGS, temporal_cli_path
+from reportflow.core.temporal import (
+    DEV_NAMESPACE,
+    DEV_SQLITE_ARGS,
+    FAIRNESS_DEV_ARGS,
+    temporal_cli_path,
+)
 from reportflow.dev import Server
 from reportflow.models import SEARCH_ATTRIBUTE_USER
 from reportflow.worker import run_worker
@@ -448,8 +453,14 @@ class TemporalDevServer:
     """
 
     def __init__(
-        self, db_file: Path, log: Path, port: int | None = None, metrics_port: int | None = None
+        self,
+        db_file: Path,
+        log: Path,
+        port: int | None = None,
+        metrics_port: int | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
+        self.extra_args = extra_args
         self.db_file = db_file
         self.log = log
         self.port = port or free_port()
@@ -486,7 +497,10 @@ class TemporalDevServer:
                 "--search-attribute",
                 f"{SEARCH_ATTRIBUTE_USER}=Keyword",
                 *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
-                *FAIRNESS_DEV_ARGS,  # as `reportflow dev`: chaos and bench see fairness on
+                # As `reportflow dev`: chaos and bench see fairness on, the file in WAL mode.
+                *FAIRNESS_DEV_ARGS,
+                *DEV_SQLITE_ARGS,
+                *self.extra_args,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
