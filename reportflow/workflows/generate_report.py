@@ -5,8 +5,6 @@ which `describe` returns with no worker running (the API's status comes from
 there), and as current details, which the Temporal Web UI shows.
 """
 
-from __future__ import annotations
-
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
