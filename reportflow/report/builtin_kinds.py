@@ -17,7 +17,7 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, func, select
 from temporalio.exceptions import ApplicationError
 
 from reportflow.contract import DateRange
@@ -80,14 +80,21 @@ def _posted(value: datetime | str) -> str:
     return moment.isoformat(timespec="seconds")
 
 
+def export_statement(user_id: str, params: DateRange) -> Select[Any]:
+    """The export's SELECT: every transaction of the range, oldest first (the bench
+    dumps this same statement with the database's own CSV output)."""
+    t = transactions.c
+    return (
+        select(t.id, t.posted_at, t.amount_cents, t.currency, t.merchant, t.category)
+        .where(_in_range(user_id, params))
+        .order_by(t.posted_at, t.id)
+    )
+
+
 async def export_transactions(ctx: QueryContext, params: DateRange) -> AsyncIterator[bytes]:
     """Every transaction of the range, oldest first, from a server-side cursor."""
-    t = transactions.c
     result = await ctx.connection.stream(
-        select(t.id, t.posted_at, t.amount_cents, t.currency, t.merchant, t.category)
-        .where(_in_range(ctx.user_id, params))
-        .order_by(t.posted_at, t.id)
-        .execution_options(yield_per=2000)
+        export_statement(ctx.user_id, params).execution_options(yield_per=2000)
     )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
