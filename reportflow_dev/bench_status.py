@@ -24,7 +24,9 @@ seeded with 90 days per user. Then, side by side:
   why);
 - P5 and P7 (reportflow/bench_limits.py): the aggregate as the table grows, and
   the dev server's start knee;
-- P6: the worker's resident memory (with its Chromium) as reports are done.
+- P6: the worker's resident memory (with its Chromium) as reports are done;
+- P8 (reportflow_dev/bench_export.py): the transactions-csv export's rows/s
+  against the database's own CSV dump of the same rows, and its RSS growth.
 
 Figures are printed (a table, or JSON), never asserted.
 """

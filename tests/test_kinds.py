@@ -9,7 +9,7 @@ import io
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -348,6 +348,31 @@ async def test_transactions_csv_export_is_byte_for_byte_the_row_by_row_csv(
     assert len(stored) == len(rows) - 2
     assert exported == _csv_row_by_row(stored)
     assert b"'=SUM(A1:A9)" in exported and b'"two\nlines"' in exported
+
+
+async def test_an_export_stopped_after_its_first_chunk_leaves_the_next_one_whole(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    start, end = last_90_days()
+    moments = [datetime.combine(start, time(12)) + timedelta(minutes=i) for i in range(4000)]
+    user_id = await create_user(
+        engine, transactions=[(m, -i, "M", "c") for i, m in enumerate(moments)]
+    )
+    reporting = read_only_engine(database_url)
+    params = DateRange(start=start, end=end)
+    assert transactions_csv.export is not None
+    try:
+        for _ in range(2):  # a COPY or a fetch cut short, on the connection the pool gives next
+            async with query_context(reporting, user_id=user_id, report_id="t") as ctx:
+                chunks = transactions_csv.export(ctx, params)
+                assert isinstance(chunks, AsyncGenerator)
+                assert len(await anext(chunks)) > 0
+                await chunks.aclose()
+        async with query_context(reporting, user_id=user_id, report_id="t") as ctx:
+            whole = b"".join([chunk async for chunk in transactions_csv.export(ctx, params)])
+    finally:
+        await reporting.dispose()
+    assert whole.count(b"\r\n") == 1 + len(moments)
 
 
 def test_postgres_line_ends_become_csv_writers_wherever_a_chunk_ends() -> None:

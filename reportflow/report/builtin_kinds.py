@@ -9,8 +9,9 @@ on older code keep working; the object here describes it to every surface.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def _posted(column: ColumnElement[Any], dialect: str) -> ColumnElement[str]:
     return func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS', type_=Text)
 
 
-async def export_transactions(ctx: QueryContext, params: DateRange) -> AsyncIterator[bytes]:
+async def export_transactions(ctx: QueryContext, params: DateRange) -> AsyncGenerator[bytes, None]:
     """Every transaction of the range, oldest first, each cell formatted by the
     database: the rows stream as CSV with no Python per row."""
     t = transactions.c
@@ -103,8 +104,9 @@ async def export_transactions(ctx: QueryContext, params: DateRange) -> AsyncIter
     cells = (t.id, _posted(t.posted_at, dialect), t.amount_cents, t.currency,
              _cell(t.merchant), _cell(t.category))  # fmt: skip
     statement = export_statement(ctx.user_id, params).with_only_columns(*cells)
-    async for chunk in stream_csv(ctx.connection, statement, CSV_COLUMNS):
-        yield chunk
+    async with contextlib.aclosing(stream_csv(ctx.connection, statement, CSV_COLUMNS)) as chunks:
+        async for chunk in chunks:  # closed with this one, so a COPY cut short ends here
+            yield chunk
 
 
 transactions_pdf = ReportKind(

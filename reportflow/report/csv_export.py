@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import csv
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from sqlalchemy import Row, Select
@@ -36,27 +36,30 @@ COPY_NULL = "=NULL"
 
 async def stream_csv(
     connection: AsyncConnection, statement: Select[Any], header: Sequence[str]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """`header`, then the statement's rows. Its columns are NOT NULL and no value
     equals `COPY_NULL` (a text cell that may start with "=" is formula-guarded)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
     if connection.dialect.name == "postgresql":
-        async for chunk in _copied(connection, statement, buffer.getvalue().encode()):
-            yield chunk
+        copied = _copied(connection, statement, buffer.getvalue().encode())
+        async with contextlib.aclosing(copied):  # closed with this one, not at collection
+            async for chunk in copied:
+                yield chunk
         return
     result = await connection.stream(statement.execution_options(yield_per=CSV_BATCH_ROWS))
-    async for rows in _fetching_ahead(result):
-        writer.writerows(rows)
-        if buffer.tell() >= CSV_CHUNK_BYTES:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
+    async with contextlib.aclosing(_fetching_ahead(result)) as batches:
+        async for rows in batches:
+            writer.writerows(rows)
+            if buffer.tell() >= CSV_CHUNK_BYTES:
+                yield buffer.getvalue().encode()
+                buffer.seek(0)
+                buffer.truncate()
     yield buffer.getvalue().encode()
 
 
-async def _fetching_ahead(result: AsyncResult[Any]) -> AsyncIterator[Sequence[Row[Any]]]:
+async def _fetching_ahead(result: AsyncResult[Any]) -> AsyncGenerator[Sequence[Row[Any]], None]:
     """The result's batches, the next one fetched while the caller writes this one:
     the database (SQLite's thread) reads rows while Python formats others."""
     batches = result.partitions()
@@ -65,15 +68,16 @@ async def _fetching_ahead(result: AsyncResult[Any]) -> AsyncIterator[Sequence[Ro
         while (rows := await ahead) is not None:
             ahead = asyncio.ensure_future(anext(batches, None))
             yield rows
-    finally:
-        ahead.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ahead
+    finally:  # stopped early: the batch in flight lands and is dropped (a fetch
+        # cancelled midway closes SQLite's connection under its owner)
+        await asyncio.wait([ahead])
+        if not ahead.cancelled():
+            ahead.exception()  # retrieved: the caller's own ending is what propagates
 
 
 async def _copied(
     connection: AsyncConnection, statement: Select[Any], header: bytes
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """`header`, then PostgreSQL's own CSV of the statement, on the connection and in
     the (read-only) transaction the caller opened, with csv.writer's line ends."""
     driver = (await connection.get_raw_connection()).driver_connection
@@ -90,6 +94,7 @@ async def _copied(
         )
     )  # fmt: skip
     quoted, pending, size = False, [header], len(header)
+    got: asyncio.Future[bytes] | None = None
     try:
         while not (copying.done() and received.empty()):
             got = asyncio.ensure_future(received.get())
@@ -110,10 +115,15 @@ async def _copied(
                 pending, size = [], 0
         copying.result()
         yield b"".join(pending)
-    finally:
-        copying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await copying
+    finally:  # stopped early (the step cancelled, the store failing): end the COPY too
+        if got is not None:
+            got.cancel()
+        if not copying.done():
+            copying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await copying
+            # A COPY cut short leaves its connection mid-protocol: the pool drops it.
+            await connection.invalidate()
 
 
 def crlf(data: bytes, quoted: bool) -> tuple[bytes, bool]:
