@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from reportflow.core.db import create_engine, create_schema, transactions, users
@@ -35,12 +36,12 @@ _SAMPLES = 7
 
 
 @contextlib.asynccontextmanager
-async def _scratch_database(postgres_url: str | None) -> AsyncIterator[tuple[str, str]]:
+async def scratch_database(postgres_url: str | None) -> AsyncIterator[tuple[str, str]]:
     """(SQLAlchemy URL, label) of an empty database: a SQLite file, or a PostgreSQL
-    database created for the run and dropped after it."""
+    database created for the run and dropped after it (P5 and P8)."""
     if postgres_url is None:
-        with tempfile.TemporaryDirectory(prefix="reportflow-p5-") as tmp:
-            yield f"sqlite+aiosqlite:///{Path(tmp) / 'p5.db'}", "SQLite"
+        with tempfile.TemporaryDirectory(prefix="reportflow-scratch-") as tmp:
+            yield f"sqlite+aiosqlite:///{Path(tmp) / 'scratch.db'}", "SQLite"
         return
     url = make_url(postgres_url).set(drivername="postgresql+asyncpg")
     name = f"reportflow_bench_{uuid.uuid4().hex[:8]}"
@@ -56,13 +57,15 @@ async def _scratch_database(postgres_url: str | None) -> AsyncIterator[tuple[str
         await admin.close()
 
 
-def _filler(n: int, today: date, rng: random.Random) -> list[dict[str, object]]:
-    """`n` transactions of other users over the last three years."""
+def _filler(
+    n: int, today: date, rng: random.Random, user: str | None, days: int
+) -> list[dict[str, object]]:
+    """`n` transactions over the last `days` days, of `user` or of the filler users."""
     return [
         {
-            "user_id": f"p5-{rng.randrange(_FILLER_USERS):04d}",
+            "user_id": user or f"p5-{rng.randrange(_FILLER_USERS):04d}",
             "posted_at": datetime.combine(
-                today - timedelta(days=rng.randrange(1095)), datetime.min.time()
+                today - timedelta(days=rng.randrange(days)), datetime.min.time()
             )
             + timedelta(minutes=rng.randrange(1440)),
             "amount_cents": -rng.randrange(100, 20_000),
@@ -74,10 +77,27 @@ def _filler(n: int, today: date, rng: random.Random) -> list[dict[str, object]]:
     ]
 
 
+async def add_transactions(
+    engine: AsyncEngine,
+    count: int,
+    today: date,
+    rng: random.Random,
+    *,
+    user: str | None = None,
+    days: int = 1095,
+) -> None:
+    """`count` transactions, of `user` or (by default) of the filler users over the
+    last three years, in batches of a size that keeps the seeding's memory small."""
+    for first in range(0, count, _BATCH):
+        async with engine.begin() as conn:
+            batch = min(_BATCH, count - first)
+            await conn.execute(insert(transactions), _filler(batch, today, rng, user, days))
+
+
 async def aggregate_scaling(sizes: Sequence[int], postgres_url: str | None = None) -> Figure:
     """P5: one user's 90-day aggregate while the table grows to each of `sizes` rows.
     Flat is the goal: the (user, posted_at) index reads only the rows in range."""
-    async with _scratch_database(postgres_url) as (url, label):
+    async with scratch_database(postgres_url) as (url, label):
         engine = create_engine(url)
         try:
             await create_schema(engine)
@@ -99,11 +119,9 @@ async def aggregate_scaling(sizes: Sequence[int], postgres_url: str | None = Non
             rows, times = in_range, {}
             start = today - timedelta(days=89)
             for size in sorted(sizes):
-                while rows < size:
-                    batch = min(_BATCH, size - rows)
-                    async with engine.begin() as conn:
-                        await conn.execute(insert(transactions), _filler(batch, today, rng))
-                    rows += batch
+                if rows < size:
+                    await add_transactions(engine, size - rows, today, rng)
+                    rows = size
                 async with engine.begin() as conn:  # the statistics a live database keeps
                     await conn.execute(text("ANALYZE"))
                 samples = []

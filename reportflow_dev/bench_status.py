@@ -24,7 +24,9 @@ seeded with 90 days per user. Then, side by side:
   why);
 - P5 and P7 (reportflow/bench_limits.py): the aggregate as the table grows, and
   the dev server's start knee;
-- P6: the worker's resident memory (with its Chromium) as reports are done.
+- P6: the worker's resident memory (with its Chromium) as reports are done;
+- P8 (reportflow_dev/bench_export.py): the transactions-csv export's rows/s
+  against the database's own CSV dump of the same rows, and its RSS growth.
 
 Figures are printed (a table, or JSON), never asserted.
 """
@@ -56,6 +58,7 @@ from reportflow.report.query import aggregate
 from reportflow.seed import user_id_for
 from reportflow.service.reports import report_id_for, start_report
 from reportflow_dev.bench import bench_stack
+from reportflow_dev.bench_export import export_speeds
 from reportflow_dev.bench_figures import Figure, ms, pct
 from reportflow_dev.bench_limits import aggregate_scaling, start_knee
 from reportflow_dev.load import CoreSplit, CpuGroup, RawHttp, sse_events
@@ -89,7 +92,8 @@ class RatioOptions:
     streams: int = 1_000  # P4: open SSE streams during a burst
     poll_seconds: float = 1.0
     table_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # P5
-    postgres_url: str | None = None  # P5 on PostgreSQL too (a scratch database)
+    postgres_url: str | None = None  # P5 and P8 on PostgreSQL too (a scratch database)
+    export_rows: int = 1_000_000  # P8
     start_rates: tuple[float, ...] = (5, 10, 20, 40, 80, 160)  # P7, each for 5 s
 
 
@@ -520,6 +524,7 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
     figures.append(await aggregate_scaling(options.table_rows))
     if options.postgres_url:
         figures.append(await aggregate_scaling(options.table_rows, options.postgres_url))
+    figures += await export_speeds(options.export_rows, options.postgres_url)
     return figures
 
 

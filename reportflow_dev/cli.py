@@ -101,12 +101,12 @@ def bench(
         int | None, typer.Option(help="cores per worker host (default: this machine's)")
     ] = None,
     ratios: Annotated[
-        bool, typer.Option("--ratios", help="only the ratios (P1 to P7), not the parts")
+        bool, typer.Option("--ratios", help="only the ratios (P1 to P8), not the parts")
     ] = False,
     json: Annotated[bool, typer.Option("--json", help="JSON instead of tables")] = False,
     postgres_url: Annotated[
         str | None,
-        typer.Option(metavar="URL", help="P5 on PostgreSQL too, in a scratch database made there"),
+        typer.Option(metavar="URL", help="P5 and P8 on PostgreSQL too, in scratch databases"),
     ] = None,
 ) -> None:
     from reportflow_dev.bench import BenchOptions, print_table, run_bench
@@ -137,6 +137,7 @@ def bench(
             many_pollers=20,
             streams=20,
             table_rows=(10_000, 50_000),
+            export_rows=20_000,
             start_rates=(5, 20),
             postgres_url=postgres_url,
         )

@@ -9,7 +9,7 @@ import io
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -23,14 +23,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from reportflow.activities.kind import query_context, read_only_engine
 from reportflow.client import ReportflowClient, ReportflowError
+from reportflow.contract import DateRange
 from reportflow.core.config import Settings
 from reportflow.core.db import transactions
 from reportflow.core.temporal import USER_ID_KEY
 from reportflow.core.tokens import create_token
 from reportflow.kinds import KindError, ReportKind, load_kinds
 from reportflow.models import WORKFLOW_TYPE
-from reportflow.report.builtin_kinds import CSV_COLUMNS, transactions_csv
+from reportflow.report.builtin_kinds import CSV_COLUMNS, export_statement, transactions_csv
+from reportflow.report.csv_export import crlf
 from reportflow.service.reports import KindRequest
 from reportflow.service.schedules import previous_period
 from reportflow_dev.testing import in_process_worker, serve_api, settings_env
@@ -297,6 +300,88 @@ async def test_transactions_csv_matches_the_database_row_for_row_and_cent_for_ce
     assert attachment.get_content_type() == "text/csv"
     assert attachment.get_payload(decode=True) == answer.content
     assert (await http.get(f"/reports/{report_id}/pdf", headers=user.headers)).status_code == 409
+
+
+def _csv_row_by_row(rows: Sequence[Any]) -> bytes:
+    """The CSV as the export wrote it before the database formatted its cells: one
+    `writerow` a row, the timestamp and the formula guard in Python."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+
+    def cell(value: str) -> str:
+        return f"'{value}" if value.startswith(("=", "+", "-", "@", "\t", "\r")) else value
+
+    for r in rows:
+        writer.writerow([r.id, r.posted_at.isoformat(timespec="seconds"), int(r.amount_cents),
+                         r.currency, cell(r.merchant), cell(r.category)])  # fmt: skip
+    return buffer.getvalue().encode()
+
+
+async def test_transactions_csv_export_is_byte_for_byte_the_row_by_row_csv(
+    database_url: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    start, end = last_90_days()
+    hostile = ["=SUM(A1:A9)", "+1", "-2", "@cmd", "\tTab", "\rReturn", "a,b", 'say "hi"',
+               "two\nlines", "", "ünïcødé €", "'quoted", " space", "x=1", "—dash"]  # fmt: skip
+    # Seconds are truncated, never rounded; both ends of the range are in it.
+    times = [time.min, time.max, time(0, 0, 59, 999_999), time(23, 59, 59, 500_000)]
+    first, last = datetime.combine(start, time.min), datetime.combine(end, time.max)
+    rows = [(datetime.combine(start + timedelta(i), times[i % 4]), (-1) ** i * (2**53 + i),
+             name, hostile[-1 - i]) for i, name in enumerate(hostile)]  # fmt: skip
+    rows += [(first, 1, "first", "edge"), (last, 2, "last", "edge")]
+    outside = [first - timedelta(microseconds=1), last + timedelta(microseconds=1)]
+    rows += [(moment, -1, "outside", "outside") for moment in outside]
+    rows += sample_transactions(start, 30, rng_seed=8)
+    user_id = await create_user(engine, transactions=rows)
+
+    reporting = read_only_engine(database_url)
+    params = DateRange(start=start, end=end)
+    assert transactions_csv.export is not None
+    try:
+        async with query_context(reporting, user_id=user_id, report_id="t") as ctx:
+            exported = b"".join([chunk async for chunk in transactions_csv.export(ctx, params)])
+    finally:
+        await reporting.dispose()
+    async with engine.connect() as conn:
+        stored = (await conn.execute(export_statement(user_id, params))).all()
+    assert len(stored) == len(rows) - 2
+    assert exported == _csv_row_by_row(stored)
+    assert b"'=SUM(A1:A9)" in exported and b'"two\nlines"' in exported
+
+
+async def test_an_export_stopped_after_its_first_chunk_leaves_the_next_one_whole(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    start, end = last_90_days()
+    moments = [datetime.combine(start, time(12)) + timedelta(minutes=i) for i in range(4000)]
+    user_id = await create_user(
+        engine, transactions=[(m, -i, "M", "c") for i, m in enumerate(moments)]
+    )
+    reporting = read_only_engine(database_url)
+    params = DateRange(start=start, end=end)
+    assert transactions_csv.export is not None
+    try:
+        for _ in range(2):  # a COPY or a fetch cut short, on the connection the pool gives next
+            async with query_context(reporting, user_id=user_id, report_id="t") as ctx:
+                chunks = transactions_csv.export(ctx, params)
+                assert isinstance(chunks, AsyncGenerator)
+                assert len(await anext(chunks)) > 0
+                await chunks.aclose()
+        async with query_context(reporting, user_id=user_id, report_id="t") as ctx:
+            whole = b"".join([chunk async for chunk in transactions_csv.export(ctx, params)])
+    finally:
+        await reporting.dispose()
+    assert whole.count(b"\r\n") == 1 + len(moments)
+
+
+def test_postgres_line_ends_become_csv_writers_wherever_a_chunk_ends() -> None:
+    copied = b'1,a,"two\nlines"\n2,"say ""hi""\n",b\n3,"\r",c\n'
+    whole = b'1,a,"two\nlines"\r\n2,"say ""hi""\n",b\r\n3,"\r",c\r\n'
+    for cut in range(len(copied) + 1):
+        first, quoted = crlf(copied[:cut], False)
+        rest, quoted = crlf(copied[cut:], quoted)
+        assert (first + rest, quoted) == (whole, False), cut
 
 
 # --------------------------------------------------------------------------- a team's kinds
