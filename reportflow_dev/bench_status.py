@@ -12,7 +12,8 @@ seeded with 90 days per user. Then, side by side:
   worker's render concurrency on the same cores: first with everything sharing
   every core, then as on separate hosts (load.py's CoreSplit: the worker and
   its Chromium on half the cores, the rest on the other half), the layout P4
-  and P6 then keep;
+  and P6 then keep; in each layout also against the same work in a plain
+  asyncio loop with no Temporal (plain_loop.py), bracketed as the raw figure is;
 - P3: one report, click to the SMTP server's 250, against its raw render;
 - P4: status reads (`GET /reports/{id}`) by 100 pollers at one a second each
   while reports run, first on the shared box with nothing but reportflow's own
