@@ -9,8 +9,10 @@ cancel them at once); whatever is still running then is retried on another worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -33,7 +35,7 @@ from reportflow.core.mailer import Mailer
 from reportflow.core.store import open_store
 from reportflow.core.temporal import connect, metrics_runtime, with_codec
 from reportflow.core.workflow_runner import ContextFreeRunner
-from reportflow.kinds import load_kinds
+from reportflow.kinds import KindRegistry, load_kinds
 from reportflow.models import email_queue
 from reportflow.service import retention
 from reportflow.workflows.build import workflows_build_id
@@ -85,6 +87,72 @@ async def run_worker(
     # and, outside `reportflow dev`, refuses starts and signals written in clear.
     refusing = settings.refuses_clear_payloads
     client = with_codec(client, settings, mark_decrypted=refusing)
+    async with report_activities(settings, kinds) as activities:
+        engine = activities.engine
+        hooks = WebhookActivities(
+            engine=engine,
+            allowed_hosts=settings.webhook_allowed,
+            timeout=settings.webhook_timeout_seconds,
+        )
+        slots = SlotActivities(engine=engine, per_user=settings.max_running_reports_per_user)
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[GenerateReport, ExpireReports, ScheduledReport, DeliverWebhooks],
+            workflow_runner=ContextFreeRunner(client.data_converter, refuse_clear=refusing),
+            activities=[
+                *activities.all,
+                ScheduleActivities(settings, kinds).start_scheduled_report,
+                hooks.webhook_targets,
+                hooks.deliver_webhook,
+                slots.acquire_slot,
+                slots.release_slot,
+                request_cancel,
+            ],
+            graceful_shutdown_timeout=timedelta(seconds=settings.worker_grace_seconds),
+            max_concurrent_activities=settings.worker_max_concurrent_activities,
+            # After a worker dies, its runs' next workflow task waits this long on the
+            # dead worker's sticky queue before any worker may take it (SDK default
+            # 10 s). Report histories are short, so a replay elsewhere costs little.
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
+            deployment_config=versioning,
+        )
+        # The email step's own queue, on the same processes: the server hands out at
+        # most EMAIL_RATE_PER_SECOND of its tasks a second, whatever the worker count.
+        email_worker = Worker(
+            client,
+            task_queue=email_queue(settings.task_queue),
+            activities=[activities.send_email],
+            graceful_shutdown_timeout=timedelta(seconds=settings.worker_grace_seconds),
+            max_concurrent_activities=settings.worker_max_concurrent_activities,
+            max_task_queue_activities_per_second=settings.email_rate_per_second,
+        )
+        await activities.browser.ensure_started()
+        await retention.ensure_schedule(client, settings.task_queue)
+        async with worker, email_worker:
+            log.info("worker polling task queue %r", settings.task_queue)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            log.info(
+                "draining: waiting up to %ss for running activities", settings.worker_grace_seconds
+            )
+    log.info("worker stopped")
+
+
+@contextlib.asynccontextmanager
+async def report_activities(
+    settings: Settings, kinds: KindRegistry
+) -> AsyncIterator[ReportActivities]:
+    """The report activities with what a worker gives them (the database engine, one
+    Chromium behind its walls at CHROMIUM_NICE, the store, the mailer), closed at
+    the end. The bench's plain loop (reportflow_dev/plain_loop.py) gets them here
+    too, so it does a report's work exactly as a worker does, without Temporal."""
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
@@ -100,80 +168,26 @@ async def run_worker(
         no_sandbox=settings.chromium_no_sandbox,
         nice=settings.chromium_nice,
     )
-    activities = ReportActivities(
-        engine=engine,
-        browser=browser,
-        store=open_store(settings.report_store_url),
-        mailer=Mailer.from_settings(settings),
-        retention_days=settings.report_retention_days,
-        kinds=kinds,
-        reporting=reporting,
-        email=EmailFiles(
-            attach_max_bytes=settings.email_attach_max_bytes,
-            link_days=settings.email_link_days,
-            public_url=settings.public_url,
-            secret=settings.secret_key,
-        ),
-    )
-    hooks = WebhookActivities(
-        engine=engine,
-        allowed_hosts=settings.webhook_allowed,
-        timeout=settings.webhook_timeout_seconds,
-    )
-    slots = SlotActivities(engine=engine, per_user=settings.max_running_reports_per_user)
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-    worker = Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[GenerateReport, ExpireReports, ScheduledReport, DeliverWebhooks],
-        workflow_runner=ContextFreeRunner(client.data_converter, refuse_clear=refusing),
-        activities=[
-            *activities.all,
-            ScheduleActivities(settings, kinds).start_scheduled_report,
-            hooks.webhook_targets,
-            hooks.deliver_webhook,
-            slots.acquire_slot,
-            slots.release_slot,
-            request_cancel,
-        ],
-        graceful_shutdown_timeout=timedelta(seconds=settings.worker_grace_seconds),
-        max_concurrent_activities=settings.worker_max_concurrent_activities,
-        # After a worker dies, its runs' next workflow task waits this long on the
-        # dead worker's sticky queue before any worker may take it (SDK default
-        # 10 s). Report histories are short, so a replay elsewhere costs little.
-        sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
-        deployment_config=versioning,
-    )
-    # The email step's own queue, on the same processes: the server hands out at
-    # most EMAIL_RATE_PER_SECOND of its tasks a second, whatever the worker count.
-    email_worker = Worker(
-        client,
-        task_queue=email_queue(settings.task_queue),
-        activities=[activities.send_email],
-        graceful_shutdown_timeout=timedelta(seconds=settings.worker_grace_seconds),
-        max_concurrent_activities=settings.worker_max_concurrent_activities,
-        max_task_queue_activities_per_second=settings.email_rate_per_second,
-    )
     try:
-        await browser.ensure_started()
-        await retention.ensure_schedule(client, settings.task_queue)
-        async with worker, email_worker:
-            log.info("worker polling task queue %r", settings.task_queue)
-            if ready is not None:
-                ready.set()
-            await stop.wait()
-            log.info(
-                "draining: waiting up to %ss for running activities", settings.worker_grace_seconds
-            )
+        yield ReportActivities(
+            engine=engine,
+            browser=browser,
+            store=open_store(settings.report_store_url),
+            mailer=Mailer.from_settings(settings),
+            retention_days=settings.report_retention_days,
+            kinds=kinds,
+            reporting=reporting,
+            email=EmailFiles(
+                attach_max_bytes=settings.email_attach_max_bytes,
+                link_days=settings.email_link_days,
+                public_url=settings.public_url,
+                secret=settings.secret_key,
+            ),
+        )
     finally:
         await browser.close()
         await engine.dispose()
         await reporting.dispose()
-    log.info("worker stopped")
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ seeded with 90 days per user. Then, side by side:
   worker's render concurrency on the same cores: first with everything sharing
   every core, then as on separate hosts (load.py's CoreSplit: the worker and
   its Chromium on half the cores, the rest on the other half), the layout P4
-  and P6 then keep;
+  and P6 then keep; in each layout also against the same work in a plain
+  asyncio loop with no Temporal (plain_loop.py), bracketed as the raw figure is;
 - P3: one report, click to the SMTP server's 250, against its raw render;
 - P4: status reads (`GET /reports/{id}`) by 100 pollers at one a second each
   while reports run, first on the shared box with nothing but reportflow's own
@@ -62,6 +63,7 @@ from reportflow_dev.bench_export import export_speeds
 from reportflow_dev.bench_figures import Figure, ms, pct
 from reportflow_dev.bench_limits import aggregate_scaling, start_knee
 from reportflow_dev.load import CoreSplit, CpuGroup, RawHttp, sse_events
+from reportflow_dev.plain_loop import PlainRun, p2_against_plain_loop, plain_loop_rate
 from reportflow_dev.testing import (
     RecordingSmtpServer,
     WorkerProcess,
@@ -416,6 +418,25 @@ async def _end_to_end(
     return options.reports / (time.perf_counter() - began), ids
 
 
+async def _plain_loop(
+    settings: Settings,
+    smtp: RecordingSmtpServer,
+    options: RatioOptions,
+    tmp: Path,
+    offset: int,
+    split: CoreSplit | None = None,
+    group: CpuGroup | None = None,
+) -> PlainRun:
+    """The burst's reports at `offset` done by the plain loop (plain_loop.py), on the
+    worker's cores and CPU weight when `split` and `group` are given."""
+    start, end = _range(offset)
+    return await plain_loop_rate(
+        settings, smtp, reports=options.reports, users=options.users, start=start, end=end,
+        logs=tmp, tree_cpu=_tree_cpu,
+        pin=split.on_worker_cores() if split else None, group=group,
+    )  # fmt: skip
+
+
 async def run_ratios(options: RatioOptions) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="reportflow-ratios-") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -479,13 +500,17 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                             {"click_to_250_s": clicked, "raw_render_s": raw_one},
                         )
                     )
+                    plain = await _plain_loop(settings, smtp, options, tmp, 1)
                     meter.start()
                     alone, _ = await _end_to_end(http, smtp, token_list, options, offset=1)
                     cpu = meter.read(options.reports / alone)
                     # Raw again just after (the worker idle): bracketed, as P4's rate is.
                     raws = (raw, (await _raw_renders(settings, options, offset=1))[0])
+                    after = await _plain_loop(settings, smtp, options, tmp, 1)
                     shared = f"all on {len(split.all)} cores, reportflow's own defaults"
                     figures += _p2(options, alone, raws, cpu, shared, judged=not split.possible)
+                    worker_cpu = cpu["worker + Chromium"]
+                    figures.append(p2_against_plain_loop(alone, worker_cpu, (plain, after), shared))
                     p4 = (http, smtp, calls, meter, token_list)
                     # A single box with nothing but reportflow's defaults (Chromium at
                     # CHROMIUM_NICE below the API; no CPU weights): a small deployment.
@@ -496,13 +521,19 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                     layout = f"all on {len(split.all)} cores, {group.description}"
                     if split.possible:  # as on separate hosts, from here to P6
                         split.apply({worker.pid, *_descendants(worker.pid, _parents())}, others)
+                        plain = await _plain_loop(settings, smtp, options, tmp, 5, split, group)
                         meter.start()
                         alone, _ = await _end_to_end(http, smtp, token_list, options, offset=5)
                         cpu = meter.read(options.reports / alone)
                         with split.on_worker_cores():
                             raws = (raw_split, (await _raw_renders(settings, options, offset=5))[0])
+                        after = await _plain_loop(settings, smtp, options, tmp, 5, split, group)
                         layout = split.description
                         figures += _p2(options, alone, raws, cpu, layout, judged=True)
+                        worker_cpu = cpu["worker + Chromium"]
+                        figures.append(
+                            p2_against_plain_loop(alone, worker_cpu, (plain, after), layout)
+                        )
                         done += options.reports
                     rss = {done: _tree_rss(worker.pid)}
                     figures += await _p4(*p4, options, alone, layout, offset=2)

@@ -253,14 +253,15 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    async def wait_ready(self, within: float = 90.0) -> None:
-        """Until the worker polls its task queue (it launches Chromium before that)."""
+    async def wait_ready(self, within: float = 90.0, line: str = WORKER_READY_LINE) -> None:
+        """Until the worker polls its task queue (it launches Chromium before that), or
+        its log has another process's `line` (the bench's plain loop is one)."""
         async with asyncio.timeout(within):
-            while WORKER_READY_LINE not in self.log_text():
+            while line not in self.log_text():
                 if not self.alive:
                     raise RuntimeError(
-                        f"worker {self.pid} exited with {self.process.returncode} before "
-                        f"polling; its log {self.log} ends with:\n{self.log_tail()}"
+                        f"process {self.pid} exited with {self.process.returncode} before "
+                        f"it was ready; its log {self.log} ends with:\n{self.log_tail()}"
                     )
                 await asyncio.sleep(0.2)
 

@@ -24,7 +24,7 @@ async def bench(*args: str) -> str:
         start_new_session=True,
     )
     try:
-        async with asyncio.timeout(240):
+        async with asyncio.timeout(360):  # a busy 2-core machine: the ratios took 170 s
             out, err = await process.communicate()
     finally:
         if process.returncode is None:
@@ -73,3 +73,11 @@ async def test_bench_ratios_come_as_json() -> None:
         assert figure["value"] and figure["baseline"]
     polled = next(f for f in report["ratios"] if f["what"].startswith("GET /reports"))
     assert polled["detail"]["requests"] > 0
+    # P2 against the same work in a plain loop (no Temporal): in each layout, the
+    # plain loop's own batches done and measured beside reportflow's burst.
+    plain = [f for f in report["ratios"] if "plain loop" in f["what"]]
+    assert [f["key"] for f in plain] == ["P2"] * (2 if report["machine"]["cores"] >= 2 else 1)
+    for figure in plain:
+        assert figure["ratio"] > 0
+        assert figure["detail"]["plain_before"] > 0 and figure["detail"]["plain_after"] > 0
+        assert figure["detail"]["plain_cpu_s_per_report"] > 0

@@ -130,14 +130,20 @@ class ReportActivities:
     @activity.defn(name="render")
     async def render(self, input: RenderInput) -> RenderResult:
         """The report's HTML, printed to PDF by the browser, put in the store."""
-        html = render_html(input.data)
-        pdf = await self.browser.pdf(html, heartbeat=_beat("printing pdf"))
-        return await self._store_pdf(input.data.report_id, pdf)
+        return await self.render_report(input.data, _run_id(), heartbeat=_beat("printing pdf"))
 
-    async def _store_pdf(self, report_id: str, pdf: bytes) -> RenderResult:
+    async def render_report(
+        self, data: ReportData, run_id: str, *, heartbeat: Callable[[], None] | None = None
+    ) -> RenderResult:
+        """The render step's work, with the run given rather than read from an
+        activity's context: the bench's plain loop does exactly this, no Temporal."""
+        pdf = await self.browser.pdf(render_html(data), heartbeat=heartbeat)
+        return await self._store_pdf(data.report_id, run_id, pdf)
+
+    async def _store_pdf(self, report_id: str, run_id: str, pdf: bytes) -> RenderResult:
         """Put the PDF under this run's key (overwriting an earlier attempt's)."""
         pages = await asyncio.to_thread(count_pages, pdf)
-        key = pdf_key(report_id, _run_id())
+        key = pdf_key(report_id, run_id)
         try:
             # A file store writes in a thread that neither a cancellation nor a
             # deadline can stop: wait for it, then remove what it wrote, so a
@@ -198,7 +204,7 @@ class ReportActivities:
             user = {"id": input.user_id, "name": stored.user_name}
             html = template_html(kind, data=data, params=params, user=user)
             pdf = await self.browser.pdf(html, heartbeat=_beat("printing"))
-            return await self._store_pdf(input.report_id, pdf)
+            return await self._store_pdf(input.report_id, _run_id(), pdf)
         assert kind.render is not None
         body = await asyncio.to_thread(kind.render, data, params)
         await finish_within(self.store.put(key, body), None)
@@ -215,23 +221,41 @@ class ReportActivities:
         # connection with SQLite's write lock held (found by `reportflow chaos`).
         # Its one heartbeat, if any, is the result, when the ledger is slow to record
         # the server's 250 (see email.py).
-        limits = Limits.for_attempt(_attempt_seconds())
-        if input.kind in self.kinds and not input.title:
-            input.title = self.kinds[input.kind].title
         info = activity.info()
         return await finish_within(
-            send_report_email(
-                engine=self.engine,
-                mailer=self.mailer,
-                store=self.store,
-                data=input,
-                run_id=_run_id(),
-                limits=limits,
+            self.email_report(
+                input,
+                _run_id(),
+                Limits.for_attempt(_attempt_seconds()),
                 earlier=sent_in_earlier_attempt(info.heartbeat_details, input.report_id),
                 heartbeat=activity.heartbeat,
-                files=self.email_files,
             ),
             None,
+        )
+
+    async def email_report(
+        self,
+        input: EmailInput,
+        run_id: str,
+        limits: Limits,
+        *,
+        earlier: EmailResult | None = None,
+        heartbeat: Callable[[dict[str, Any]], None] | None = None,
+    ) -> EmailResult:
+        """The email step's work (claim, send, record), with the run and limits given
+        rather than read from an activity's context: the bench's plain loop does this."""
+        if input.kind in self.kinds and not input.title:
+            input.title = self.kinds[input.kind].title
+        return await send_report_email(
+            engine=self.engine,
+            mailer=self.mailer,
+            store=self.store,
+            data=input,
+            run_id=run_id,
+            limits=limits,
+            earlier=earlier,
+            heartbeat=heartbeat,
+            files=self.email_files,
         )
 
     @activity.defn(name="cleanup")
