@@ -74,8 +74,10 @@ async def test_chromium_killed_mid_render_is_relaunched_within_the_attempt(
     result = await run_once("chromium-kill", tmp_path, reports=REPORTS, deadline=DEADLINE)
 
     _assert_nothing_lost_or_doubled(result, INJECTION)
+    # One attempt each: the render relaunched Chromium within its attempt. (The query
+    # ran as a local attempt inside a workflow task: no activity task of its own.)
     stages = {k: v for k, v in result.attempts.items() if k in {"query", "render", "send_email"}}
-    assert stages == {"query": 1, "render": 1, "send_email": 1}, result.attempts
+    assert stages == {"render": 1, "send_email": 1}, result.attempts
 
 
 def _postgres() -> list[object]:
