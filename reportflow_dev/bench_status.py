@@ -475,13 +475,20 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                             {"click_to_250_s": clicked, "raw_render_s": raw_one},
                         )
                     )
-                    meter.start()
-                    alone, _ = await _end_to_end(http, smtp, token_list, options, offset=1)
-                    cpu = meter.read(options.reports / alone)
+                    from reportflow_dev.bench_cost import ReportCost  # here: it imports this module
+
+                    cost = ReportCost(
+                        worker.pid, {"Temporal server": temporal.process.pid, "API": api_pid}, tmp
+                    )
+                    async with cost.measuring():
+                        meter.start()
+                        alone, _ = await _end_to_end(http, smtp, token_list, options, offset=1)
+                        cpu = meter.read(options.reports / alone)
                     # Raw again just after (the worker idle): bracketed, as P4's rate is.
                     raws = (raw, (await _raw_renders(settings, options, offset=1))[0])
                     shared = f"all on {len(split.all)} cores, reportflow's own defaults"
                     figures += _p2(options, alone, raws, cpu, shared, judged=not split.possible)
+                    figures += cost.figures(options.reports, "P2's all-shared burst")
                     p4 = (http, smtp, calls, meter, token_list)
                     # A single box with nothing but reportflow's defaults (Chromium at
                     # CHROMIUM_NICE below the API; no CPU weights): a small deployment.
