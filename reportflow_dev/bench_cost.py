@@ -134,6 +134,17 @@ def split_samples(raw: str) -> Counter[str]:
     return parts
 
 
+def sampled_threads(raw: str) -> set[int]:
+    """The thread IDs py-spy saw running Python (`--threads` puts each first)."""
+    found = set()
+    for line in raw.splitlines():
+        if line.startswith("thread (") and "):" in line:
+            tid = line[len("thread (") : line.index("):")]
+            if tid.isdigit():
+                found.add(int(tid))
+    return found
+
+
 def _own_cpu(pid: int, task: str = "") -> float:
     """utime + stime of a process (all its threads) or one of its threads: no children."""
     stat = Path(f"/proc/{pid}{task}/stat")
@@ -151,9 +162,10 @@ def _comm(path: Path) -> str:
 
 
 def _native_threads(pid: int) -> dict[int, float]:
-    """CPU of each of a Python process's threads not named as its main thread is: on
-    Python < 3.14 a Python thread keeps the process's name, the SDK's Rust threads
-    (tokio) are named by the runtime."""
+    """CPU of each of a Python process's threads not named as its main thread is. On
+    Python < 3.14 a Python thread keeps the process's name and the SDK's Rust
+    threads are named by their runtime (`tokio-rt-worker`, ...); from 3.14 on Python
+    names its threads too, so those py-spy saw running Python are left out later."""
     main = _comm(Path(f"/proc/{pid}/comm"))
     threads = {}
     with contextlib.suppress(OSError):
@@ -185,6 +197,7 @@ class ReportCost:
     began: _Reading | None = None
     ended: _Reading | None = None
     samples: Counter[str] = field(default_factory=Counter)
+    python_threads: set[int] = field(default_factory=set)  # seen by py-spy
     unsplit: str = ""  # why the worker's Python could not be split, if it could not
     spy_cpu: float = 0.0
     seconds: float = 0.0
@@ -240,7 +253,7 @@ class ReportCost:
             return None
         log = self.workdir / "py-spy.log"
         argv = ["record", "--pid", str(self.worker_pid), "--rate", str(SAMPLE_RATE)]
-        argv += ["--format", "raw", "--nonblocking", "--full-filenames"]
+        argv += ["--format", "raw", "--nonblocking", "--full-filenames", "--threads"]
         argv += ["-o", str(self.workdir / "py-spy.raw")]
         with log.open("wb") as out:
             process = await asyncio.create_subprocess_exec(
@@ -270,7 +283,8 @@ class ReportCost:
             await process.wait()
         raw = self.workdir / "py-spy.raw"
         if raw.exists():
-            self.samples = split_samples(raw.read_text(errors="replace"))
+            text = raw.read_text(errors="replace")
+            self.samples, self.python_threads = split_samples(text), sampled_threads(text)
         if not self.samples:
             self.unsplit = "py-spy took no samples of the worker's Python"
 
@@ -278,7 +292,11 @@ class ReportCost:
         """CPU seconds each row of the table used over the burst."""
         assert self.began is not None and self.ended is not None, "measure a burst first"
         b, e = self.began, self.ended
-        native = sum(cpu - b.native.get(tid, 0.0) for tid, cpu in e.native.items())
+        native = sum(
+            cpu - b.native.get(tid, 0.0)
+            for tid, cpu in e.native.items()
+            if tid not in self.python_threads
+        )
         python = max(0.0, e.worker_own - b.worker_own - native)
         rows = dict.fromkeys(ROWS, 0.0)
         rows["Chromium printing"] = e.chromium - b.chromium

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from reportflow_dev.bench_cost import OTHER_PYTHON, ROWS, classify, split_samples
+from reportflow_dev.bench_cost import OTHER_PYTHON, ROWS, classify, sampled_threads, split_samples
 from reportflow_dev.bench_figures import COST_KEY, Figure, print_ratios
 
 
@@ -129,6 +129,7 @@ def test_cost_sample_goes_to_its_innermost_known_part() -> None:
         "SDK: other Python": 1,
         OTHER_PYTHON: 9,
     }
+    assert sampled_threads(raw) == {12}
     sandbox = f"{site}/temporalio/worker/workflow_sandbox/_importer.py"
     assert classify([activity, f"_import ({sandbox}:400)", dumps]) == (
         "SDK: workflow activations, sandbox"
