@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import linecache
 import os
 import shutil
 import signal
@@ -67,7 +68,7 @@ PYTHON_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "payload encoding",
         ("/reportflow/core/codec.py", "/reportflow/core/clear_payloads.py", "/cryptography/",
-         "/temporalio/converter.py", "/temporalio/contrib/pydantic"),
+         "/temporalio/converter", "/temporalio/contrib/pydantic"),
     ),
     (
         "SDK: workflow activations, sandbox",
@@ -81,6 +82,18 @@ PYTHON_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("SDK: other Python", ("/temporalio/",)),
 )  # fmt: skip
 OTHER_PYTHON = "other Python"
+
+# Lines where a thread blocks in C with the GIL released: the event loop's epoll, an
+# idle thread-pool worker, aiosqlite's idle connection thread, a lock. A sample whose
+# innermost frame is on one was taken while that thread was woken and queued for a
+# CPU, which py-spy counts as running: on a busy machine these were two thirds of
+# the samples. They are left out, with samples of threads showing no Python frame.
+WAITS: tuple[tuple[str, str], ...] = (
+    ("/selectors.py", "self._selector.poll("),
+    ("/concurrent/futures/thread.py", "work_queue.get("),
+    ("/aiosqlite/core.py", "tx.get("),
+    ("/threading.py", ".acquire("),
+)
 
 # The table's rows, in order, and how each is measured.
 ROWS: dict[str, str] = {
@@ -111,22 +124,40 @@ def part_of(path: str) -> str | None:
     return None
 
 
-def classify(stack: list[str]) -> str:
-    """The part of one sample: its innermost frame's that belongs to one. `stack` is
-    py-spy's frames, outermost first, each `function (path:line)`."""
-    for frame in reversed(stack):
-        if not frame.endswith(")") or " (" not in frame:
-            continue  # "thread (123): name" and other labels
-        path = frame.rsplit(" (", 1)[1][:-1].rsplit(":", 1)[0]
+def _where(frame: str) -> tuple[str, int] | None:
+    """(file path, line) of one py-spy frame, `function (path:line)`; None for labels
+    such as `thread (123): MainThread`."""
+    if not frame.endswith(")") or " (" not in frame:
+        return None
+    path, colon, line = frame.rsplit(" (", 1)[1][:-1].rpartition(":")
+    return (path, int(line)) if colon and line.isdigit() else None
+
+
+def is_wait(path: str, line: int) -> bool:
+    """Whether a source line is one of `WAITS` (read from the file itself, so it holds
+    whatever the Python version numbers its lines)."""
+    text = linecache.getline(path, line)
+    return any(path.endswith(file) and call in text for file, call in WAITS)
+
+
+def classify(stack: list[str]) -> str | None:
+    """The part of one sample: its innermost frame's that belongs to one. None for a
+    sample taken at a wait (`WAITS`) or with no Python frame. `stack` is py-spy's
+    frames, outermost first, each `function (path:line)`."""
+    frames = [where for where in map(_where, stack) if where is not None]
+    if not frames or is_wait(*frames[-1]):
+        return None
+    for path, _ in reversed(frames):
         part = part_of(path)
         if part is not None:
             return part
     return OTHER_PYTHON
 
 
-def split_samples(raw: str) -> Counter[str]:
-    """Samples by part, from py-spy's raw (folded) output: `frame;frame;... count`."""
-    parts: Counter[str] = Counter()
+def split_samples(raw: str) -> Counter[str | None]:
+    """Samples by part, from py-spy's raw (folded) output: `frame;frame;... count`;
+    those taken at a wait under None."""
+    parts: Counter[str | None] = Counter()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
@@ -135,7 +166,10 @@ def split_samples(raw: str) -> Counter[str]:
 
 
 def sampled_threads(raw: str) -> set[int]:
-    """The thread IDs py-spy saw running Python (`--threads` puts each first)."""
+    """The Python threads py-spy saw running (`--threads` puts `thread (ID): name`
+    first). A thread with no Python name (`thread (ID)`) is a native one calling
+    into Python now and then (the SDK's Rust core waking the event loop): it stays
+    a native thread."""
     found = set()
     for line in raw.splitlines():
         if line.startswith("thread (") and "):" in line:
@@ -196,7 +230,7 @@ class ReportCost:
     workdir: Path
     began: _Reading | None = None
     ended: _Reading | None = None
-    samples: Counter[str] = field(default_factory=Counter)
+    samples: Counter[str | None] = field(default_factory=Counter)  # None: at a wait
     python_threads: set[int] = field(default_factory=set)  # seen by py-spy
     unsplit: str = ""  # why the worker's Python could not be split, if it could not
     spy_cpu: float = 0.0
@@ -285,8 +319,12 @@ class ReportCost:
         if raw.exists():
             text = raw.read_text(errors="replace")
             self.samples, self.python_threads = split_samples(text), sampled_threads(text)
-        if not self.samples:
+        if not self.used_samples:
             self.unsplit = "py-spy took no samples of the worker's Python"
+
+    @property
+    def used_samples(self) -> int:
+        return sum(n for part, n in self.samples.items() if part is not None)
 
     def cpu_by_part(self) -> dict[str, float]:
         """CPU seconds each row of the table used over the burst."""
@@ -302,10 +340,11 @@ class ReportCost:
         rows["Chromium printing"] = e.chromium - b.chromium
         rows["Playwright driver (node)"] = e.driver - b.driver
         rows["SDK core (Rust threads)"] = native
-        taken = sum(self.samples.values())
+        taken = self.used_samples
         if taken and not self.unsplit:
             for part, n in self.samples.items():
-                rows[part] += python * n / taken
+                if part is not None:
+                    rows[part] += python * n / taken
         else:
             rows[OTHER_PYTHON] = python
         for name in self.processes:
@@ -332,8 +371,8 @@ class ReportCost:
             for part, seconds in rows.items()
         ]
         split = (
-            f"the worker's Python split by {sum(self.samples.values())} py-spy samples "
-            f"at {SAMPLE_RATE}/s"
+            f"the worker's Python split by {self.used_samples} py-spy samples at "
+            f"{SAMPLE_RATE}/s ({self.samples[None]} more, taken at a wait, left out)"
             if not self.unsplit
             else f"the worker's Python not split ({self.unsplit})"
         )
@@ -355,7 +394,8 @@ class ReportCost:
                     "cpu_ms_per_report": total / reports * 1000,
                     "cpu_s": total,
                     "seconds": self.seconds,
-                    "samples": float(sum(self.samples.values())),
+                    "samples": float(self.used_samples),
+                    "samples_at_a_wait": float(self.samples[None]),
                     "py_spy_ms_per_report": self.spy_cpu / reports * 1000,
                 },
             )

@@ -7,8 +7,10 @@ import contextlib
 import io
 import json
 import os
+import selectors
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,6 +116,9 @@ def test_cost_sample_goes_to_its_innermost_known_part() -> None:
     activity = f"_run_activity ({site}/temporalio/worker/_activity.py:500)"
     mine = "query (/repo/reportflow/activities/report.py:90)"
     execute = f"execute ({site}/sqlalchemy/engine/base.py:1400)"
+    lines = Path(selectors.__file__).read_text().splitlines()
+    poll = next(n for n, text in enumerate(lines, 1) if "self._selector.poll(" in text)
+    epoll = f"select ({selectors.__file__}:{poll})"
     raw = "\n".join(
         [
             f"{loop};{activity};{convert};{dumps} 3",  # json under the converter
@@ -121,15 +126,19 @@ def test_cost_sample_goes_to_its_innermost_known_part() -> None:
             f"thread (12): MainThread;{loop};{activity} 1",
             f"{loop};{mine} 4",  # reportflow's own glue
             f"{loop} 5",
+            f"thread (13): MainThread;{loop};{epoll} 7",  # the loop woken, queued for a CPU
+            "thread (14) 8",  # a native thread, no Python frame
+            f"thread (14);call_soon_threadsafe ({stdlib}/asyncio/base_events.py:812) 1",
         ]
     )
     assert split_samples(raw) == {
         "payload encoding": 3,
         "SQL": 2,
         "SDK: other Python": 1,
-        OTHER_PYTHON: 9,
+        OTHER_PYTHON: 10,
+        None: 15,  # left out
     }
-    assert sampled_threads(raw) == {12}
+    assert sampled_threads(raw) == {12, 13}
     sandbox = f"{site}/temporalio/worker/workflow_sandbox/_importer.py"
     assert classify([activity, f"_import ({sandbox}:400)", dumps]) == (
         "SDK: workflow activations, sandbox"
