@@ -8,13 +8,13 @@ are told from its Python threads by name, and the Python time is split by
 py-spy, sampling the worker from outside at `SAMPLE_RATE`: each sample goes to
 the innermost frame that belongs to a known part (by its module's file path),
 so `json` called by the payload converter counts as payload encoding and `json`
-called by an activity as the activity's. The split is then scaled to the
-Python threads' measured CPU, so sampling error moves time between parts but
-never changes the total.
+called by an activity as the activity's; samples taken at a blocking wait are
+left out (`WAITS`). The split is then scaled to the Python threads' measured
+CPU, so sampling error moves time between parts but never changes the total.
 
 py-spy runs outside the worker and reads its memory without pausing it
-(`--nonblocking`): the worker runs the burst as it would unprofiled. Its own
-CPU is shown in the note line, not counted in the table.
+(`--nonblocking`). Its own CPU, taken from the same cores, is in the note line,
+not in the table.
 """
 
 from __future__ import annotations
