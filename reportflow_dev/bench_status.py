@@ -475,25 +475,27 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                             {"click_to_250_s": clicked, "raw_render_s": raw_one},
                         )
                     )
+                    meter.start()
+                    alone, _ = await _end_to_end(http, smtp, token_list, options, offset=1)
+                    cpu = meter.read(options.reports / alone)
+                    # Raw again just after (the worker idle): bracketed, as P4's rate is.
+                    raws = (raw, (await _raw_renders(settings, options, offset=1))[0])
+                    shared = f"all on {len(split.all)} cores, reportflow's own defaults"
+                    figures += _p2(options, alone, raws, cpu, shared, judged=not split.possible)
+                    # The cost table: that burst again, profiled (py-spy's CPU kept out of P2).
                     from reportflow_dev.bench_cost import ReportCost  # here: it imports this module
 
                     cost = ReportCost(
                         worker.pid, {"Temporal server": temporal.process.pid, "API": api_pid}, tmp
                     )
                     async with cost.measuring():
-                        meter.start()
-                        alone, _ = await _end_to_end(http, smtp, token_list, options, offset=1)
-                        cpu = meter.read(options.reports / alone)
-                    # Raw again just after (the worker idle): bracketed, as P4's rate is.
-                    raws = (raw, (await _raw_renders(settings, options, offset=1))[0])
-                    shared = f"all on {len(split.all)} cores, reportflow's own defaults"
-                    figures += _p2(options, alone, raws, cpu, shared, judged=not split.possible)
-                    figures += cost.figures(options.reports, "P2's all-shared burst")
+                        await _end_to_end(http, smtp, token_list, options, offset=7)
+                    figures += cost.figures(options.reports, "P2's all-shared burst again")
                     p4 = (http, smtp, calls, meter, token_list)
                     # A single box with nothing but reportflow's defaults (Chromium at
                     # CHROMIUM_NICE below the API; no CPU weights): a small deployment.
                     figures += await _p4(*p4, options, alone, shared, offset=6)
-                    done = 1 + 3 * options.reports
+                    done = 1 + 4 * options.reports
                     # From here on, the production shape: the worker at a lower CPU weight.
                     group.add({worker.pid, *_descendants(worker.pid, _parents())})
                     layout = f"all on {len(split.all)} cores, {group.description}"
