@@ -25,6 +25,11 @@ class Figure:
     detail: dict[str, float] = field(default_factory=dict)
 
 
+# Figures with this key are the cost table's rows (reportflow_dev/bench_cost.py): printed
+# as a table of their own after the ratios, and under "cost" in the JSON.
+COST_KEY = "CPU"
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -39,11 +44,50 @@ def ms(seconds: float) -> str:
 def print_ratios(figures: list[Figure], out: TextIO = sys.stdout) -> None:
     out.write(f"{'':3} {'figure':<58} {'measured':<30} {'baseline':<40} {'ratio':>6}  goal\n")
     for f in figures:
+        if f.key == COST_KEY:
+            continue
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
         mark = "" if f.met is None else (" ok" if f.met else " MISSED")
         out.write(
             f"{f.key:<3} {f.what:<58} {f.value:<30} {f.baseline:<40} {ratio:>6}  {f.goal}{mark}\n"
         )
+    print_cost(figures, out)
+
+
+def print_cost(figures: list[Figure], out: TextIO = sys.stdout) -> None:
+    """The cost table: CPU milliseconds per report by part, share of the total, then
+    the note line (the total's baseline)."""
+    rows = [f for f in figures if f.key == COST_KEY]
+    if not rows:
+        return
+    out.write(f"\n{'CPU per report, by part':<38} {'ms':>8} {'share':>6}  measured\n")
+    for f in rows:
+        share = f"{f.ratio * 100:.1f}%" if f.ratio is not None else ""
+        how = "" if f.what == "total" else f.baseline
+        out.write(f"{f.what:<38} {f.value:>8} {share:>6}  {how}\n")
+    out.write(f"note: {rows[-1].baseline}\n")
+
+
+def cost_report(figures: list[Figure]) -> dict[str, Any]:
+    """The cost table for the JSON: its rows, the total and the note line."""
+    rows = [f for f in figures if f.key == COST_KEY]
+    if not rows:
+        return {}
+    *parts, total = rows
+    return {
+        "parts": [
+            {
+                "part": f.what,
+                "cpu_ms_per_report": f.detail["cpu_ms_per_report"],
+                "share": f.ratio,
+                "measured": f.baseline,
+            }
+            for f in parts
+        ],
+        "total_cpu_ms_per_report": total.detail["cpu_ms_per_report"],
+        "note": total.baseline,
+        "detail": total.detail,
+    }
 
 
 def ratios_report(figures: list[Figure], rows: Sequence[object] = ()) -> str:
@@ -51,7 +95,8 @@ def ratios_report(figures: list[Figure], rows: Sequence[object] = ()) -> str:
     return json.dumps(
         {
             "machine": machine(),
-            "ratios": [asdict(f) for f in figures],
+            "ratios": [asdict(f) for f in figures if f.key != COST_KEY],
+            "cost": cost_report(figures),
             "parts": [asdict(r) for r in rows if is_dataclass(r) and not isinstance(r, type)],
         },
         indent=2,

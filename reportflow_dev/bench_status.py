@@ -511,11 +511,20 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                     figures += _p2(options, alone, raws, cpu, shared, judged=not split.possible)
                     worker_cpu = cpu["worker + Chromium"]
                     figures.append(p2_against_plain_loop(alone, worker_cpu, (plain, after), shared))
+                    # The cost table: that burst again, profiled (py-spy's CPU kept out of P2).
+                    from reportflow_dev.bench_cost import ReportCost  # here: it imports this module
+
+                    cost = ReportCost(
+                        worker.pid, {"Temporal server": temporal.process.pid, "API": api_pid}, tmp
+                    )
+                    async with cost.measuring():
+                        await _end_to_end(http, smtp, token_list, options, offset=7)
+                    figures += cost.figures(options.reports, "P2's all-shared burst again")
                     p4 = (http, smtp, calls, meter, token_list)
                     # A single box with nothing but reportflow's defaults (Chromium at
                     # CHROMIUM_NICE below the API; no CPU weights): a small deployment.
                     figures += await _p4(*p4, options, alone, shared, offset=6)
-                    done = 1 + 3 * options.reports
+                    done = 1 + 4 * options.reports
                     # From here on, the production shape: the worker at a lower CPU weight.
                     group.add({worker.pid, *_descendants(worker.pid, _parents())})
                     layout = f"all on {len(split.all)} cores, {group.description}"
