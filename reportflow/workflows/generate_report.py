@@ -316,9 +316,9 @@ class GenerateReport:
         input: GenerateReportInput,
     ) -> T:
         """Local first, in the workflow task that took the slot: a query of
-        milliseconds then costs no activity task, and `querying` is published with
-        `rendering`, in one upsert. One that fails or outlasts QUERY_LOCAL publishes
-        `querying` and runs as an activity with its retries."""
+        milliseconds then costs no activity task and no upsert of its own (the memo
+        goes from `queued` to `rendering`). One that fails or outlasts QUERY_LOCAL
+        publishes `querying` and runs as an activity with its retries."""
         timeout = timedelta(seconds=input.timeouts.query)
         return await _local_first(
             step,
