@@ -150,7 +150,7 @@ async def report_activities(
     settings: Settings, kinds: KindRegistry
 ) -> AsyncIterator[ReportActivities]:
     """The report activities with what a worker gives them (the database engine, one
-    Chromium behind its walls at CHROMIUM_NICE, the store, the mailer), closed at
+    Chromium behind its walls under SCHED_BATCH, the store, the mailer), closed at
     the end. The bench's plain loop (reportflow_dev/plain_loop.py) gets them here
     too, so it does a report's work exactly as a worker does, without Temporal."""
     engine = create_engine(

@@ -17,7 +17,7 @@ seeded with 90 days per user. Then, side by side:
 - P3: one report, click to the SMTP server's 250, against its raw render;
 - P4: status reads (`GET /reports/{id}`) by 100 pollers at one a second each
   while reports run, first on the shared box with nothing but reportflow's own
-  defaults (no CPU weights: Chromium runs at CHROMIUM_NICE), then by 100 and 500
+  defaults (no CPU weights: Chromium runs under SCHED_BATCH), then by 100 and 500
   in the production shape below: p50/p99, share of requests served, Temporal
   calls a second, API CPU, and the report throughput against P2's; then 1,000
   SSE streams open on a burst: Temporal calls a second and API CPU. The pollers
@@ -522,7 +522,7 @@ async def run_ratios(options: RatioOptions) -> list[Figure]:
                     figures += cost.figures(options.reports, "P2's all-shared burst again")
                     p4 = (http, smtp, calls, meter, token_list)
                     # A single box with nothing but reportflow's defaults (Chromium at
-                    # CHROMIUM_NICE below the API; no CPU weights): a small deployment.
+                    # SCHED_BATCH beside the API; no CPU weights): a small deployment.
                     figures += await _p4(*p4, options, alone, shared, offset=6)
                     done = 1 + 4 * options.reports
                     # From here on, the production shape: the worker at a lower CPU weight.

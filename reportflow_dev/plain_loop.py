@@ -8,7 +8,7 @@ the worker's settings in its environment. For each of N reports, all at once,
 it does what GenerateReport's activities do, through their own code and with
 the dependencies a worker builds (`reportflow.worker.report_activities`): the
 90-day aggregate in SQL (`query`), the HTML printed by the same Browser behind
-the same walls at CHROMIUM_NICE, its pages counted and the PDF put in the store
+the same walls under SCHED_BATCH, its pages counted and the PDF put in the store
 (`render_report`), the email with its claim in the delivery ledger, sent to the
 bench's SMTP server (`email_report`). Each step first takes one of the worker's
 activity slots (WORKER_MAX_CONCURRENT_ACTIVITIES: one set for the reports' task

@@ -105,9 +105,10 @@ class Settings(BaseSettings):
     # true runs Chromium without it (as root, or a container without user
     # namespaces), logged as a warning at each launch.
     chromium_no_sandbox: bool = False
-    # Chromium (browser, zygotes, renderers) runs this much nicer than the worker, so
-    # prints on a shared host yield to the API, Temporal and workflow tasks; 0: as is.
-    chromium_nice: int = Field(default=10, ge=0, le=19)
+    # Chromium (browser, zygotes, renderers) runs under SCHED_BATCH, so prints on a
+    # shared host yield to the API, Temporal and workflow tasks, and at this nice
+    # value or lower priority: each step above 0 costs CPU a PDF (docs/performance.md).
+    chromium_nice: int = Field(default=0, ge=0, le=19)
     render_timeout_seconds: float = 60.0
     # PDFs printed at once per worker; default: one per CPU core.
     render_concurrency: int | None = Field(default=None, ge=1)
