@@ -57,6 +57,57 @@ async def test_post_of_a_new_report_makes_one_temporal_call(api: CountedApi) -> 
     assert api.calls["describe_workflow_execution"] == 1
 
 
+async def test_a_start_nobody_reads_costs_no_describe(api: CountedApi) -> None:
+    api.calls.clear()
+    created = await api.http.post("/reports", json={}, headers=api.user.headers)
+    assert created.status_code == 202, created.text
+    assert len(api.watchers) == 1  # holding the start's document for the first read
+
+    await wait_for(lambda: len(api.watchers) == 0, timeout=10, what="the unread watcher to end")
+    assert dict(api.calls) == {"start_workflow_execution": 1}
+
+
+async def test_the_read_right_after_the_start_waits_for_no_temporal_call(
+    api: CountedApi,
+) -> None:
+    """Fire, acknowledge, poll: the first status read after the 202 answers with the
+    start's own document however long Temporal takes with the describe it prompts,
+    and Temporal's answer is that very document (the same ETag: no change to send)."""
+    created = await api.http.post("/reports", json={}, headers=api.user.headers)
+    report_id = created.json()["report_id"]
+    service = api.app.state.temporal.service_client
+    rpc_call = service._rpc_call
+    answer, describing = asyncio.Event(), asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["rpc"] == "describe_workflow_execution":
+            describing.set()
+            await answer.wait()
+        return await rpc_call(*args, **kwargs)
+
+    service._rpc_call = held
+    try:
+        async with asyncio.timeout(10):
+            first = await api.http.get(f"/reports/{report_id}", headers=api.user.headers)
+            await describing.wait()  # the read prompted the describe, which is held
+            second = await api.http.get(f"/reports/{report_id}", headers=api.user.headers)
+    finally:
+        answer.set()
+        service._rpc_call = rpc_call
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json() == created.json()
+    assert first.headers["ETag"] == second.headers["ETag"]
+
+    # Described, the watcher follows the run's history: its document is Temporal's.
+    await wait_for(
+        lambda: api.calls["get_workflow_execution_history"] >= 1, what="the history long-poll"
+    )
+    assert api.calls["describe_workflow_execution"] == 1
+    described = await api.http.get(f"/reports/{report_id}", headers=api.user.headers)
+    assert described.headers["ETag"] == first.headers["ETag"]
+    assert described.json() == created.json()
+
+
 async def test_concurrent_gets_share_one_describe_and_the_watcher_expires(api: CountedApi) -> None:
     report_id = (await api.http.post("/reports", json={}, headers=api.user.headers)).json()[
         "report_id"

@@ -114,7 +114,13 @@ class Snapshot:
 
 
 class Watcher:
-    def __init__(self, hub: Watchers, report_id: str, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        hub: Watchers,
+        report_id: str,
+        run_id: str | None = None,
+        started: Snapshot | None = None,
+    ) -> None:
         self.hub = hub
         self.report_id = report_id
         self.run_id = run_id  # None: the report's latest run, whichever it is
@@ -133,12 +139,20 @@ class Watcher:
         self._recheck_at: float | None = None  # an email step may wait for its turn
         self._follower: asyncio.Task[None] | None = None
         self._followed_run: str | None = None
+        # Made by this process's start of the run: holds the document the start
+        # returned and asks Temporal nothing until someone reads it.
+        self._unread = started is not None
+        if started is not None:
+            self._publish(started)
         self.task = asyncio.create_task(self._run(), name=f"watch {report_id} {run_id or ''}")
 
     # ------------------------------------------------------------------ readers
 
     def touch(self) -> None:
         self.last_read = time.monotonic()
+        if self._unread:  # the first reader of a start's document: now describe
+            self._unread = False
+            self._dirty.set()
 
     def poke(self) -> None:
         """Something this process did (a start, a cancel) changed the report:
@@ -271,6 +285,8 @@ class Watcher:
     async def _run(self) -> None:
         idle_seconds = self.hub.settings.status_watch_idle_seconds
         try:
+            if self._unread and not await self._read_within(idle_seconds):
+                return
             described = await self._describe()
             while True:
                 if described is None:
@@ -309,6 +325,12 @@ class Watcher:
             if self._follower is not None:
                 self._follower.cancel()
             self.hub.forget(self)
+
+    async def _read_within(self, idle_seconds: float) -> bool:
+        """Whether a reader came (or a poke) before the watcher went idle."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._dirty.wait(), idle_seconds)
+        return self._dirty.is_set()
 
     def _follow(self, run_id: str | None) -> None:
         """Keep one history long-poll running on the run being watched."""
@@ -365,6 +387,17 @@ class Watchers:
     def poke(self, report_id: str) -> None:
         for watcher in list(self._watchers.get(report_id, {}).values()):
             watcher.poke()
+
+    def started(self, doc: StatusDocument, owner: str) -> None:
+        """This process has just started the run of `doc`: a status read that follows
+        the 202 at once (fire, acknowledge, poll) gets that document without waiting
+        for Temporal, which is described when the first read comes. A watcher that
+        already follows the report is poked instead (it may hold an older run)."""
+        latest = self._watchers.get(doc.report_id, {}).get(None)
+        self.poke(doc.report_id)
+        if latest is None or latest.done:
+            seeded = Watcher(self, doc.report_id, started=Snapshot.of(doc, owner))
+            self._watchers.setdefault(doc.report_id, {})[None] = seeded
 
     async def read(
         self, report_id: str, caller: Caller, run_id: str | None = None

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -132,25 +132,19 @@ class ReportStart:
     start: date | None
     end: date | None
     kind: KindRequest | None = None
+    # When the request was taken, kept in the new run's memo (see `build_document`).
+    created_at: datetime | None = None
 
     def document(self, namespace: str, settings: Settings) -> StatusDocument | None:
         """The new run's status document, known without asking Temporal again
         (None when no run was started: describe the one that is there)."""
         if self.new_run_id is None:
             return None
+        created = self.created_at or datetime.now(UTC)
         execution = StartedExecution(
-            id=self.report_id,
-            run_id=self.new_run_id,
-            namespace=namespace,
-            start_time=datetime.now(UTC),
+            id=self.report_id, run_id=self.new_run_id, namespace=namespace, start_time=created
         )
-        memo = {
-            "user_id": self.user_id,
-            **_range_memo(self.start, self.end),
-            **(self.kind.memo() if self.kind else {}),
-            "stage": "queued",
-        }
-        return build_document(execution, memo, settings=settings)
+        return build_document(execution, start_memo(self), settings=settings)
 
 
 async def start_report(
@@ -184,6 +178,16 @@ async def start_report(
         start, end = kind.dates()
         # The Web UI's summary names the kind, as ops filter and read by it.
         summary = f"Report for user {user_id}: {kind.title} ({kind.name}) {kind.params}"[:200]
+    begun = ReportStart(
+        report_id,
+        new_run_id=None,
+        joined_or_started=False,
+        user_id=user_id,
+        start=start,
+        end=end,
+        kind=kind,
+        created_at=datetime.now(UTC),
+    )
     try:
         handle = await client.start_workflow(
             WORKFLOW_TYPE,
@@ -206,11 +210,7 @@ async def start_report(
                 else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
             ),
             memo={
-                "user_id": user_id,
-                **_range_memo(start, end),
-                **(kind.memo() if kind else {}),
-                "stage": "queued",
-                "progress": 0,
+                **start_memo(begun),
                 **({"recipients": list(recipients)} if recipients else {}),
             },
             search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID_KEY, user_id)]),
@@ -219,15 +219,7 @@ async def start_report(
         )
     except WorkflowAlreadyStartedError:
         log.info("report already completed", extra={"report_id": report_id})
-        return ReportStart(
-            report_id,
-            new_run_id=None,
-            joined_or_started=False,
-            user_id=user_id,
-            start=start,
-            end=end,
-            kind=kind,
-        )
+        return begun
     # The server says whether it started a run or an open one was kept
     # (USE_EXISTING); the SDK keeps its answer on the handle. Unknown = kept,
     # and the caller describes the run.
@@ -237,19 +229,25 @@ async def start_report(
         "report run started" if started else "report run joined",
         extra={"report_id": report_id, "user_id": user_id, "run_id": handle.result_run_id},
     )
-    return ReportStart(
-        report_id,
-        new_run_id=handle.result_run_id if started else None,
-        joined_or_started=True,
-        user_id=user_id,
-        start=start,
-        end=end,
-        kind=kind,
+    return replace(
+        begun, new_run_id=handle.result_run_id if started else None, joined_or_started=True
     )
 
 
-def _range_memo(start: date | None, end: date | None) -> dict[str, str]:
-    return {"start": start.isoformat(), "end": end.isoformat()} if start and end else {}
+def start_memo(begun: ReportStart) -> dict[str, Any]:
+    """The memo a run starts with: what its status document shows before any step."""
+    return {
+        "user_id": begun.user_id,
+        **(
+            {"start": begun.start.isoformat(), "end": begun.end.isoformat()}
+            if begun.start and begun.end
+            else {}
+        ),
+        **(begun.kind.memo() if begun.kind else {}),
+        "stage": "queued",
+        "progress": 0,
+        **({"created_at": begun.created_at.isoformat()} if begun.created_at else {}),
+    }
 
 
 def kind_for_period(

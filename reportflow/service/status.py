@@ -228,6 +228,10 @@ def build_document(
         )
     base = f"/reports/{report_id}"
     updated = memo.get("updated_at")
+    # The API's clock when it took the request (a run it started says so in its memo,
+    # so the 202 and every read agree), else the run's start on Temporal's.
+    created = memo.get("created_at")
+    created_at = datetime.fromisoformat(created) if created else execution.start_time
     default_start, default_end = owner_start_end(report_id)
     kind = str(memo.get("kind") or DEFAULT_KIND)
     raw_params = memo.get("params")
@@ -244,8 +248,8 @@ def build_document(
         last_error=last_error,
         start=_day(memo.get("start") or default_start),
         end=_day(memo.get("end") or default_end),
-        created_at=execution.start_time,
-        updated_at=datetime.fromisoformat(updated) if updated else execution.start_time,
+        created_at=created_at,
+        updated_at=datetime.fromisoformat(updated) if updated else created_at,
         completed_at=execution.close_time,
         result=result,
         error=error,

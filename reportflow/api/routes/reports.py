@@ -111,9 +111,11 @@ async def create_report(
     # Describe afresh whatever this process held: another replica may have
     # started the run this request joined, and the watcher may still hold the
     # previous run's final document (whose run_id the client would then follow).
-    request.app.state.watchers.poke(begun.report_id)
     if doc is None:
+        request.app.state.watchers.poke(begun.report_id)
         doc = (await _watched(request, begun.report_id, caller)).doc
+    else:
+        request.app.state.watchers.started(doc, user_id)
     # Serialized here, as status reads are: FastAPI would validate the document
     # against its own model again first.
     return Response(
