@@ -22,7 +22,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio.exceptions import ApplicationError
 
-from reportflow.core.db import create_engine, users
+from reportflow.core.db import create_engine, sqlite_query_only, users
 from reportflow.kinds import KindRegistry, QueryContext, ReportKind
 from reportflow.models import UNKNOWN_USER, KindData
 from reportflow.report.html import format_cents, short_datetime, whole_units
@@ -42,18 +42,10 @@ CSP = (
 _HEAD = re.compile(r"<head[^>]*>", re.IGNORECASE)
 
 
-def _sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
-    """SQLite: every connection of the reporting engine refuses writes (a PRAGMA is
-    not transactional, so it holds for the connection's life)."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA query_only = ON")
-    cursor.close()
-
-
 def read_only_engine(url: str) -> AsyncEngine:
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_query_only)
+        event.listen(engine.sync_engine, "connect", sqlite_query_only)
     return engine
 
 

@@ -168,16 +168,27 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 3) -> Asy
     )
 
 
-def sqlite_twin(engine: AsyncEngine) -> Engine | None:
+def sqlite_twin(engine: AsyncEngine, *, read_only: bool = False) -> Engine | None:
     """A synchronous engine (the stdlib driver) on the same SQLite file as `engine`,
     for work that is cheaper done whole on one thread than statement by statement
-    through aiosqlite's; None for PostgreSQL or an in-memory database."""
+    through aiosqlite's; None for PostgreSQL or an in-memory database. `read_only`:
+    its connections refuse writes, as `sqlite_query_only` makes them."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
         return None
     twin = sa_create_engine(url.set(drivername="sqlite"), connect_args=_SQLITE_CONNECT)
     event.listen(twin, "connect", _sqlite_wal)
+    if read_only:
+        event.listen(twin, "connect", sqlite_query_only)
     return twin
+
+
+def sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
+    """A SQLite connection that refuses writes (a PRAGMA is not transactional, so it
+    holds for the connection's life)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only = ON")
+    cursor.close()
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
