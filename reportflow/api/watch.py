@@ -388,16 +388,18 @@ class Watchers:
         for watcher in list(self._watchers.get(report_id, {}).values()):
             watcher.poke()
 
-    def started(self, doc: StatusDocument, owner: str) -> None:
+    def started(self, doc: StatusDocument, owner: str) -> Snapshot:
         """This process has just started the run of `doc`: a status read that follows
         the 202 at once (fire, acknowledge, poll) gets that document without waiting
         for Temporal, which is described when the first read comes. A watcher that
         already follows the report is poked instead (it may hold an older run)."""
+        snapshot = Snapshot.of(doc, owner)
         latest = self._watchers.get(doc.report_id, {}).get(None)
         self.poke(doc.report_id)
         if latest is None or latest.done:
-            seeded = Watcher(self, doc.report_id, started=Snapshot.of(doc, owner))
+            seeded = Watcher(self, doc.report_id, started=snapshot)
             self._watchers.setdefault(doc.report_id, {})[None] = seeded
+        return snapshot
 
     async def read(
         self, report_id: str, caller: Caller, run_id: str | None = None

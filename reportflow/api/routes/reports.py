@@ -113,15 +113,15 @@ async def create_report(
     # previous run's final document (whose run_id the client would then follow).
     if doc is None:
         request.app.state.watchers.poke(begun.report_id)
-        doc = (await _watched(request, begun.report_id, caller)).doc
+        snapshot = await _watched(request, begun.report_id, caller)
     else:
-        request.app.state.watchers.started(doc, user_id)
-    # Serialized here, as status reads are: FastAPI would validate the document
+        snapshot = request.app.state.watchers.started(doc, user_id)
+    # Serialized once, as status reads are: FastAPI would validate the document
     # against its own model again first.
     return Response(
-        doc.model_dump_json(),
+        snapshot.body,
         status_code=status.HTTP_202_ACCEPTED,
-        headers={"Location": doc.links.self, **progress_headers(doc)},
+        headers={"Location": snapshot.doc.links.self, **progress_headers(snapshot.doc)},
         media_type="application/json",
     )
 
