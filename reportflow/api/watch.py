@@ -78,6 +78,9 @@ _APPLIED_LOCALLY = {
     EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED,
 }
 
+# How long the watcher a start leaves waits for its first reader (fire, acknowledge,
+# poll) before it ends.
+START_DOCUMENT_SECONDS = 1.0
 # How soon an email step is looked at again while it may wait for its turn to send.
 _TURN_RECHECK_SECONDS = 1.0
 # Documents a watcher keeps for streams that have not sent them yet (a run has
@@ -140,7 +143,7 @@ class Watcher:
         self._follower: asyncio.Task[None] | None = None
         self._followed_run: str | None = None
         # Made by this process's start of the run: holds the document the start
-        # returned and asks Temporal nothing until someone reads it.
+        # returned until its describe lands, and ends soon if nobody reads it.
         self._unread = started is not None
         if started is not None:
             self._publish(started)
@@ -150,9 +153,7 @@ class Watcher:
 
     def touch(self) -> None:
         self.last_read = time.monotonic()
-        if self._unread:  # the first reader of a start's document: now describe
-            self._unread = False
-            self._dirty.set()
+        self._unread = False
 
     def poke(self) -> None:
         """Something this process did (a start, a cancel) changed the report:
@@ -285,8 +286,6 @@ class Watcher:
     async def _run(self) -> None:
         idle_seconds = self.hub.settings.status_watch_idle_seconds
         try:
-            if self._unread and not await self._read_within(idle_seconds):
-                return
             described = await self._describe()
             while True:
                 if described is None:
@@ -304,12 +303,13 @@ class Watcher:
                     now = time.monotonic()
                     if now >= wake:
                         break
-                    idle_at = self.last_read + idle_seconds
+                    idle = START_DOCUMENT_SECONDS if self._unread else idle_seconds
+                    idle_at = self.last_read + idle
                     if self.readers == 0 and idle_at <= now:
                         return
                     # Look at idleness again when it may have come (or every
                     # idle period while a stream holds the watcher).
-                    until = min(wake, idle_at if idle_at > now else now + idle_seconds)
+                    until = min(wake, idle_at if idle_at > now else now + idle)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._dirty.wait(), until - now)
                 described = await self._next(described, timed=not self._dirty.is_set())
@@ -325,12 +325,6 @@ class Watcher:
             if self._follower is not None:
                 self._follower.cancel()
             self.hub.forget(self)
-
-    async def _read_within(self, idle_seconds: float) -> bool:
-        """Whether a reader came (or a poke) before the watcher went idle."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._dirty.wait(), idle_seconds)
-        return self._dirty.is_set()
 
     def _follow(self, run_id: str | None) -> None:
         """Keep one history long-poll running on the run being watched."""
@@ -390,9 +384,10 @@ class Watchers:
 
     def started(self, doc: StatusDocument, owner: str) -> Snapshot:
         """This process has just started the run of `doc`: a status read that follows
-        the 202 at once (fire, acknowledge, poll) gets that document without waiting
-        for Temporal, which is described when the first read comes. A watcher that
-        already follows the report is poked instead (it may hold an older run)."""
+        the 202 (fire, acknowledge, poll) gets that document without waiting for the
+        describe the watcher makes at once, and Temporal's answer once it lands. A
+        watcher nobody reads ends after START_DOCUMENT_SECONDS; one that already
+        follows the report is poked instead (it may hold an older run)."""
         snapshot = Snapshot.of(doc, owner)
         latest = self._watchers.get(doc.report_id, {}).get(None)
         self.poke(doc.report_id)
