@@ -143,10 +143,8 @@ class Watcher:
         self._follower: asyncio.Task[None] | None = None
         self._followed_run: str | None = None
         # Made by this process's start of the run: holds the document the start
-        # returned until its describe lands, follows the run's history only once
-        # read, and ends soon if nobody reads it.
+        # returned until its describe lands, and ends soon if nobody reads it.
         self._unread = started is not None
-        self._described = False  # a describe has answered since the watcher began
         if started is not None:
             self._publish(started)
         self.task = asyncio.create_task(self._run(), name=f"watch {report_id} {run_id or ''}")
@@ -155,10 +153,7 @@ class Watcher:
 
     def touch(self) -> None:
         self.last_read = time.monotonic()
-        if self._unread:
-            self._unread = False
-            if self._described:  # answered a while ago and not followed since
-                self.poke()
+        self._unread = False
 
     def poke(self) -> None:
         """Something this process did (a start, a cancel) changed the report:
@@ -234,7 +229,6 @@ class Watcher:
         described = await read_status(
             self.hub.client, self.report_id, run_id=self.run_id, settings=self.hub.settings
         )
-        self._described = True
         # Events the long-poll brought meanwhile: those past the describe still count.
         seen = described.history_length if described is not None else 0
         self._events = [e for e in self._events if e.event_id > seen]
@@ -302,7 +296,7 @@ class Watcher:
                 else:  # a new run counts its events from 1 again
                     self._seen_events = described.history_length
                 self._publish(Snapshot.of(described.doc, described.owner))
-                if not described.doc.is_final and not self._unread:
+                if not described.doc.is_final:
                     self._follow(described.doc.run_id)
                 wake = self._next_wake(described)
                 while not self._dirty.is_set():
@@ -390,12 +384,10 @@ class Watchers:
 
     def started(self, doc: StatusDocument, owner: str) -> Snapshot:
         """This process has just started the run of `doc`: a status read that follows
-        the 202 (fire, acknowledge, poll) while the describe the watcher makes at
-        once is on its way gets that document without waiting; once it has landed,
-        a first read waits for a fresh one, as the run went unfollowed meanwhile.
-        A watcher nobody reads ends after START_DOCUMENT_SECONDS, having cost that
-        one describe; one that already follows the report is poked instead (it
-        may hold an older run)."""
+        the 202 (fire, acknowledge, poll) gets that document without waiting for the
+        describe the watcher makes at once, and Temporal's answer once it lands. A
+        watcher nobody reads ends after START_DOCUMENT_SECONDS; one that already
+        follows the report is poked instead (it may hold an older run)."""
         snapshot = Snapshot.of(doc, owner)
         latest = self._watchers.get(doc.report_id, {}).get(None)
         self.poke(doc.report_id)
