@@ -195,9 +195,9 @@ def _forgo_priority_raise() -> None:
         logger.debug("no prctl here", exc_info=True)
 
 
-def deprioritize(root: int, nice: int) -> int:
+def deprioritize(root: int, nice: int) -> None:
     """Put process `root`, its descendants and every thread of each under SCHED_BATCH,
-    at `nice` or lower priority; returns how many threads it changed.
+    at `nice` or lower priority.
 
     SCHED_BATCH tells the kernel these threads are CPU-bound: a waking Chromium
     thread never preempts the API, Temporal or the worker's workflow tasks, while
@@ -218,22 +218,17 @@ def deprioritize(root: int, nice: int) -> int:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
-    changed, pending = 0, [root]
+    pending = [root]
     while pending:
         pid = pending.pop()
         pending += children.get(pid, [])
         for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
             tid = int(task.name)
             with contextlib.suppress(OSError):
-                touched = False
                 if os.sched_getscheduler(tid) == os.SCHED_OTHER:  # keeps its nice value
                     os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
-                    touched = True
                 if os.getpriority(os.PRIO_PROCESS, tid) < nice:
                     os.setpriority(os.PRIO_PROCESS, tid, nice)
-                    touched = True
-                changed += touched
-    return changed
 
 
 class Browser:

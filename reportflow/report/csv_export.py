@@ -16,7 +16,7 @@ import contextlib
 import csv
 import io
 import threading
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Select
@@ -65,60 +65,47 @@ async def stream_csv(
             buffer.truncate()
         return
     try:
-        written = _from_thread(lambda hand, stop: _write_rows(twin, statement, buffer, hand, stop))
-        async with contextlib.aclosing(written) as chunks:
+        async with contextlib.aclosing(_written_in_thread(twin, statement, buffer)) as chunks:
             async for chunk in chunks:
                 yield chunk
     finally:
         twin.dispose()
 
 
-class _Stopped(Exception):
-    """The reader of the chunks has gone: the thread writing them ends."""
-
-
-Hand = Callable[[bytes], None]
-
-
-def _write_rows(
-    twin: Engine, statement: Select[Any], buffer: io.StringIO, hand: Hand, stop: threading.Event
-) -> None:
-    """In a thread: the statement's rows as the stdlib driver makes them (no
-    SQLAlchemy row objects), written a batch at a time after what `buffer` holds."""
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    with twin.connect() as connection:
-        cursor = connection.execute(statement).cursor  # nothing fetched from it yet
-        while not stop.is_set() and (rows := cursor.fetchmany(CSV_BATCH_ROWS)):
-            writer.writerows(rows)
-            if buffer.tell() >= CSV_CHUNK_BYTES:
-                hand(buffer.getvalue().encode())
-                buffer.seek(0)
-                buffer.truncate()
-        hand(buffer.getvalue().encode())
-
-
-async def _from_thread(
-    work: Callable[[Hand, threading.Event], None],
+async def _written_in_thread(
+    twin: Engine, statement: Select[Any], buffer: io.StringIO
 ) -> AsyncGenerator[bytes, None]:
-    """What `work` hands over from a thread of its own, at most CSV_CHUNKS_AHEAD
-    chunks ahead; closed early, the thread stops within one cursor batch and is
-    waited for. An error in the thread is raised here."""
+    """The statement's rows as CSV after what `buffer` holds, written by a thread of
+    its own from the stdlib driver's rows (no SQLAlchemy row objects) a cursor batch
+    at a time, at most CSV_CHUNKS_AHEAD chunks ahead. Closed early, the thread stops
+    within one batch and is waited for; an error in the thread is raised here."""
     loop = asyncio.get_running_loop()
     received: asyncio.Queue[bytes] = asyncio.Queue()
     room = threading.Semaphore(CSV_CHUNKS_AHEAD)
     stop = threading.Event()
 
-    def hand(chunk: bytes) -> None:
+    def hand(chunk: bytes) -> bool:
+        """Queue `chunk` once there is room; False: the reader has gone."""
         while not room.acquire(timeout=0.05):
             if stop.is_set():
-                raise _Stopped
+                return False
         loop.call_soon_threadsafe(received.put_nowait, chunk)
+        return True
 
-    def run() -> None:
-        with contextlib.suppress(_Stopped):
-            work(hand, stop)
+    def write() -> None:
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        with twin.connect() as connection:
+            cursor = connection.execute(statement).cursor  # nothing fetched from it yet
+            while not stop.is_set() and (rows := cursor.fetchmany(CSV_BATCH_ROWS)):
+                writer.writerows(rows)
+                if buffer.tell() >= CSV_CHUNK_BYTES:
+                    if not hand(buffer.getvalue().encode()):
+                        return
+                    buffer.seek(0)
+                    buffer.truncate()
+            hand(buffer.getvalue().encode())
 
-    working = loop.run_in_executor(None, run)
+    working = loop.run_in_executor(None, write)
     try:
         while True:
             if working.done() and received.empty():  # its last chunk is queued before

@@ -131,18 +131,20 @@ class ReportStart:
     user_id: str
     start: date | None
     end: date | None
-    kind: KindRequest | None = None
     # When the request was taken, kept in the new run's memo (see `build_document`).
-    created_at: datetime | None = None
+    created_at: datetime
+    kind: KindRequest | None = None
 
     def document(self, namespace: str, settings: Settings) -> StatusDocument | None:
         """The new run's status document, known without asking Temporal again
         (None when no run was started: describe the one that is there)."""
         if self.new_run_id is None:
             return None
-        created = self.created_at or datetime.now(UTC)
         execution = StartedExecution(
-            id=self.report_id, run_id=self.new_run_id, namespace=namespace, start_time=created
+            id=self.report_id,
+            run_id=self.new_run_id,
+            namespace=namespace,
+            start_time=self.created_at,
         )
         return build_document(execution, start_memo(self), settings=settings)
 
@@ -246,7 +248,7 @@ def start_memo(begun: ReportStart) -> dict[str, Any]:
         **(begun.kind.memo() if begun.kind else {}),
         "stage": "queued",
         "progress": 0,
-        **({"created_at": begun.created_at.isoformat()} if begun.created_at else {}),
+        "created_at": begun.created_at.isoformat(),
     }
 
 
