@@ -46,7 +46,7 @@ async def test_post_of_a_new_report_makes_one_temporal_call(api: CountedApi) -> 
 
     assert created.status_code == 202, created.text
     assert api.calls["start_workflow_execution"] == 1
-    assert api.calls["describe_workflow_execution"] <= 1  # the start's watcher, behind it
+    assert api.calls["describe_workflow_execution"] == 0  # the start's watcher follows history
     doc = created.json()
     assert (doc["status"], doc["stage"], doc["progress"]) == ("queued", "queued", 0)
     assert doc["run_id"]
@@ -59,7 +59,7 @@ async def test_post_of_a_new_report_makes_one_temporal_call(api: CountedApi) -> 
     assert api.calls["describe_workflow_execution"] > described
 
 
-async def test_a_start_nobody_reads_costs_one_describe_and_its_watcher_ends(
+async def test_a_start_nobody_reads_costs_no_describe_and_its_watcher_ends(
     api: CountedApi,
 ) -> None:
     api.calls.clear()
@@ -68,7 +68,8 @@ async def test_a_start_nobody_reads_costs_one_describe_and_its_watcher_ends(
     assert len(api.watchers) == 1  # holding the start's document for the first read
 
     await wait_for(lambda: len(api.watchers) == 0, timeout=10, what="the unread watcher to end")
-    assert api.calls["describe_workflow_execution"] == 1, api.calls
+    assert api.calls["get_workflow_execution_history"] >= 1, api.calls  # it followed the run
+    assert api.calls["describe_workflow_execution"] == 0, api.calls
 
 
 async def test_a_first_read_long_after_the_start_shows_where_the_run_is(
@@ -89,26 +90,27 @@ async def test_a_first_read_long_after_the_start_shows_where_the_run_is(
 async def test_the_read_right_after_the_start_waits_for_no_temporal_call(
     api: CountedApi,
 ) -> None:
-    """Fire, acknowledge, poll: the first status read after the 202 answers with the
-    start's own document however long Temporal takes with the describe the start's
-    watcher makes, and Temporal's answer is that very document (the same ETag: no
-    change to send)."""
+    """Fire, acknowledge, poll: the first status reads after the 202 answer with the
+    start's own document however long Temporal takes to answer the watcher's
+    history long-poll, and once it answers (the run still queued: no worker polls
+    this task queue) the document is the same, ETag and all, with no describe."""
     service = api.app.state.temporal.service_client
     rpc_call = service._rpc_call
-    answer, describing = asyncio.Event(), asyncio.Event()
+    answer, following = asyncio.Event(), asyncio.Event()
 
     async def held(*args: Any, **kwargs: Any) -> Any:
-        if kwargs["rpc"] == "describe_workflow_execution":
-            describing.set()
+        if kwargs["rpc"] == "get_workflow_execution_history":
+            following.set()
             await answer.wait()
         return await rpc_call(*args, **kwargs)
 
+    api.calls.clear()
     service._rpc_call = held
     try:
         async with asyncio.timeout(10):
             created = await api.http.post("/reports", json={}, headers=api.user.headers)
             report_id = created.json()["report_id"]
-            await describing.wait()  # the watcher's describe, held
+            await following.wait()  # the watcher's first history fetch, held
             first = await api.http.get(f"/reports/{report_id}", headers=api.user.headers)
             second = await api.http.get(f"/reports/{report_id}", headers=api.user.headers)
     finally:
@@ -118,17 +120,18 @@ async def test_the_read_right_after_the_start_waits_for_no_temporal_call(
     assert first.json() == second.json() == created.json()
     assert first.headers["ETag"] == second.headers["ETag"]
 
-    # Described, the watcher follows the run's history: its document is Temporal's.
+    # The history so far (the start, its first workflow task scheduled) changes
+    # nothing a reader sees.
     await wait_for(
-        lambda: api.calls["get_workflow_execution_history"] >= 1, what="the history long-poll"
+        lambda: api.calls["get_workflow_execution_history"] >= 2, what="the history long-poll"
     )
-    assert api.calls["describe_workflow_execution"] == 1
-    described = await api.http.get(f"/reports/{report_id}", headers=api.user.headers)
-    assert described.headers["ETag"] == first.headers["ETag"]
-    assert described.json() == created.json()
+    followed = await api.http.get(f"/reports/{report_id}", headers=api.user.headers)
+    assert followed.headers["ETag"] == first.headers["ETag"]
+    assert followed.json() == created.json()
+    assert api.calls["describe_workflow_execution"] == 0, api.calls
 
 
-async def test_concurrent_gets_share_one_describe_and_the_watcher_expires(api: CountedApi) -> None:
+async def test_concurrent_gets_share_the_start_s_watcher_and_it_expires(api: CountedApi) -> None:
     api.calls.clear()
     report_id = (await api.http.post("/reports", json={}, headers=api.user.headers)).json()[
         "report_id"
@@ -140,7 +143,9 @@ async def test_concurrent_gets_share_one_describe_and_the_watcher_expires(api: C
 
     assert {r.status_code for r in answers} == {200}
     assert {r.json()["status"] for r in answers} == {"queued"}
-    assert api.calls["describe_workflow_execution"] == 1, api.calls
+    # No describe at all: the start's watcher follows the run's history.
+    assert api.calls["describe_workflow_execution"] == 0, api.calls
+    assert api.calls["get_workflow_execution_history"] <= 2, api.calls
     assert len(api.watchers) == 1
 
     # Readers gone: the watcher ends after STATUS_WATCH_IDLE_SECONDS and asks nothing more.

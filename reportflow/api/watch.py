@@ -122,7 +122,7 @@ class Watcher:
         hub: Watchers,
         report_id: str,
         run_id: str | None = None,
-        started: Snapshot | None = None,
+        started: Described | None = None,
     ) -> None:
         self.hub = hub
         self.report_id = report_id
@@ -142,11 +142,12 @@ class Watcher:
         self._recheck_at: float | None = None  # an email step may wait for its turn
         self._follower: asyncio.Task[None] | None = None
         self._followed_run: str | None = None
-        # Made by this process's start of the run: holds the document the start
-        # returned until its describe lands, and ends soon if nobody reads it.
+        # Made by this process's start of the run: begins from the run as the start
+        # left it (no describe) and ends soon if nobody reads it.
+        self._started = started
         self._unread = started is not None
         if started is not None:
-            self._publish(started)
+            self._publish(Snapshot.of(started.doc, started.owner))
         self.task = asyncio.create_task(self._run(), name=f"watch {report_id} {run_id or ''}")
 
     # ------------------------------------------------------------------ readers
@@ -286,7 +287,7 @@ class Watcher:
     async def _run(self) -> None:
         idle_seconds = self.hub.settings.status_watch_idle_seconds
         try:
-            described = await self._describe()
+            described = self._started or await self._describe()
             while True:
                 if described is None:
                     self._publish(None)
@@ -382,19 +383,23 @@ class Watchers:
         for watcher in list(self._watchers.get(report_id, {}).values()):
             watcher.poke()
 
-    def started(self, doc: StatusDocument, owner: str) -> Snapshot:
-        """This process has just started the run of `doc`: a status read that follows
-        the 202 (fire, acknowledge, poll) gets that document without waiting for the
-        describe the watcher makes at once, and Temporal's answer once it lands. A
-        watcher nobody reads ends after START_DOCUMENT_SECONDS; one that already
-        follows the report is poked instead (it may hold an older run)."""
-        snapshot = Snapshot.of(doc, owner)
-        latest = self._watchers.get(doc.report_id, {}).get(None)
-        self.poke(doc.report_id)
+    def started(self, started: Described) -> Snapshot:
+        """This process has just started the run `started`: a status read that
+        follows the 202 (fire, acknowledge, poll) gets its document at once. The
+        watcher asks no describe: it follows the run's history from the start's
+        event, so whatever the run does next (a stage, its end, a terminate from
+        outside) reaches it as any watched change does. A watcher nobody reads ends
+        after START_DOCUMENT_SECONDS; one that already follows the report is poked
+        instead (it may hold an older run) and describes."""
+        report_id = started.doc.report_id
+        latest = self._watchers.get(report_id, {}).get(None)
+        self.poke(report_id)
         if latest is None or latest.done:
-            seeded = Watcher(self, doc.report_id, started=snapshot)
-            self._watchers.setdefault(doc.report_id, {})[None] = seeded
-        return snapshot
+            seeded = Watcher(self, report_id, started=started)
+            self._watchers.setdefault(report_id, {})[None] = seeded
+            assert seeded.snapshot is not None
+            return seeded.snapshot
+        return Snapshot.of(started.doc, started.owner)
 
     async def read(
         self, report_id: str, caller: Caller, run_id: str | None = None

@@ -48,6 +48,7 @@ from reportflow.models import (
     GenerateReportInput,
 )
 from reportflow.service.status import (
+    Described,
     StartedExecution,
     build_document,
     describe_report,
@@ -135,9 +136,10 @@ class ReportStart:
     created_at: datetime
     kind: KindRequest | None = None
 
-    def document(self, namespace: str, settings: Settings) -> StatusDocument | None:
-        """The new run's status document, known without asking Temporal again
-        (None when no run was started: describe the one that is there)."""
+    def described(self, namespace: str, settings: Settings) -> Described | None:
+        """The new run as a describe of it would find it, known without asking
+        Temporal (None when no run was started: describe the one that is there).
+        Its history so far is the start's event; what follows comes from the run."""
         if self.new_run_id is None:
             return None
         execution = StartedExecution(
@@ -146,7 +148,16 @@ class ReportStart:
             namespace=namespace,
             start_time=self.created_at,
         )
-        return build_document(execution, start_memo(self), settings=settings)
+        memo = start_memo(self)
+        return Described(
+            doc=build_document(execution, memo, settings=settings),
+            owner=self.user_id,
+            execution=execution,
+            memo=memo,
+            history_length=1,  # WorkflowExecutionStarted
+            next_attempt_at=None,
+            activity_pending=False,
+        )
 
 
 async def start_report(

@@ -107,15 +107,15 @@ async def create_report(
         client, settings, user_id=user_id, start=start, end=end, regenerate=regenerate, kind=kind
     )
     tracing.mark_report(begun.report_id)
-    doc = begun.document(client.namespace, settings)
+    started = begun.described(client.namespace, settings)
     # Describe afresh whatever this process held: another replica may have
     # started the run this request joined, and the watcher may still hold the
     # previous run's final document (whose run_id the client would then follow).
-    if doc is None:
+    if started is None:
         request.app.state.watchers.poke(begun.report_id)
         snapshot = await _watched(request, begun.report_id, caller)
     else:
-        snapshot = request.app.state.watchers.started(doc, user_id)
+        snapshot = request.app.state.watchers.started(started)
     # Serialized once, as status reads are: FastAPI would validate the document
     # against its own model again first.
     return Response(
